@@ -1,0 +1,20 @@
+"""Importing this module registers every table on SQLModel.metadata (for Alembic and tests)."""
+
+from models.api_keys import ApiKey
+from models.audit import AuditEvent
+from models.idempotency import IdempotencyRecord
+from models.offerings import Offering
+from models.organizations import Location, Organization
+from models.therapists import AvailabilityRow, Therapist, TimeOff
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "AvailabilityRow",
+    "IdempotencyRecord",
+    "Location",
+    "Offering",
+    "Organization",
+    "Therapist",
+    "TimeOff",
+]

@@ -1,0 +1,133 @@
+"""Certified music therapists, their weekly availability and their time off."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, time
+
+from pydantic import AwareDatetime, ValidationInfo, field_validator
+from sqlalchemy import ARRAY, CheckConstraint, DateTime, String, Time, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.types import ClockTime, Email, FocusArea, LongText, Name, Tags, TimeZoneName, Weekday
+
+WEEK_MINUTES = 7 * 24 * 60
+
+
+class TherapistBase(SQLModel):
+    name: Name = Field(sa_type=String(200))
+    email: Email = Field(sa_type=String(254))
+    credentials: Tags = Field(default_factory=list, sa_type=ARRAY(String(40)))
+    specialties: list[FocusArea] = Field(default_factory=list, sa_type=ARRAY(String(40)))
+    languages: Tags = Field(default_factory=lambda: ["en"], sa_type=ARRAY(String(40)))
+    timezone: TimeZoneName = Field(sa_type=String(64))
+    max_weekly_minutes: int = Field(default=1800, ge=0, le=WEEK_MINUTES)
+    active: bool = True
+
+
+class Therapist(TherapistBase, table=True):
+    __tablename__ = "therapists"
+    __table_args__ = (
+        UniqueConstraint("email"),
+        CheckConstraint(f"max_weekly_minutes BETWEEN 0 AND {WEEK_MINUTES}", name="weekly_minutes"),
+    )
+
+    id: uuid.UUID = id_field()
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+
+
+class TherapistCreate(TherapistBase):
+    model_config = FORBID_EXTRA
+
+
+class TherapistUpdate(SQLModel):
+    model_config = FORBID_EXTRA
+
+    name: Name = Field(default=None)
+    email: Email = Field(default=None)
+    credentials: Tags = Field(default=None)
+    specialties: list[FocusArea] = Field(default=None)
+    languages: Tags = Field(default=None)
+    timezone: TimeZoneName = Field(default=None)
+    max_weekly_minutes: int = Field(default=None, ge=0, le=WEEK_MINUTES)
+    active: bool = Field(default=None)
+
+
+class TherapistRead(TherapistBase):
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+
+class AvailabilityWindow(SQLModel):
+    """One weekly window, in the therapist's own time zone; `end` is after `start`."""
+
+    model_config = FORBID_EXTRA
+
+    weekday: Weekday
+    start: ClockTime
+    end: ClockTime
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: time, info: ValidationInfo) -> time:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("end must be after start")
+        return end
+
+
+class WeeklyAvailability(SQLModel):
+    windows: list[AvailabilityWindow]
+
+
+class AvailabilityRow(SQLModel, table=True):
+    __tablename__ = "therapist_availability"
+    __table_args__ = (
+        CheckConstraint("start_time < end_time", name="start_before_end"),
+        CheckConstraint("weekday IN ('MO','TU','WE','TH','FR','SA','SU')", name="weekday"),
+    )
+
+    id: uuid.UUID = id_field()
+    therapist_id: uuid.UUID = Field(foreign_key="therapists.id", ondelete="CASCADE", index=True)
+    weekday: str = Field(sa_type=String(2))
+    start_time: time = Field(sa_type=Time())
+    end_time: time = Field(sa_type=Time())
+
+
+class TimeOffBase(SQLModel):
+    starts_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ends_at: datetime = Field(sa_type=DateTime(timezone=True))
+    reason: LongText | None = Field(default=None, sa_type=String(2000))
+
+
+class TimeOff(TimeOffBase, table=True):
+    __tablename__ = "therapist_time_off"
+    __table_args__ = (CheckConstraint("ends_at > starts_at", name="ends_after_start"),)
+
+    id: uuid.UUID = id_field()
+    therapist_id: uuid.UUID = Field(foreign_key="therapists.id", ondelete="CASCADE", index=True)
+    created_at: datetime = timestamp_field()
+
+
+class TimeOffCreate(TimeOffBase):
+    model_config = FORBID_EXTRA
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @field_validator("ends_at")
+    @classmethod
+    def _ends_after_start(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and ends_at <= starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return ends_at
+
+
+class TimeOffRead(TimeOffBase):
+    id: uuid.UUID
+    therapist_id: uuid.UUID
+    created_at: datetime

@@ -1,0 +1,178 @@
+"""Field types that carry meaning, shared by every resource schema."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+# ISO 4217 codes with two minor-unit digits that Stripe accepts. Zero- and three-decimal
+# currencies (JPY, KWD, ...) are refused: money is integer cents everywhere.
+TWO_DECIMAL_CURRENCIES = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BWP BYN BZD CAD
+    CDF CHF CNY COP CRC CVE CZK DKK DOP DZD EGP ETB EUR FJD FKP GBP GEL GIP GMD GTQ GYD HKD HNL
+    HTG HUF IDR ILS INR ISK JMD KES KGS KHR KYD KZT LAK LBP LKR LRD LSL MAD MDL MKD MMK MNT MOP
+    MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR
+    SBD SCR SEK SGD SHP SLE SOS SRD STD SZL THB TJS TOP TRY TTD TWD TZS UAH UYU UZS WST XCD YER
+    ZAR ZMW USD
+    """.split()  # noqa: SIM905 (a table is easier to read as words)
+)
+
+
+class Weekday(StrEnum):
+    MO = "MO"
+    TU = "TU"
+    WE = "WE"
+    TH = "TH"
+    FR = "FR"
+    SA = "SA"
+    SU = "SU"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    coordinator = "coordinator"
+    therapist = "therapist"
+    finance = "finance"
+
+
+class OrganizationKind(StrEnum):
+    school = "school"
+    clinic = "clinic"
+    workplace = "workplace"
+    community = "community"
+    other = "other"
+
+
+class OfferingFormat(StrEnum):
+    individual = "individual"
+    group = "group"
+
+
+class FocusArea(StrEnum):
+    stress_anxiety = "stress_anxiety"
+    focus_attention = "focus_attention"
+    social_confidence = "social_confidence"
+    emotional_processing = "emotional_processing"
+    wellbeing = "wellbeing"
+
+
+def _reject_nul(value: str) -> str:
+    # PostgreSQL text cannot store NUL; refuse it at the edge instead of failing in the driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_reject_nul),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_reject_nul),
+]
+LongText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2000),
+    AfterValidator(_reject_nul),
+]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("must be an email address like name@example.org")
+    return value.lower()
+
+
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+    AfterValidator(_reject_nul),
+    AfterValidator(_email),
+]
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _timezone(value: str) -> str:
+    if value not in _zones():
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"must be an IANA time zone such as America/Edmonton; got {value!r}"
+            ) from exc
+    return value
+
+
+TimeZoneName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_timezone)
+]
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if code not in TWO_DECIMAL_CURRENCIES:
+        raise ValueError("must be an ISO 4217 currency with two decimals, such as CAD or USD")
+    return code
+
+
+CurrencyCode = Annotated[
+    str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)
+]
+
+
+def _holiday_region(value: str) -> str:
+    # Local import: `holidays` is large and only needed to validate this one field.
+    import holidays
+
+    country, _, subdivision = value.upper().partition("-")
+    supported = holidays.list_supported_countries()
+    if country not in supported:
+        raise ValueError(f"unknown holiday country {country!r}; use e.g. CA-AB or US-NY")
+    if subdivision and subdivision not in supported[country]:
+        raise ValueError(f"{country} has no holiday subdivision {subdivision!r}")
+    return f"{country}-{subdivision}" if subdivision else country
+
+
+HolidayRegion = Annotated[
+    str, StringConstraints(min_length=2, max_length=16), AfterValidator(_holiday_region)
+]
+
+Cents = Annotated[int, Field(ge=0, le=100_000_000_00)]
+"""Money as integer minor units; never negative, bounded far below bigint."""
+
+BasisPoints = Annotated[int, Field(ge=0, le=10_000)]
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+def _hhmm(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError("must be a time of day as HH:MM, 00:00 to 23:59")
+    return value
+
+
+ClockTime = Annotated[time, BeforeValidator(_hhmm)]
+"""A wall-clock time of day, written "HH:MM"."""
+
+
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=40),
+    AfterValidator(_reject_nul),
+]
+Tags = Annotated[list[Tag], Field(max_length=20)]

@@ -1,0 +1,139 @@
+"""What every router shares: the unit-of-work route class and typed dependency aliases.
+
+`UnitOfWorkRoute` is the one place a request's transaction begins and ends. It commits before
+the response leaves (so a failed commit is never a 200), and it is where Idempotency-Key is
+honoured for every POST, in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.offerings import Offering
+from models.organizations import Organization
+from models.therapists import Therapist
+from service import idempotency, offerings, organizations, therapists
+from service.auth import Principal, authenticate, caller_fingerprint
+from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+
+
+class UnitOfWorkRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run_in_transaction(request: Request) -> Response:
+            async with request.app.state.session_factory() as db:
+                request.state.db = db
+                try:
+                    response = await _run_once(request, db, handler)
+                except BaseException:
+                    await db.rollback()
+                    raise
+            return response
+
+        return run_in_transaction
+
+
+async def _run_once(
+    request: Request, db: AsyncSession, handler: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    key = request.headers.get(idempotency.HEADER) if request.method == "POST" else None
+    caller = caller_fingerprint(request.headers.get("authorization"))
+    if key is not None:
+        idempotency.validate_key(key)
+        stored = await idempotency.claim(
+            db,
+            caller=caller,
+            key=key,
+            method=request.method,
+            path=request.url.path,
+            fingerprint=idempotency.request_hash(
+                request.method, request.url.path, request.url.query, await request.body()
+            ),
+        )
+        if stored is not None:
+            await db.rollback()
+            return Response(
+                stored.body,
+                status_code=stored.status,
+                media_type=stored.content_type,
+                headers={"Idempotent-Replayed": "true"},
+            )
+    response = await handler(request)
+    if response.status_code >= 400:
+        await db.rollback()
+        return response
+    if key is not None:
+        await idempotency.save_response(
+            db,
+            caller=caller,
+            key=key,
+            response=idempotency.StoredResponse(
+                status=response.status_code,
+                body=bytes(response.body),
+                content_type=response.media_type or "application/json",
+            ),
+        )
+    await db.commit()
+    return response
+
+
+def db_session(request: Request) -> AsyncSession:
+    session: AsyncSession = request.state.db
+    return session
+
+
+DbSession = Annotated[AsyncSession, Depends(db_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ens_...`")
+
+
+async def current_principal(
+    db: DbSession,
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await authenticate(db, request.headers.get("authorization"))
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def page_request(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> PageRequest:
+    return PageRequest(limit=limit, cursor=cursor)
+
+
+PageParams = Annotated[PageRequest, Depends(page_request)]
+
+
+async def organization_in_path(
+    organization_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> Organization:
+    return await organizations.get_visible(db, principal, organization_id)
+
+
+async def therapist_in_path(
+    therapist_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> Therapist:
+    return await therapists.get_visible(db, principal, therapist_id)
+
+
+async def offering_in_path(
+    offering_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> Offering:
+    return await offerings.get_visible(db, principal, offering_id)
+
+
+OrganizationInPath = Annotated[Organization, Depends(organization_in_path)]
+TherapistInPath = Annotated[Therapist, Depends(therapist_in_path)]
+OfferingInPath = Annotated[Offering, Depends(offering_in_path)]

@@ -1,0 +1,48 @@
+"""Probes for orchestrators and the metrics endpoint; no API key needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import metrics, migrate
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Database unreachable or schema behind"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready for traffic: the database answers and its schema is at the code's migration head."""
+    head = migrate.head_revision()
+    try:
+        async with request.app.state.engine.connect() as conn:
+            current = await conn.run_sync(migrate.current_revision)
+    except (SQLAlchemyError, OSError) as exc:
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
+            status_code=503,
+        )
+    ready = current == head
+    return JSONResponse(
+        {
+            "status": "ok" if ready else "unavailable",
+            "database": "ok",
+            "schema_revision": current,
+            "expected_revision": head,
+        },
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    """Prometheus text exposition."""
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,101 @@
+"""API keys: created and revoked by admins (or by the CLI, to bootstrap the first admin)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.api_keys import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from models.base import Page, utcnow
+from models.organizations import Organization
+from models.therapists import Therapist
+from models.types import Role
+from service import audit
+from service.auth import Principal, hash_secret, new_secret, require_role
+from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.pagination import PageRequest, paginate
+
+ADMINS = (Role.admin,)
+
+
+def to_read(key: ApiKey) -> ApiKeyRead:
+    return ApiKeyRead.model_validate(key, from_attributes=True)
+
+
+async def create(db: AsyncSession, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
+    """Mint a key. The secret is returned here once and only its hash is stored."""
+    require_role(principal, ADMINS, "manage API keys")
+    missing = []
+    if data.organization_id and await db.get(Organization, data.organization_id) is None:
+        missing.append(FieldError("organization_id", "no such organization", "not_found"))
+    if data.therapist_id and await db.get(Therapist, data.therapist_id) is None:
+        missing.append(FieldError("therapist_id", "no such therapist", "not_found"))
+    if missing:
+        raise ValidationFailed(missing)
+    secret = new_secret()
+    key = ApiKey.model_validate(
+        data, update={"secret_hash": hash_secret(secret), "prefix": secret[:12]}
+    )
+    db.add(key)
+    await db.flush()
+    read = to_read(key)
+    await audit.record(
+        db,
+        principal,
+        action="api_key.created",
+        entity_type="api_key",
+        entity_id=key.id,
+        organization_id=key.organization_id,
+        after=read,
+    )
+    return ApiKeyCreated(**read.model_dump(), key=secret)
+
+
+async def list_keys(db: AsyncSession, principal: Principal, page: PageRequest) -> Page[ApiKeyRead]:
+    require_role(principal, ADMINS, "manage API keys")
+    return await paginate(
+        db,
+        select(ApiKey),
+        created_at=ApiKey.created_at,
+        id_column=ApiKey.id,
+        page=page,
+        to_read=to_read,
+    )
+
+
+async def revoke(db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyRead:
+    require_role(principal, ADMINS, "manage API keys")
+    key = await db.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found")
+    if key.revoked_at is not None:
+        raise InvalidState(f"API key {key_id} is already revoked")
+    before = to_read(key)
+    key.revoked_at = utcnow()
+    await db.flush()
+    after = to_read(key)
+    await audit.record(
+        db,
+        principal,
+        action="api_key.revoked",
+        entity_type="api_key",
+        entity_id=key.id,
+        organization_id=key.organization_id,
+        before=before,
+        after=after,
+    )
+    return after
+
+
+async def is_active(db: AsyncSession, secret: str) -> bool:
+    row = (
+        await db.execute(
+            select(col(ApiKey.id)).where(
+                col(ApiKey.secret_hash) == hash_secret(secret), col(ApiKey.revoked_at).is_(None)
+            )
+        )
+    ).first()
+    return row is not None

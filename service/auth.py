@@ -1,0 +1,119 @@
+"""Authentication and tenant scoping: the one place that decides who may see what.
+
+A caller is a `Principal` resolved from a bearer API key. Queries for tenant-owned rows go
+through `scope_to_organizations`, the only code that writes an `organization_id ==` filter, so
+a coordinator can never be handed another organization's rows by a forgotten WHERE clause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, false, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.api_keys import ApiKey
+from models.types import Role
+from service.errors import Forbidden, Unauthorized
+
+KEY_PREFIX = "ens_"
+SECRET_BYTES = 32  # 256 bits of randomness: a hash lookup is then as safe as a password check
+
+S = TypeVar("S", bound=Select[Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: uuid.UUID
+    name: str
+    role: Role
+    organization_id: uuid.UUID | None = None
+    therapist_id: uuid.UUID | None = None
+
+    @property
+    def sees_all_organizations(self) -> bool:
+        return self.role in (Role.admin, Role.finance)
+
+
+SYSTEM = Principal(key_id=uuid.UUID(int=0), name="system", role=Role.admin)
+"""The actor for work the provider itself does (CLI, demo data, scheduled jobs)."""
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def caller_fingerprint(authorization: str | None) -> str:
+    """A stable, non-secret id for whoever sent a request (the hash of their key, if any)."""
+    token = bearer_token(authorization)
+    return hash_secret(token) if token else "anonymous"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(db: AsyncSession, authorization: str | None) -> Principal:
+    token = bearer_token(authorization)
+    if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        raise Unauthorized("Send an API key as 'Authorization: Bearer ens_...'")
+    digest = hash_secret(token)
+    key = (
+        await db.execute(
+            select(ApiKey).where(
+                col(ApiKey.secret_hash) == digest, col(ApiKey.revoked_at).is_(None)
+            )
+        )
+    ).scalar_one_or_none()
+    # The lookup is by hash; compare once more in constant time so that no code path ever
+    # compares secret material with an early-exit equality.
+    if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        raise Unauthorized("The API key is unknown or has been revoked")
+    return Principal(
+        key_id=key.id,
+        name=key.name,
+        role=Role(key.role),
+        organization_id=key.organization_id,
+        therapist_id=key.therapist_id,
+    )
+
+
+def require_role(principal: Principal, roles: Iterable[Role], action: str) -> None:
+    allowed = set(roles)
+    if principal.role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        raise Forbidden(f"Only {names} may {action}")
+
+
+def scope_to_organizations(stmt: S, principal: Principal, column: ColumnElement[Any] | Any) -> S:
+    """Restrict a query on tenant-owned rows to the organizations the caller may reach."""
+    if principal.sees_all_organizations:
+        return stmt
+    if principal.role == Role.coordinator and principal.organization_id is not None:
+        return stmt.where(column == principal.organization_id)
+    return stmt.where(false())
+
+
+def scope_to_therapist(stmt: S, principal: Principal, column: ColumnElement[Any] | Any) -> S:
+    """Restrict a query on therapist-owned rows to what the caller may reach."""
+    if principal.sees_all_organizations:
+        return stmt
+    if principal.role == Role.therapist and principal.therapist_id is not None:
+        return stmt.where(column == principal.therapist_id)
+    return stmt.where(false())

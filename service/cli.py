@@ -1,0 +1,172 @@
+"""The `ensemble` command: serve, migrate, create-key, demo, openapi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("ensemble")
+EMBEDDED_DATABASE = "ensemble"
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL to use: DATABASE_URL, or the embedded server (started, then stopped)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from service.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir / "pgdata")
+    server.start()
+    try:
+        yield server.ensure_database(EMBEDDED_DATABASE)
+    finally:
+        server.stop()
+
+
+def _use_url(url: str) -> Settings:
+    """Make `url` the DATABASE_URL for this process and any worker processes it starts."""
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service import migrate
+
+    with database(get_settings()) as url:
+        migrate.upgrade(url)
+        print(f"schema at {migrate.head_revision()}")
+    return 0
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from service import bootstrap
+    from service.errors import DomainError
+
+    with database(get_settings()) as url:
+        settings = _use_url(url)
+        try:
+            secret = asyncio.run(
+                bootstrap.create_key(
+                    settings,
+                    role=args.role,
+                    name=args.name,
+                    organization_id=args.organization,
+                    therapist_id=args.therapist,
+                )
+            )
+        except DomainError as exc:
+            print(f"ensemble create-key: {json.dumps(exc.problem())}", file=sys.stderr)
+            return 2
+    print(secret)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service import bootstrap, migrate
+
+    with database(get_settings()) as url:
+        migrate.upgrade(url)
+        loaded = asyncio.run(bootstrap.load_demo_if_empty(_use_url(url)))
+    print("demo data loaded" if loaded else "database not empty; demo data left alone")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from service.app import create_app
+
+    spec = create_app().openapi()
+    sys.stdout.write(json.dumps(spec, indent=2, sort_keys=False) + "\n")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service import bootstrap, migrate
+
+    with database(get_settings()) as url:
+        settings = _use_url(url)
+        migrate.upgrade(url)  # serialized across replicas by an advisory lock in env.py
+        if args.demo:
+            asyncio.run(bootstrap.load_demo_if_empty(settings))
+            key = asyncio.run(bootstrap.local_admin_key(settings))
+            print(
+                f"\n  Admin API key: {key}\n  Try: curl -H 'Authorization: Bearer {key}' "
+                f"http://{args.host}:{args.port}/v1/me\n",
+                flush=True,
+            )
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+        )
+    return 0
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a UUID: {value}") from exc
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="ensemble", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (migrates first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--no-scheduler", action="store_true", help="do not run background jobs in this process"
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="load demo data into an empty database and print an admin key",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    commands.add_parser("migrate", help="apply migrations").set_defaults(func=cmd_migrate)
+
+    key = commands.add_parser("create-key", help="mint an API key and print it")
+    key.add_argument(
+        "--role", required=True, choices=["admin", "coordinator", "therapist", "finance"]
+    )
+    key.add_argument("--name", required=True)
+    key.add_argument("--organization", type=_uuid, default=None)
+    key.add_argument("--therapist", type=_uuid, default=None)
+    key.set_defaults(func=cmd_create_key)
+
+    commands.add_parser("demo", help="load demo data if the database is empty").set_defaults(
+        func=cmd_demo
+    )
+    commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""The catalog of offerings: readable by every role, changed by admins."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.base import Page, utcnow
+from models.offerings import Offering, OfferingCreate, OfferingRead, OfferingUpdate
+from models.types import OfferingFormat, Role
+from service import audit
+from service.auth import Principal, require_role
+from service.errors import FieldError, NotFound, ValidationFailed
+from service.pagination import PageRequest, paginate
+
+
+def to_read(offering: Offering) -> OfferingRead:
+    return OfferingRead.model_validate(offering, from_attributes=True)
+
+
+async def get_visible(db: AsyncSession, principal: Principal, offering_id: uuid.UUID) -> Offering:
+    offering = await db.get(Offering, offering_id)
+    if offering is None:
+        raise NotFound(f"Offering {offering_id} not found")
+    return offering
+
+
+async def create(db: AsyncSession, principal: Principal, data: OfferingCreate) -> OfferingRead:
+    require_role(principal, (Role.admin,), "change the catalog")
+    offering = Offering.model_validate(data)
+    db.add(offering)
+    await db.flush()
+    read = to_read(offering)
+    await audit.record(
+        db,
+        principal,
+        action="offering.created",
+        entity_type="offering",
+        entity_id=offering.id,
+        after=read,
+    )
+    return read
+
+
+async def list_offerings(
+    db: AsyncSession, principal: Principal, page: PageRequest
+) -> Page[OfferingRead]:
+    return await paginate(
+        db,
+        select(Offering),
+        created_at=Offering.created_at,
+        id_column=Offering.id,
+        page=page,
+        to_read=to_read,
+    )
+
+
+async def update(
+    db: AsyncSession, principal: Principal, offering: Offering, changes: OfferingUpdate
+) -> OfferingRead:
+    require_role(principal, (Role.admin,), "change the catalog")
+    fields = changes.model_dump(exclude_unset=True)
+    merged_format = fields.get("format", offering.format)
+    merged_max = fields.get("max_participants", offering.max_participants)
+    if merged_format == OfferingFormat.individual and merged_max != 1:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "max_participants",
+                    "must be 1 for an individual offering",
+                    "individual_participants",
+                )
+            ]
+        )
+    before = to_read(offering)
+    offering.sqlmodel_update(fields)
+    offering.updated_at = utcnow()
+    await db.flush()
+    after = to_read(offering)
+    await audit.record(
+        db,
+        principal,
+        action="offering.updated",
+        entity_type="offering",
+        entity_id=offering.id,
+        before=before,
+        after=after,
+    )
+    return after

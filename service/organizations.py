@@ -1,0 +1,147 @@
+"""Client organizations and their locations."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import Page, utcnow
+from models.organizations import (
+    PROVIDER_ONLY_FIELDS,
+    Location,
+    LocationCreate,
+    LocationRead,
+    Organization,
+    OrganizationCreate,
+    OrganizationRead,
+    OrganizationUpdate,
+)
+from models.types import Role
+from service import audit
+from service.auth import Principal, require_role, scope_to_organizations
+from service.errors import Forbidden, NotFound
+from service.pagination import PageRequest, paginate
+
+READERS = (Role.admin, Role.finance, Role.coordinator)
+EDITORS = (Role.admin, Role.coordinator)
+
+
+def to_read(org: Organization) -> OrganizationRead:
+    return OrganizationRead.model_validate(org, from_attributes=True)
+
+
+async def get_visible(db: AsyncSession, principal: Principal, org_id: uuid.UUID) -> Organization:
+    """The organization if the caller may see it; otherwise NotFound (never a hint it exists)."""
+    require_role(principal, READERS, "read organizations")
+    stmt = scope_to_organizations(
+        select(Organization).where(col(Organization.id) == org_id), principal, Organization.id
+    )
+    org = (await db.execute(stmt)).scalar_one_or_none()
+    if org is None:
+        raise NotFound(f"Organization {org_id} not found")
+    return org
+
+
+async def create(
+    db: AsyncSession, principal: Principal, data: OrganizationCreate
+) -> OrganizationRead:
+    require_role(principal, (Role.admin,), "create organizations")
+    org = Organization.model_validate(data)
+    db.add(org)
+    await db.flush()
+    read = to_read(org)
+    await audit.record(
+        db,
+        principal,
+        action="organization.created",
+        entity_type="organization",
+        entity_id=org.id,
+        organization_id=org.id,
+        after=read,
+    )
+    return read
+
+
+async def list_organizations(
+    db: AsyncSession, principal: Principal, page: PageRequest
+) -> Page[OrganizationRead]:
+    require_role(principal, READERS, "list organizations")
+    stmt = scope_to_organizations(select(Organization), principal, Organization.id)
+    return await paginate(
+        db,
+        stmt,
+        created_at=Organization.created_at,
+        id_column=Organization.id,
+        page=page,
+        to_read=to_read,
+    )
+
+
+async def update(
+    db: AsyncSession, principal: Principal, org: Organization, changes: OrganizationUpdate
+) -> OrganizationRead:
+    require_role(principal, EDITORS, "change organizations")
+    fields = changes.model_dump(exclude_unset=True)
+    if principal.role != Role.admin and (blocked := PROVIDER_ONLY_FIELDS & fields.keys()):
+        raise Forbidden(f"Only the provider may change {', '.join(sorted(blocked))}")
+    before = to_read(org)
+    org.sqlmodel_update(fields)
+    org.updated_at = utcnow()
+    await db.flush()
+    after = to_read(org)
+    await audit.record(
+        db,
+        principal,
+        action="organization.updated",
+        entity_type="organization",
+        entity_id=org.id,
+        organization_id=org.id,
+        before=before,
+        after=after,
+    )
+    return after
+
+
+def location_to_read(location: Location) -> LocationRead:
+    return LocationRead.model_validate(location, from_attributes=True)
+
+
+async def add_location(
+    db: AsyncSession, principal: Principal, org: Organization, data: LocationCreate
+) -> LocationRead:
+    require_role(principal, EDITORS, "add locations")
+    location = Location.model_validate(data, update={"organization_id": org.id})
+    db.add(location)
+    await db.flush()
+    read = location_to_read(location)
+    await audit.record(
+        db,
+        principal,
+        action="location.created",
+        entity_type="location",
+        entity_id=location.id,
+        organization_id=org.id,
+        after=read,
+    )
+    return read
+
+
+async def list_locations(
+    db: AsyncSession, principal: Principal, org: Organization, page: PageRequest
+) -> Page[LocationRead]:
+    stmt = scope_to_organizations(
+        select(Location).where(col(Location.organization_id) == org.id),
+        principal,
+        Location.organization_id,
+    )
+    return await paginate(
+        db,
+        stmt,
+        created_at=Location.created_at,
+        id_column=Location.id,
+        page=page,
+        to_read=location_to_read,
+    )

@@ -1,0 +1,71 @@
+"""Keyset pagination, the one way every list is paged: ordered by (created_at, id)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.base import Page
+from service.errors import FieldError, ValidationFailed
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, _, row_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return moment, uuid.UUID(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            [FieldError("cursor", "is not a cursor this API returned", "cursor", "query")]
+        ) from exc
+
+
+async def paginate(
+    db: AsyncSession,
+    stmt: Select[Any],
+    *,
+    created_at: Any,
+    id_column: Any,
+    page: PageRequest,
+    to_read: Callable[[Any], R],
+) -> Page[R]:
+    """Run `stmt` (already filtered and scoped) one page at a time, in a stable order."""
+    if page.cursor:
+        after = decode_cursor(page.cursor)
+        stmt = stmt.where(tuple_(created_at, id_column) > after)
+    rows: Sequence[Any] = (
+        (await db.execute(stmt.order_by(created_at, id_column).limit(page.limit + 1)))
+        .scalars()
+        .all()
+    )
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    return Page(data=[to_read(r) for r in rows], next_cursor=next_cursor)

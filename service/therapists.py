@@ -1,0 +1,217 @@
+"""Therapists, their weekly availability and time off.
+
+Admins manage therapists; finance reads them; a therapist sees (and keeps the calendar of) only
+their own record. Coordinators do not browse the provider's staff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import Page, utcnow
+from models.therapists import (
+    AvailabilityRow,
+    AvailabilityWindow,
+    Therapist,
+    TherapistCreate,
+    TherapistRead,
+    TherapistUpdate,
+    TimeOff,
+    TimeOffCreate,
+    TimeOffRead,
+    WeeklyAvailability,
+)
+from models.types import Role, Weekday
+from service import audit
+from service.auth import Principal, require_role, scope_to_therapist
+from service.errors import FieldError, NotFound, ValidationFailed
+from service.pagination import PageRequest, paginate
+
+READERS = (Role.admin, Role.finance, Role.therapist)
+# Availability and time off are the therapist's own calendar: they may keep it themselves.
+CALENDAR_EDITORS = (Role.admin, Role.therapist)
+WEEKDAY_ORDER = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def to_read(therapist: Therapist) -> TherapistRead:
+    return TherapistRead.model_validate(therapist, from_attributes=True)
+
+
+async def get_visible(db: AsyncSession, principal: Principal, therapist_id: uuid.UUID) -> Therapist:
+    require_role(principal, READERS, "read therapists")
+    stmt = scope_to_therapist(
+        select(Therapist).where(col(Therapist.id) == therapist_id), principal, Therapist.id
+    )
+    therapist = (await db.execute(stmt)).scalar_one_or_none()
+    if therapist is None:
+        raise NotFound(f"Therapist {therapist_id} not found")
+    return therapist
+
+
+async def create(db: AsyncSession, principal: Principal, data: TherapistCreate) -> TherapistRead:
+    require_role(principal, (Role.admin,), "create therapists")
+    therapist = Therapist.model_validate(data)
+    db.add(therapist)
+    await db.flush()
+    read = to_read(therapist)
+    await audit.record(
+        db,
+        principal,
+        action="therapist.created",
+        entity_type="therapist",
+        entity_id=therapist.id,
+        after=read,
+    )
+    return read
+
+
+async def list_therapists(
+    db: AsyncSession, principal: Principal, page: PageRequest, *, active: bool | None = None
+) -> Page[TherapistRead]:
+    require_role(principal, READERS, "list therapists")
+    stmt = scope_to_therapist(select(Therapist), principal, Therapist.id)
+    if active is not None:
+        stmt = stmt.where(col(Therapist.active) == active)
+    return await paginate(
+        db,
+        stmt,
+        created_at=Therapist.created_at,
+        id_column=Therapist.id,
+        page=page,
+        to_read=to_read,
+    )
+
+
+async def update(
+    db: AsyncSession, principal: Principal, therapist: Therapist, changes: TherapistUpdate
+) -> TherapistRead:
+    require_role(principal, (Role.admin,), "change therapists")
+    before = to_read(therapist)
+    therapist.sqlmodel_update(changes.model_dump(exclude_unset=True))
+    therapist.updated_at = utcnow()
+    await db.flush()
+    after = to_read(therapist)
+    await audit.record(
+        db,
+        principal,
+        action="therapist.updated",
+        entity_type="therapist",
+        entity_id=therapist.id,
+        before=before,
+        after=after,
+    )
+    return after
+
+
+def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:
+    ordered = sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, iw[1].start))
+    errors = [
+        FieldError(
+            f"{later_index}.start",
+            f"overlaps the {earlier.weekday} window {earlier.start:%H:%M}-{earlier.end:%H:%M}",
+            "overlap",
+        )
+        for (_, earlier), (later_index, later) in itertools.pairwise(ordered)
+        if earlier.weekday == later.weekday and later.start < earlier.end
+    ]
+    if errors:
+        raise ValidationFailed(errors)
+
+
+async def availability(db: AsyncSession, therapist: Therapist) -> list[AvailabilityWindow]:
+    rows = (
+        (
+            await db.execute(
+                select(AvailabilityRow).where(col(AvailabilityRow.therapist_id) == therapist.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    windows = [
+        AvailabilityWindow(weekday=Weekday(r.weekday), start=r.start_time, end=r.end_time)
+        for r in rows
+    ]
+    return sorted(windows, key=lambda w: (WEEKDAY_ORDER.index(w.weekday), w.start))
+
+
+async def replace_availability(
+    db: AsyncSession,
+    principal: Principal,
+    therapist: Therapist,
+    windows: list[AvailabilityWindow],
+) -> list[AvailabilityWindow]:
+    """Replace the whole weekly availability in one statement pair (delete, batched insert)."""
+    require_role(principal, CALENDAR_EDITORS, "change availability")
+    _check_no_overlap(windows)
+    before = await availability(db, therapist)
+    await db.execute(
+        delete(AvailabilityRow).where(col(AvailabilityRow.therapist_id) == therapist.id)
+    )
+    if windows:
+        await db.execute(
+            insert(AvailabilityRow),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "therapist_id": therapist.id,
+                    "weekday": w.weekday.value,
+                    "start_time": w.start,
+                    "end_time": w.end,
+                }
+                for w in windows
+            ],
+        )
+    after = await availability(db, therapist)
+    await audit.record(
+        db,
+        principal,
+        action="therapist.availability_replaced",
+        entity_type="therapist",
+        entity_id=therapist.id,
+        before=WeeklyAvailability(windows=before),
+        after=WeeklyAvailability(windows=after),
+    )
+    return after
+
+
+def time_off_to_read(row: TimeOff) -> TimeOffRead:
+    return TimeOffRead.model_validate(row, from_attributes=True)
+
+
+async def add_time_off(
+    db: AsyncSession, principal: Principal, therapist: Therapist, data: TimeOffCreate
+) -> TimeOffRead:
+    require_role(principal, CALENDAR_EDITORS, "record time off")
+    row = TimeOff.model_validate(data, update={"therapist_id": therapist.id})
+    db.add(row)
+    await db.flush()
+    read = time_off_to_read(row)
+    await audit.record(
+        db,
+        principal,
+        action="therapist.time_off_added",
+        entity_type="therapist",
+        entity_id=therapist.id,
+        after=read,
+    )
+    return read
+
+
+async def list_time_off(
+    db: AsyncSession, therapist: Therapist, page: PageRequest
+) -> Page[TimeOffRead]:
+    stmt = select(TimeOff).where(col(TimeOff.therapist_id) == therapist.id)
+    return await paginate(
+        db,
+        stmt,
+        created_at=TimeOff.created_at,
+        id_column=TimeOff.id,
+        page=page,
+        to_read=time_off_to_read,
+    )

@@ -1,0 +1,141 @@
+"""Test harness: one real PostgreSQL, migrated once by Alembic; every test runs inside an outer
+transaction that is rolled back, so tests are independent and order does not matter.
+
+The database is a fresh embedded server, or the server named by TEST_DATABASE_URL (whose public
+schema is reset first: point it at a database meant for tests).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import migrate
+from service.app import create_app
+from service.db import make_async_engine
+from service.settings import Settings
+from tests.support import Api
+
+
+def _reset_schema(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A URL of a maintenance database on the test server (for creating scratch databases)."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    from service.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="ensemble-test-")) / "pgdata", delete_on_stop=True
+    )
+    server.start()
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        url = server_url
+    else:
+        url = _create_database(server_url, "ensemble_test")
+    _reset_schema(url)
+    migrate.upgrade(url)
+    return url
+
+
+def _create_database(server_url: str, name: str) -> str:
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def scratch_database(server_url: str) -> Iterator[object]:
+    """Factory for throwaway databases (migration tests)."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        made.append(name)
+        return _create_database(server_url, name)
+
+    yield make
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in made:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, environment="development")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_async_engine(database_url, pool_size=20)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        yield conn
+        await outer.rollback()
+
+
+@pytest_asyncio.fixture
+async def db(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """A session inside the test's transaction; its commits only release a savepoint."""
+    session = AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    yield session
+    await session.close()
+
+
+@pytest_asyncio.fixture
+async def client(
+    settings: Settings, engine: AsyncEngine, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    factory = async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    app = create_app(settings, engine=engine, session_factory=factory)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ensemble.test") as http:
+        yield http
+
+
+@pytest_asyncio.fixture
+async def api(client: httpx.AsyncClient, db: AsyncSession) -> Api:
+    """The app, driven through HTTP, with an admin key ready and helpers to mint the others."""
+    return await Api.start(client, db)

@@ -1,0 +1,104 @@
+"""Factories and role helpers. Data is made through the API itself, as a client would."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.api_keys import ApiKeyCreate
+from models.types import Role
+from service import api_keys
+from service.auth import SYSTEM
+
+Headers = dict[str, str]
+_serial = itertools.count(1)
+
+
+def bearer(secret: str) -> Headers:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, (response.status_code, response.text)
+    return response.json()
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    admin: Headers
+
+    @classmethod
+    async def start(cls, client: httpx.AsyncClient, db: AsyncSession) -> Api:
+        created = await api_keys.create(
+            db, SYSTEM, ApiKeyCreate(name="test admin", role=Role.admin)
+        )
+        await db.commit()
+        return cls(client=client, admin=bearer(created.key))
+
+    async def key(self, role: str, **scope: Any) -> Headers:
+        body = {
+            "name": f"{role} key {next(_serial)}",
+            "role": role,
+            **{k: str(v) for k, v in scope.items()},
+        }
+        return bearer(
+            ok(await self.client.post("/v1/api-keys", json=body, headers=self.admin), 201)["key"]
+        )
+
+    async def coordinator(self, org_id: str) -> Headers:
+        return await self.key("coordinator", organization_id=org_id)
+
+    async def therapist_key(self, therapist_id: str) -> Headers:
+        return await self.key("therapist", therapist_id=therapist_id)
+
+    async def make_org(self, **overrides: Any) -> dict[str, Any]:
+        body = {
+            "name": f"Org {next(_serial)}",
+            "kind": "school",
+            "timezone": "America/Edmonton",
+            "currency": "CAD",
+            "tax_rate_bps": 500,
+            "tax_label": "GST",
+            "holiday_region": "CA-AB",
+            "billing_email": "billing@school.example.org",
+            **overrides,
+        }
+        return ok(await self.client.post("/v1/organizations", json=body, headers=self.admin), 201)
+
+    async def make_location(self, org_id: str, **overrides: Any) -> dict[str, Any]:
+        body = {"name": f"Room {next(_serial)}", "timezone": "America/Edmonton", **overrides}
+        return ok(
+            await self.client.post(
+                f"/v1/organizations/{org_id}/locations", json=body, headers=self.admin
+            ),
+            201,
+        )
+
+    async def make_therapist(self, **overrides: Any) -> dict[str, Any]:
+        n = next(_serial)
+        body = {
+            "name": f"Therapist {n}",
+            "email": f"therapist{n}@ensemble.example",
+            "credentials": ["MTA"],
+            "specialties": ["stress_anxiety"],
+            "timezone": "America/Edmonton",
+            **overrides,
+        }
+        return ok(await self.client.post("/v1/therapists", json=body, headers=self.admin), 201)
+
+    async def make_offering(self, **overrides: Any) -> dict[str, Any]:
+        body = {
+            "name": f"Offering {next(_serial)}",
+            "format": "group",
+            "duration_minutes": 60,
+            "rate_cents": 20000,
+            "currency": "CAD",
+            "max_participants": 10,
+            **overrides,
+        }
+        return ok(await self.client.post("/v1/offerings", json=body, headers=self.admin), 201)
