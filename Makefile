@@ -21,7 +21,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy service routers models tests bench
+	$(BIN)/mypy service routers models tests scripts bench
 	$(BIN)/python scripts/lint_rules.py
 
 format: $(STAMP)

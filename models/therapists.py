@@ -5,12 +5,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, time
 
-from pydantic import AwareDatetime, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 from sqlalchemy import ARRAY, CheckConstraint, DateTime, String, Time, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, timestamp_field
-from models.types import ClockTime, Email, FocusArea, LongText, Name, Tags, TimeZoneName, Weekday
+from models.types import (
+    ClockTime,
+    Email,
+    FocusArea,
+    Instant,
+    LongText,
+    Name,
+    Tags,
+    TimeZoneName,
+    Weekday,
+)
 
 WEEK_MINUTES = 7 * 24 * 60
 
@@ -115,8 +125,8 @@ class TimeOff(TimeOffBase, table=True):
 class TimeOffCreate(TimeOffBase):
     model_config = FORBID_EXTRA
 
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
 
     @field_validator("ends_at")
     @classmethod

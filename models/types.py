@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import UTC, time
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
 
 # ISO 4217 codes with two minor-unit digits that Stripe accepts. Zero- and three-decimal
 # currencies (JPY, KWD, ...) are refused: money is integer cents everywhere.
@@ -166,8 +173,15 @@ def _hhmm(value: object) -> object:
     return value
 
 
-ClockTime = Annotated[time, BeforeValidator(_hhmm)]
-"""A wall-clock time of day, written "HH:MM"."""
+ClockTime = Annotated[
+    time,
+    BeforeValidator(_hhmm),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str, when_used="json"),
+]
+"""A wall-clock time of day, written "HH:MM" both ways."""
+
+Instant = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
+"""A moment in time; it must carry a UTC offset and is answered back in UTC."""
 
 
 Tag = Annotated[

@@ -59,10 +59,14 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(_validation_problem(exc))
 
 
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: "Not found", 405: "Method not allowed"}
-    error = DomainError(str(exc.detail))
+    details = {
+        404: f"No resource at {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
+    error = DomainError(details.get(exc.status_code, str(exc.detail)))
     error.status = exc.status_code
     error.title = titles.get(exc.status_code, str(exc.detail))
     error.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")

@@ -14,7 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ENSEMBLE_", extra="ignore")
+    # An empty variable (STRIPE_API_KEY=) means "not set", as compose files write it.
+    model_config = SettingsConfigDict(env_prefix="ENSEMBLE_", extra="ignore", env_ignore_empty=True)
 
     environment: Literal["development", "production"] = "development"
     database_url: str | None = Field(

@@ -6,7 +6,6 @@ their own record. Coordinators do not browse the provider's staff.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 
 from sqlalchemy import delete, insert, select
@@ -109,16 +108,21 @@ async def update(
 
 
 def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:
-    ordered = sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, iw[1].start))
-    errors = [
-        FieldError(
-            f"{later_index}.start",
-            f"overlaps the {earlier.weekday} window {earlier.start:%H:%M}-{earlier.end:%H:%M}",
-            "overlap",
-        )
-        for (_, earlier), (later_index, later) in itertools.pairwise(ordered)
-        if earlier.weekday == later.weekday and later.start < earlier.end
-    ]
+    """Every window that starts before an earlier window of the same day has ended is named."""
+    errors = []
+    reach: dict[Weekday, AvailabilityWindow] = {}  # per day, the window that ends last so far
+    for index, window in sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, iw[1].start)):
+        furthest = reach.get(window.weekday)
+        if furthest is not None and window.start < furthest.end:
+            errors.append(
+                FieldError(
+                    f"{index}.start",
+                    f"overlaps the {furthest.weekday} window {furthest.start:%H:%M}-{furthest.end:%H:%M}",
+                    "overlap",
+                )
+            )
+        if furthest is None or window.end > furthest.end:
+            reach[window.weekday] = window
     if errors:
         raise ValidationFailed(errors)
 

@@ -8,21 +8,26 @@ schema is reset first: point it at a database meant for tests).
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import pytest_asyncio
+import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import migrate
 from service.app import create_app
 from service.db import make_async_engine
 from service.settings import Settings
-from tests.support import Api
+from tests.support import Api, Headers, bearer
 
 
 def _reset_schema(url: str) -> None:
@@ -139,3 +144,53 @@ async def client(
 async def api(client: httpx.AsyncClient, db: AsyncSession) -> Api:
     """The app, driven through HTTP, with an admin key ready and helpers to mint the others."""
     return await Api.start(client, db)
+
+
+@dataclass
+class LiveServer:
+    """The real app under uvicorn on loopback, on a committed database (for concurrency)."""
+
+    url: str
+    settings: Settings
+
+    async def admin_key(self) -> Headers:
+        from service import bootstrap
+
+        return bearer(await bootstrap.create_key(self.settings, role="admin", name="live admin"))
+
+
+def _truncate_all(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+        ]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
+@pytest.fixture
+def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("live server did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+        _truncate_all(database_url)

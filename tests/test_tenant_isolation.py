@@ -1,0 +1,611 @@
+"""Tenant isolation: a coordinator sees and changes only their own organization and what hangs
+off it; a therapist sees only their own therapist record; anything else is a 404 (or a 403 where
+the role never touches that kind of resource), lists are filtered, and nothing answers 5xx.
+
+The walk iterates the app's own routes, so a route added later is walked without editing this
+file. Path parameters are filled by name from the table of known resources below; a name the
+table does not know yet gets a random UUID (see `UNKNOWN_PARAMETER`), so the walk still runs,
+but such a route deserves a line in `PathIds` so that it is walked with a real foreign id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastapi.routing
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from tests.support import Api, Headers, ok
+
+# --------------------------------------------------------------------------------------------
+# The world: two organizations, two therapists, one offering, a key per role.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    api: Api
+    org_a: dict[str, Any]
+    org_b: dict[str, Any]
+    location_a: dict[str, Any]
+    location_b: dict[str, Any]
+    therapist_1: dict[str, Any]
+    therapist_2: dict[str, Any]
+    offering: dict[str, Any]
+    finance: Headers
+    coordinator_a: Headers
+    coordinator_b_key_id: str
+    therapist_1_key: Headers
+    therapist_2_key_id: str
+    spare_key_id: str  # a key the admin walk may revoke without locking anyone out
+
+
+async def _key_id(api: Api, headers: Headers) -> str:
+    me = ok(await api.client.get("/v1/me", headers=headers))
+    return str(me["api_key_id"])
+
+
+@pytest_asyncio.fixture
+async def world(api: Api) -> World:
+    tag = uuid.uuid4().hex[:10]
+    org_a = await api.make_org(
+        name=f"Home Org A {tag}", billing_email=f"billing-a-{tag}@home.example"
+    )
+    org_b = await api.make_org(
+        name=f"Foreign Org B {tag}", billing_email=f"billing-b-{tag}@foreign.example"
+    )
+    location_a = await api.make_location(org_a["id"], name=f"Home Room A {tag}")
+    location_b = await api.make_location(org_b["id"], name=f"Foreign Room B {tag}")
+    therapist_1 = await api.make_therapist(
+        name=f"Own Therapist T1 {tag}", email=f"t1-{tag}@own.example"
+    )
+    therapist_2 = await api.make_therapist(
+        name=f"Foreign Therapist T2 {tag}", email=f"t2-{tag}@foreign.example"
+    )
+    offering = await api.make_offering(name=f"Shared Offering {tag}")
+    coordinator_b = await api.coordinator(org_b["id"])
+    therapist_2_key = await api.therapist_key(therapist_2["id"])
+    spare = await api.key("finance")
+    return World(
+        api=api,
+        org_a=org_a,
+        org_b=org_b,
+        location_a=location_a,
+        location_b=location_b,
+        therapist_1=therapist_1,
+        therapist_2=therapist_2,
+        offering=offering,
+        finance=await api.key("finance"),
+        coordinator_a=await api.coordinator(org_a["id"]),
+        coordinator_b_key_id=await _key_id(api, coordinator_b),
+        therapist_1_key=await api.therapist_key(therapist_1["id"]),
+        therapist_2_key_id=await _key_id(api, therapist_2_key),
+        spare_key_id=await _key_id(api, spare),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What each role walks with: the ids put in paths and query filters, the markers that must
+# never appear in its responses, and the status a foreign resource must answer.
+# --------------------------------------------------------------------------------------------
+
+NOT_FOUND = frozenset({404})
+NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
+UNKNOWN_PARAMETER = "(unknown parameter: random UUID)"
+
+
+@dataclass
+class Walker:
+    role: str
+    headers: Headers
+    ids: dict[str, str]
+    """Path/query parameter name -> the id to send (foreign ones for scoped roles)."""
+    foreign_markers: dict[str, str] = field(default_factory=dict)
+    """Strings that identify another tenant's data -> what they are (for the failure text)."""
+    expected_for_foreign: dict[str, frozenset[int]] = field(default_factory=dict)
+    """Path parameter name -> the statuses allowed when the path names that foreign resource."""
+    own_organization_id: str | None = None
+    own_therapist_id: str | None = None
+
+
+def _markers_of_org_b(world: World) -> dict[str, str]:
+    return {
+        world.org_b["id"]: "org B id",
+        world.org_b["name"]: "org B name",
+        world.org_b["billing_email"]: "org B billing email",
+        world.location_b["id"]: "org B location id",
+        world.location_b["name"]: "org B location name",
+        world.coordinator_b_key_id: "org B coordinator key id",
+    }
+
+
+def _markers_of_therapist_2(world: World) -> dict[str, str]:
+    return {
+        world.therapist_2["id"]: "T2 id",
+        world.therapist_2["name"]: "T2 name",
+        world.therapist_2["email"]: "T2 email",
+        world.therapist_2_key_id: "T2 key id",
+    }
+
+
+def coordinator_of_a(world: World) -> Walker:
+    return Walker(
+        role="coordinator of A",
+        headers=world.coordinator_a,
+        ids={
+            "organization_id": world.org_b["id"],
+            "location_id": world.location_b["id"],
+            "therapist_id": world.therapist_2["id"],
+            "offering_id": world.offering["id"],  # the catalog is shared, not foreign
+            "api_key_id": world.coordinator_b_key_id,
+        },
+        foreign_markers={**_markers_of_org_b(world), **_markers_of_therapist_2(world)},
+        expected_for_foreign={
+            "organization_id": NOT_FOUND,
+            "location_id": NOT_FOUND,
+            "therapist_id": NEVER_TOUCHES,  # coordinators do not browse the provider's staff
+            "api_key_id": NEVER_TOUCHES,  # keys are admin-only
+        },
+        own_organization_id=world.org_a["id"],
+    )
+
+
+def therapist_1(world: World) -> Walker:
+    return Walker(
+        role="therapist T1",
+        headers=world.therapist_1_key,
+        ids={
+            "organization_id": world.org_b["id"],
+            "location_id": world.location_b["id"],
+            "therapist_id": world.therapist_2["id"],
+            "offering_id": world.offering["id"],
+            "api_key_id": world.therapist_2_key_id,
+        },
+        foreign_markers={**_markers_of_therapist_2(world), **_markers_of_org_b(world)},
+        expected_for_foreign={
+            "therapist_id": NOT_FOUND,
+            "organization_id": NEVER_TOUCHES,
+            "location_id": NEVER_TOUCHES,
+            "api_key_id": NEVER_TOUCHES,
+        },
+        own_therapist_id=world.therapist_1["id"],
+    )
+
+
+def provider_staff(world: World, role: str) -> Walker:
+    """Admin and finance see every tenant: they walk with real ids of org A and T1."""
+    return Walker(
+        role=role,
+        headers=world.api.admin if role == "admin" else world.finance,
+        ids={
+            "organization_id": world.org_a["id"],
+            "location_id": world.location_a["id"],
+            "therapist_id": world.therapist_1["id"],
+            "offering_id": world.offering["id"],
+            "api_key_id": world.spare_key_id,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The routes, straight from the app.
+# --------------------------------------------------------------------------------------------
+
+PATH_PARAMETER = re.compile(r"{(\w+)(?::[^}]*)?}")
+DATE_QUERY_PARAMETERS = {"from": "2030-01-01", "to": "2030-12-31"}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    path_params: tuple[str, ...]
+    required_query: tuple[str, ...]
+    optional_query: tuple[str, ...]
+
+
+def app_of(client: httpx.AsyncClient) -> FastAPI:
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    app = transport.app
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def _flat_routes(app: FastAPI) -> Iterator[tuple[APIRoute, str, set[str]]]:
+    # FastAPI >= 0.16x keeps each included router as one nested entry of `app.routes`;
+    # `iter_route_contexts` flattens them with their prefixes. Older releases flatten
+    # `app.routes` themselves.
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    for route in flatten(app.routes) if flatten is not None else app.routes:
+        original = getattr(route, "original_route", route)
+        if isinstance(original, APIRoute):
+            yield original, str(route.path), set(route.methods or ())
+
+
+def operations(app: FastAPI) -> list[Operation]:
+    spec_paths = app.openapi().get("paths", {})
+    found = []
+    for _route, path, methods in _flat_routes(app):
+        for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            documented = spec_paths.get(path, {}).get(method.lower(), {})
+            query = [p for p in documented.get("parameters", []) if p.get("in") == "query"]
+            found.append(
+                Operation(
+                    method=method,
+                    path=path,
+                    path_params=tuple(PATH_PARAMETER.findall(path)),
+                    required_query=tuple(p["name"] for p in query if p.get("required")),
+                    optional_query=tuple(p["name"] for p in query if not p.get("required")),
+                )
+            )
+    return found
+
+
+def body_for(method: str, path: str) -> Any:
+    """A minimal valid body where the route is known, so a foreign id is judged on its own and
+    not hidden behind a 422; otherwise a small harmless dict (a 422 is then acceptable)."""
+    if method not in {"POST", "PUT", "PATCH"}:
+        return None
+    known: dict[tuple[str, str], Any] = {
+        ("POST", "/v1/api-keys"): {"name": "walk key", "role": "finance"},
+        ("POST", "/v1/organizations"): {
+            "name": "Walk Org",
+            "kind": "other",
+            "timezone": "America/Edmonton",
+        },
+        ("PATCH", "/v1/organizations/{organization_id}"): {"address": "1 Walk Street"},
+        ("POST", "/v1/organizations/{organization_id}/locations"): {
+            "name": "Walk Room",
+            "timezone": "America/Edmonton",
+        },
+        ("POST", "/v1/therapists"): {
+            "name": "Walk Therapist",
+            "email": f"walk-{uuid.uuid4().hex[:8]}@ensemble.example",
+            "timezone": "America/Edmonton",
+        },
+        ("PATCH", "/v1/therapists/{therapist_id}"): {"languages": ["en", "fr"]},
+        ("PUT", "/v1/therapists/{therapist_id}/availability"): [
+            {"weekday": "MO", "start": "09:00", "end": "17:00"}
+        ],
+        ("POST", "/v1/therapists/{therapist_id}/time-off"): {
+            "starts_at": "2030-03-04T09:00:00-07:00",
+            "ends_at": "2030-03-05T09:00:00-07:00",
+            "reason": "walk",
+        },
+        ("POST", "/v1/offerings"): {
+            "name": "Walk Offering",
+            "format": "individual",
+            "duration_minutes": 45,
+            "rate_cents": 15000,
+        },
+        ("PATCH", "/v1/offerings/{offering_id}"): {"cancellation_notice_hours": 24},
+    }
+    return known.get((method, path), {"name": "walk"})
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    template: str
+    url: str
+    params: dict[str, str]
+    body: Any
+    foreign_params: tuple[str, ...]
+    """Path parameters filled from the walker's table (not random)."""
+    fully_known: bool
+    """Every path parameter and required query parameter was filled with a real value."""
+
+
+def requests_for(operation: Operation, walker: Walker) -> list[Request]:
+    """One request with the required query parameters; one more with every id filter the
+    walker knows set to its id (a list filtered by a foreign id must still leak nothing)."""
+    fully_known = True
+    path = operation.path
+    for name in operation.path_params:
+        value = walker.ids.get(name)
+        if value is None:
+            value, fully_known = str(uuid.uuid4()), False  # UNKNOWN_PARAMETER
+        path = re.sub(r"{" + name + r"(?::[^}]*)?}", value, path)
+    required: dict[str, str] = {}
+    for name in operation.required_query:
+        known = walker.ids.get(name) or DATE_QUERY_PARAMETERS.get(name)
+        if known is None:
+            known, fully_known = str(uuid.uuid4()), False  # UNKNOWN_PARAMETER
+        required[name] = known
+    variants = [required]
+    filters = {n: walker.ids[n] for n in operation.optional_query if n in walker.ids}
+    if filters:
+        variants.append({**required, **filters})
+    foreign = tuple(n for n in operation.path_params if n in walker.ids)
+    return [
+        Request(
+            method=operation.method,
+            template=operation.path,
+            url=path,
+            params=params,
+            body=body_for(operation.method, operation.path),
+            foreign_params=foreign,
+            fully_known=fully_known,
+        )
+        for params in variants
+    ]
+
+
+async def send(client: httpx.AsyncClient, request: Request, headers: Headers) -> httpx.Response:
+    return await client.request(
+        request.method,
+        request.url,
+        params=request.params,
+        headers=headers,
+        content=None if request.body is None else json.dumps(request.body),
+    )
+
+
+def describe(walker: Walker, request: Request, response: httpx.Response) -> str:
+    query = f"?{httpx.QueryParams(request.params)}" if request.params else ""
+    return (
+        f"{walker.role}: {request.method} {request.template}{query} -> "
+        f"{response.status_code} {response.text[:300]}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What a response may not contain.
+# --------------------------------------------------------------------------------------------
+
+
+def _values_of(document: Any, key: str) -> Iterator[Any]:
+    if isinstance(document, dict):
+        for name, value in document.items():
+            if name == key:
+                yield value
+            yield from _values_of(value, key)
+    elif isinstance(document, list):
+        for item in document:
+            yield from _values_of(item, key)
+
+
+def _is_body_validation_error(response: httpx.Response) -> bool:
+    """A 422 about the body alone: the route never looked at the resource, so it told nothing."""
+    if response.status_code != 422:
+        return False
+    errors = response.json().get("errors") or []
+    return bool(errors) and all(e.get("in") == "body" for e in errors)
+
+
+def isolation_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
+    what = describe(walker, request, response)
+    failures = []
+    if response.status_code >= 500:
+        failures.append(f"server error: {what}")
+    sent = request.url + json.dumps(request.params)
+    leaked = [
+        label
+        for marker, label in walker.foreign_markers.items()
+        # An id the caller put in the request may be echoed back ("Organization <id> not found").
+        if marker in response.text and marker not in sent
+    ]
+    if leaked:
+        failures.append(f"foreign data ({', '.join(leaked)}): {what}")
+    if request.foreign_params:
+        allowed = frozenset().union(
+            *(walker.expected_for_foreign.get(n, frozenset()) for n in request.foreign_params)
+        )
+        if allowed and response.status_code not in allowed:
+            if not _is_body_validation_error(response):
+                failures.append(f"expected one of {sorted(allowed)}: {what}")
+    elif request.template != request.url and response.is_success:
+        # Only random UUIDs in the path (UNKNOWN_PARAMETER): nothing by that id exists.
+        failures.append(f"2xx for a random id: {what}")
+    if response.is_success and "json" in response.headers.get("content-type", ""):
+        body = response.json()
+        if walker.own_organization_id is not None:
+            others = {
+                v for v in _values_of(body, "organization_id") if v not in (None, walker.own_organization_id)
+            }
+            if others:
+                failures.append(f"organization_id outside org A {sorted(others)}: {what}")
+        if walker.own_therapist_id is not None:
+            others = {
+                v for v in _values_of(body, "therapist_id") if v not in (None, walker.own_therapist_id)
+            }
+            if others:
+                failures.append(f"therapist_id other than T1 {sorted(others)}: {what}")
+    return failures
+
+
+# --------------------------------------------------------------------------------------------
+# The walks.
+# --------------------------------------------------------------------------------------------
+
+
+async def test_the_walk_covers_every_operation_the_api_documents(world: World) -> None:
+    app = app_of(world.api.client)
+    walked = {(op.method, op.path) for op in operations(app)}
+    documented = {
+        (method.upper(), path)
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+        if method.upper() in {"GET", "POST", "PUT", "PATCH", "DELETE"}
+    }
+    assert documented <= walked
+    assert ("GET", "/v1/organizations/{organization_id}") in walked
+    assert ("PUT", "/v1/therapists/{therapist_id}/availability") in walked
+
+
+@pytest.mark.parametrize("make_walker", [coordinator_of_a, therapist_1], ids=["coordinator", "therapist"])
+async def test_a_scoped_key_walking_every_route_with_foreign_ids_sees_nothing_foreign(
+    world: World, make_walker: Any
+) -> None:
+    walker: Walker = make_walker(world)
+    client = world.api.client
+    failures: list[str] = []
+    for operation in operations(app_of(client)):
+        for request in requests_for(operation, walker):
+            response = await send(client, request, walker.headers)
+            failures += isolation_failures(walker, request, response)
+    assert failures == []
+
+
+@pytest.mark.parametrize("role", ["admin", "finance"])
+async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_server_error(
+    world: World, role: str
+) -> None:
+    walker = provider_staff(world, role)
+    client = world.api.client
+    failures: list[str] = []
+    for operation in operations(app_of(client)):
+        for request in requests_for(operation, walker):
+            response = await send(client, request, walker.headers)
+            if response.status_code >= 500:
+                failures.append(f"server error: {describe(walker, request, response)}")
+            elif (
+                role == "admin"
+                and request.method == "GET"
+                and request.fully_known
+                and not response.is_success
+            ):
+                failures.append(f"admin GET refused: {describe(walker, request, response)}")
+    assert failures == []
+
+
+# --------------------------------------------------------------------------------------------
+# The same promises, one at a time.
+# --------------------------------------------------------------------------------------------
+
+
+async def test_coordinator_lists_organizations_and_sees_only_their_own(world: World) -> None:
+    page = ok(await world.api.client.get("/v1/organizations", headers=world.coordinator_a))
+    assert [org["id"] for org in page["data"]] == [world.org_a["id"]]
+    assert page["next_cursor"] is None
+
+
+async def test_coordinator_cannot_read_another_organization(world: World) -> None:
+    response = await world.api.client.get(
+        f"/v1/organizations/{world.org_b['id']}", headers=world.coordinator_a
+    )
+    assert response.status_code == 404
+    assert world.org_b["name"] not in response.text
+    assert world.org_b["billing_email"] not in response.text
+
+
+async def test_coordinator_cannot_change_another_organization(world: World) -> None:
+    client = world.api.client
+    response = await client.patch(
+        f"/v1/organizations/{world.org_b['id']}",
+        json={"name": "Taken over", "billing_email": "thief@example.org"},
+        headers=world.coordinator_a,
+    )
+    assert response.status_code == 404
+    after = ok(await client.get(f"/v1/organizations/{world.org_b['id']}", headers=world.api.admin))
+    assert after == world.org_b
+
+
+async def test_coordinator_cannot_add_a_location_to_another_organization(world: World) -> None:
+    client = world.api.client
+    response = await client.post(
+        f"/v1/organizations/{world.org_b['id']}/locations",
+        json={"name": "Smuggled Room", "timezone": "America/Edmonton"},
+        headers=world.coordinator_a,
+    )
+    assert response.status_code == 404
+    locations = ok(
+        await client.get(
+            f"/v1/organizations/{world.org_b['id']}/locations", headers=world.api.admin
+        )
+    )
+    assert [loc["id"] for loc in locations["data"]] == [world.location_b["id"]]
+
+
+async def test_coordinator_cannot_list_another_organizations_locations(world: World) -> None:
+    response = await world.api.client.get(
+        f"/v1/organizations/{world.org_b['id']}/locations", headers=world.coordinator_a
+    )
+    assert response.status_code == 404
+    assert world.location_b["name"] not in response.text
+
+
+async def test_coordinator_lists_their_own_locations_only(world: World) -> None:
+    page = ok(
+        await world.api.client.get(
+            f"/v1/organizations/{world.org_a['id']}/locations", headers=world.coordinator_a
+        )
+    )
+    assert [loc["id"] for loc in page["data"]] == [world.location_a["id"]]
+
+
+async def test_therapist_lists_therapists_and_sees_only_themself(world: World) -> None:
+    page = ok(await world.api.client.get("/v1/therapists", headers=world.therapist_1_key))
+    assert [t["id"] for t in page["data"]] == [world.therapist_1["id"]]
+    assert page["next_cursor"] is None
+
+
+async def test_therapist_reads_their_own_record(world: World) -> None:
+    got = ok(
+        await world.api.client.get(
+            f"/v1/therapists/{world.therapist_1['id']}", headers=world.therapist_1_key
+        )
+    )
+    assert got == world.therapist_1
+
+
+async def test_therapist_cannot_read_another_therapist(world: World) -> None:
+    response = await world.api.client.get(
+        f"/v1/therapists/{world.therapist_2['id']}", headers=world.therapist_1_key
+    )
+    assert response.status_code == 404
+    assert world.therapist_2["email"] not in response.text
+
+
+async def test_therapist_cannot_record_time_off_for_another_therapist(world: World) -> None:
+    client = world.api.client
+    response = await client.post(
+        f"/v1/therapists/{world.therapist_2['id']}/time-off",
+        json={"starts_at": "2030-03-04T09:00:00-07:00", "ends_at": "2030-03-05T09:00:00-07:00"},
+        headers=world.therapist_1_key,
+    )
+    assert response.status_code == 404
+    time_off = ok(
+        await client.get(
+            f"/v1/therapists/{world.therapist_2['id']}/time-off", headers=world.api.admin
+        )
+    )
+    assert time_off["data"] == []
+
+
+async def test_revoked_coordinator_key_is_refused_at_once(world: World) -> None:
+    client = world.api.client
+    key_id = await _key_id(world.api, world.coordinator_a)
+    ok(await client.delete(f"/v1/api-keys/{key_id}", headers=world.api.admin))
+    response = await client.get(
+        f"/v1/organizations/{world.org_a['id']}", headers=world.coordinator_a
+    )
+    assert response.status_code == 401
+    assert world.org_a["name"] not in response.text
+
+
+async def test_revoked_coordinator_key_cannot_replay_an_earlier_idempotent_request(
+    world: World,
+) -> None:
+    client = world.api.client
+    create_room = {
+        "url": f"/v1/organizations/{world.org_a['id']}/locations",
+        "json": {"name": "Music Room 2", "timezone": "America/Edmonton"},
+        "headers": {**world.coordinator_a, "Idempotency-Key": "room-2"},
+    }
+    ok(await client.post(**create_room), 201)
+    key_id = await _key_id(world.api, world.coordinator_a)
+    ok(await client.delete(f"/v1/api-keys/{key_id}", headers=world.api.admin))
+    replay = await client.post(**create_room)
+    assert replay.status_code == 401
+    assert "Music Room 2" not in replay.text
