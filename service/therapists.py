@@ -114,13 +114,8 @@ def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:
     for index, window in sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, iw[1].start)):
         furthest = reach.get(window.weekday)
         if furthest is not None and window.start < furthest.end:
-            errors.append(
-                FieldError(
-                    f"{index}.start",
-                    f"overlaps the {furthest.weekday} window {furthest.start:%H:%M}-{furthest.end:%H:%M}",
-                    "overlap",
-                )
-            )
+            span = f"{furthest.weekday} {furthest.start:%H:%M}-{furthest.end:%H:%M}"
+            errors.append(FieldError(f"{index}.start", f"overlaps the window {span}", "overlap"))
         if furthest is None or window.end > furthest.end:
             reach[window.weekday] = window
     if errors:

@@ -411,13 +411,17 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
         body = response.json()
         if walker.own_organization_id is not None:
             others = {
-                v for v in _values_of(body, "organization_id") if v not in (None, walker.own_organization_id)
+                v
+                for v in _values_of(body, "organization_id")
+                if v not in (None, walker.own_organization_id)
             }
             if others:
                 failures.append(f"organization_id outside org A {sorted(others)}: {what}")
         if walker.own_therapist_id is not None:
             others = {
-                v for v in _values_of(body, "therapist_id") if v not in (None, walker.own_therapist_id)
+                v
+                for v in _values_of(body, "therapist_id")
+                if v not in (None, walker.own_therapist_id)
             }
             if others:
                 failures.append(f"therapist_id other than T1 {sorted(others)}: {what}")
@@ -443,7 +447,9 @@ async def test_the_walk_covers_every_operation_the_api_documents(world: World) -
     assert ("PUT", "/v1/therapists/{therapist_id}/availability") in walked
 
 
-@pytest.mark.parametrize("make_walker", [coordinator_of_a, therapist_1], ids=["coordinator", "therapist"])
+@pytest.mark.parametrize(
+    "make_walker", [coordinator_of_a, therapist_1], ids=["coordinator", "therapist"]
+)
 async def test_a_scoped_key_walking_every_route_with_foreign_ids_sees_nothing_foreign(
     world: World, make_walker: Any
 ) -> None:
