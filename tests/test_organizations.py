@@ -1,4 +1,4 @@
-"""Organizations and their locations, as an admin, a coordinator, finance and a therapist see them."""
+"""Organizations and their locations, as admin, coordinator, finance and therapist see them."""
 
 from __future__ import annotations
 

@@ -333,7 +333,11 @@ async def test_putting_availability_replaces_the_previous_windows(api: Api):
         )
     )
 
-    ok(await put_availability(api, therapist["id"], [{"weekday": "FR", "start": "08:30", "end": "11:45"}]))
+    ok(
+        await put_availability(
+            api, therapist["id"], [{"weekday": "FR", "start": "08:30", "end": "11:45"}]
+        )
+    )
 
     assert await availability_of(api, therapist["id"]) == [
         {"weekday": "FR", "start": "08:30", "end": "11:45"}
@@ -342,7 +346,11 @@ async def test_putting_availability_replaces_the_previous_windows(api: Api):
 
 async def test_putting_an_empty_list_clears_availability(api: Api):
     therapist = await api.make_therapist()
-    ok(await put_availability(api, therapist["id"], [{"weekday": "MO", "start": "09:00", "end": "17:00"}]))
+    ok(
+        await put_availability(
+            api, therapist["id"], [{"weekday": "MO", "start": "09:00", "end": "17:00"}]
+        )
+    )
 
     cleared = ok(await put_availability(api, therapist["id"], []))
 
@@ -364,7 +372,12 @@ async def test_window_ending_before_it_starts_is_refused_naming_the_field(api: A
 
     body = problem(response, 422)
     assert body["errors"] == [
-        {"field": "1.end", "message": "end must be after start", "type": "value_error", "in": "body"}
+        {
+            "field": "1.end",
+            "message": "end must be after start",
+            "type": "value_error",
+            "in": "body",
+        }
     ]
 
 
@@ -508,7 +521,9 @@ async def test_time_off_is_recorded_and_read_back(api: Api):
         ),
         201,
     )
-    listed = ok(await api.client.get(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin))
+    listed = ok(
+        await api.client.get(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin)
+    )
 
     assert created["therapist_id"] == therapist["id"]
     assert created["reason"] == "Summer holiday"
@@ -565,7 +580,9 @@ async def test_time_off_without_a_utc_offset_is_refused(api: Api):
     body = problem(response, 422)
     assert sorted(invalid_fields(response)) == ["ends_at", "starts_at"]
     assert {e["type"] for e in body["errors"]} == {"timezone_aware"}
-    listed = ok(await api.client.get(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin))
+    listed = ok(
+        await api.client.get(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin)
+    )
     assert listed["data"] == []
 
 
@@ -576,7 +593,10 @@ async def test_time_off_lists_page_in_creation_order(api: Api):
             await add_time_off(
                 api,
                 therapist["id"],
-                {"starts_at": f"2030-0{month}-01T00:00:00Z", "ends_at": f"2030-0{month}-02T00:00:00Z"},
+                {
+                    "starts_at": f"2030-0{month}-01T00:00:00Z",
+                    "ends_at": f"2030-0{month}-02T00:00:00Z",
+                },
             ),
             201,
         )
