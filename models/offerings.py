@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator
 from sqlalchemy import ARRAY, BigInteger, CheckConstraint, String
 from sqlmodel import Field, SQLModel
 
@@ -55,10 +55,11 @@ def _individual_is_one(format_: OfferingFormat | None, max_participants: int | N
 class OfferingCreate(OfferingBase):
     model_config = FORBID_EXTRA
 
-    @model_validator(mode="after")
-    def _participants_fit_format(self) -> OfferingCreate:
-        _individual_is_one(self.format, self.max_participants)
-        return self
+    @field_validator("max_participants")
+    @classmethod
+    def _participants_fit_format(cls, value: int, info: ValidationInfo) -> int:
+        _individual_is_one(info.data.get("format"), value)
+        return value
 
 
 class OfferingUpdate(SQLModel):
@@ -74,10 +75,11 @@ class OfferingUpdate(SQLModel):
     late_cancel_fee_percent: Percent = Field(default=None)
     required_credentials: Tags = Field(default=None)
 
-    @model_validator(mode="after")
-    def _participants_fit_format(self) -> OfferingUpdate:
-        _individual_is_one(self.format, self.max_participants)
-        return self
+    @field_validator("max_participants")
+    @classmethod
+    def _participants_fit_format(cls, value: int, info: ValidationInfo) -> int:
+        _individual_is_one(info.data.get("format"), value)
+        return value
 
 
 class OfferingRead(OfferingBase):

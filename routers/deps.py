@@ -48,6 +48,9 @@ async def _run_once(
     caller = caller_fingerprint(request.headers.get("authorization"))
     if key is not None:
         idempotency.validate_key(key)
+        if request.headers.get("authorization"):
+            # A replay is an answer like any other: a revoked key must not get one.
+            await authenticate(db, request.headers.get("authorization"))
         stored = await idempotency.claim(
             db,
             caller=caller,

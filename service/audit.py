@@ -33,6 +33,9 @@ async def record(
     before: BaseModel | None = None,
     after: BaseModel | None = None,
 ) -> None:
+    before_state, after_state = snapshot(before), snapshot(after)
+    if before is not None and after is not None and before_state == after_state:
+        return  # a change that changed nothing is not an event
     db.add(
         AuditEvent(
             actor_key_id=principal.key_id,
@@ -41,8 +44,8 @@ async def record(
             entity_type=entity_type,
             entity_id=entity_id,
             organization_id=organization_id,
-            before=snapshot(before),
-            after=snapshot(after),
+            before=before_state,
+            after=after_state,
         )
     )
 

@@ -22,6 +22,26 @@ def bearer(secret: str) -> Headers:
     return {"Authorization": f"Bearer {secret}"}
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 body of an error response, after checking its status and shape."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("https://")
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def invalid_fields(response: httpx.Response) -> list[str]:
+    """The fields a 422 names, in the order it names them."""
+    return [error["field"] for error in problem(response, 422)["errors"]]
+
+
 def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, (response.status_code, response.text)
     return response.json()

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import httpx
-
-from tests.support import Api, ok
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("https://")
-    assert body["title"] and body["detail"]
-    return body
+from tests.support import Api, ok, problem
 
 
 async def test_an_unknown_route_is_a_404_problem(api: Api):
-    body = assert_problem(await api.client.get("/v1/nothing-here", headers=api.admin), 404)
+    body = problem(await api.client.get("/v1/nothing-here", headers=api.admin), 404)
     assert "/v1/nothing-here" in body["detail"]
 
 
 async def test_a_wrong_method_is_a_405_problem(api: Api):
-    body = assert_problem(await api.client.put("/v1/organizations", headers=api.admin), 405)
+    body = problem(await api.client.put("/v1/organizations", headers=api.admin), 405)
     assert "PUT" in body["detail"]
 
 
 async def test_a_missing_resource_is_a_404_problem(api: Api):
     missing = "00000000-0000-4000-8000-000000000001"
-    assert_problem(await api.client.get(f"/v1/organizations/{missing}", headers=api.admin), 404)
+    problem(await api.client.get(f"/v1/organizations/{missing}", headers=api.admin), 404)
 
 
 async def test_malformed_json_is_a_422_problem_and_never_a_500(api: Api):
@@ -40,12 +26,12 @@ async def test_malformed_json_is_a_422_problem_and_never_a_500(api: Api):
         content=b'{"name": "x",',
         headers={**api.admin, "content-type": "application/json"},
     )
-    assert_problem(response, 422)
+    problem(response, 422)
 
 
 async def test_a_validation_problem_names_each_field_and_where_it_was(api: Api):
     response = await api.client.get("/v1/organizations?limit=0", headers=api.admin)
-    body = assert_problem(response, 422)
+    body = problem(response, 422)
     assert body["errors"] == [
         {
             "field": "limit",
@@ -57,7 +43,7 @@ async def test_a_validation_problem_names_each_field_and_where_it_was(api: Api):
 
 
 async def test_a_malformed_id_in_the_path_is_a_422_naming_it(api: Api):
-    body = assert_problem(await api.client.get("/v1/organizations/42", headers=api.admin), 422)
+    body = problem(await api.client.get("/v1/organizations/42", headers=api.admin), 422)
     assert [(e["field"], e["in"]) for e in body["errors"]] == [("organization_id", "path")]
 
 

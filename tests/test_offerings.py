@@ -6,9 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import Api, Headers, ok
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support import Api, Headers, invalid_fields, ok, problem
 
 GROUP_OFFERING = {
     "name": "Drumming for Focus",
@@ -21,23 +19,6 @@ GROUP_OFFERING = {
     "late_cancel_fee_percent": 50,
     "required_credentials": ["MTA"],
 }
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The RFC 9457 body of an error response, after checking its status and shape."""
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("https://")
-    assert body["title"]
-    assert body["detail"]
-    return body
-
-
-def invalid_fields(response: httpx.Response) -> list[str]:
-    """The fields a 422 names, in the order it names them."""
-    return [error["field"] for error in problem(response, 422)["errors"]]
 
 
 async def create_offering(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from tests.support import Api, ok
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support import Api, invalid_fields, ok, problem
 
 FULL_ORGANIZATION = {
     "name": "Riverside Elementary",
@@ -22,23 +21,6 @@ FULL_ORGANIZATION = {
     "holiday_region": "CA-AB",
     "address": "12 River Road, Calgary AB",
 }
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The RFC 9457 body of an error response, after checking its status and shape."""
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("https://")
-    assert body["title"]
-    assert body["detail"]
-    return body
-
-
-def invalid_fields(response: httpx.Response) -> list[str]:
-    """The fields a 422 names, in the order it names them."""
-    return [error["field"] for error in problem(response, 422)["errors"]]
 
 
 async def create_org(api: Api, body: dict[str, Any]) -> httpx.Response:
@@ -114,6 +96,14 @@ async def test_organization_with_a_time_zone_directory_name_is_refused(api: Api)
     response = await create_org(api, {**FULL_ORGANIZATION, "timezone": "America"})
 
     assert invalid_fields(response) == ["timezone"]
+
+
+async def test_organization_time_zone_must_not_be_a_server_local_alias(api: Api):
+    # "localtime" and "posixrules" are files on some servers, not IANA zone names: accepting
+    # them would bill an organization in whatever zone the server happens to run in.
+    for alias in ("localtime", "posixrules"):
+        response = await create_org(api, {**FULL_ORGANIZATION, "timezone": alias})
+        assert invalid_fields(response) == ["timezone"], alias
 
 
 async def test_organization_in_a_zero_decimal_currency_is_refused(api: Api):
@@ -252,7 +242,7 @@ async def test_patch_changes_only_the_fields_sent(api: Api):
     expected = {**org, "name": "Riverside Middle", "tax_rate_bps": 1300}
     changed = {k: v for k, v in patched.items() if k != "updated_at"}
     assert changed == {k: v for k, v in expected.items() if k != "updated_at"}
-    assert patched["updated_at"] > org["updated_at"]
+    assert datetime.fromisoformat(patched["updated_at"]) > datetime.fromisoformat(org["updated_at"])
     got = ok(await api.client.get(f"/v1/organizations/{org['id']}", headers=api.admin))
     assert got == patched
 

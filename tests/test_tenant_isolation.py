@@ -3,9 +3,10 @@ off it; a therapist sees only their own therapist record; anything else is a 404
 the role never touches that kind of resource), lists are filtered, and nothing answers 5xx.
 
 The walk iterates the app's own routes, so a route added later is walked without editing this
-file. Path parameters are filled by name from the table of known resources below; a name the
-table does not know yet gets a random UUID (see `UNKNOWN_PARAMETER`), so the walk still runs,
-but such a route deserves a line in `PathIds` so that it is walked with a real foreign id.
+file. Path and query parameters are filled by name from each walker's `ids` table below; a name
+the table does not know yet gets a random UUID (`unknown_parameter_id`, and the failure text
+says so), so the walk still runs, but such a route deserves an entry in the tables so that it is
+walked with a real foreign id.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fastapi.routing
@@ -100,7 +101,12 @@ async def world(api: Api) -> World:
 
 NOT_FOUND = frozenset({404})
 NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
-UNKNOWN_PARAMETER = "(unknown parameter: random UUID)"
+
+
+def unknown_parameter_id() -> str:
+    """UNKNOWN PARAMETER: a name no walker table knows yet (a route added after this file).
+    A random UUID keeps the walk running; nothing by that id exists, so it must not be a 2xx."""
+    return str(uuid.uuid4())
 
 
 @dataclass
@@ -113,8 +119,29 @@ class Walker:
     """Strings that identify another tenant's data -> what they are (for the failure text)."""
     expected_for_foreign: dict[str, frozenset[int]] = field(default_factory=dict)
     """Path parameter name -> the statuses allowed when the path names that foreign resource."""
-    own_organization_id: str | None = None
-    own_therapist_id: str | None = None
+    own_ids: dict[str, str] = field(default_factory=dict)
+    """The caller's own resources, walked too: what hangs off them must not leak either."""
+
+    @property
+    def own_organization_id(self) -> str | None:
+        return self.own_ids.get("organization_id")
+
+    @property
+    def own_therapist_id(self) -> str | None:
+        return self.own_ids.get("therapist_id")
+
+    def at_home(self) -> Walker:
+        """The same caller with its own ids in the paths (foreign ones elsewhere)."""
+        return replace(
+            self,
+            role=f"{self.role} (own ids)",
+            ids={**self.ids, **self.own_ids},
+            expected_for_foreign={
+                name: statuses
+                for name, statuses in self.expected_for_foreign.items()
+                if name not in self.own_ids
+            },
+        )
 
 
 def _markers_of_org_b(world: World) -> dict[str, str]:
@@ -155,7 +182,7 @@ def coordinator_of_a(world: World) -> Walker:
             "therapist_id": NEVER_TOUCHES,  # coordinators do not browse the provider's staff
             "api_key_id": NEVER_TOUCHES,  # keys are admin-only
         },
-        own_organization_id=world.org_a["id"],
+        own_ids={"organization_id": world.org_a["id"], "location_id": world.location_a["id"]},
     )
 
 
@@ -177,7 +204,7 @@ def therapist_1(world: World) -> Walker:
             "location_id": NEVER_TOUCHES,
             "api_key_id": NEVER_TOUCHES,
         },
-        own_therapist_id=world.therapist_1["id"],
+        own_ids={"therapist_id": world.therapist_1["id"]},
     )
 
 
@@ -221,7 +248,7 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
     return app
 
 
-def _flat_routes(app: FastAPI) -> Iterator[tuple[APIRoute, str, set[str]]]:
+def _flat_routes(app: FastAPI) -> Iterator[tuple[str, set[str]]]:
     # FastAPI >= 0.16x keeps each included router as one nested entry of `app.routes`;
     # `iter_route_contexts` flattens them with their prefixes. Older releases flatten
     # `app.routes` themselves.
@@ -230,13 +257,13 @@ def _flat_routes(app: FastAPI) -> Iterator[tuple[APIRoute, str, set[str]]]:
     for route in flatten(app.routes) if flatten is not None else app.routes:
         original = getattr(route, "original_route", route)
         if isinstance(original, APIRoute):
-            yield original, str(route.path), set(route.methods or ())
+            yield str(route.path), set(route.methods or ())
 
 
 def operations(app: FastAPI) -> list[Operation]:
     spec_paths = app.openapi().get("paths", {})
     found = []
-    for _route, path, methods in _flat_routes(app):
+    for path, methods in _flat_routes(app):
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
             documented = spec_paths.get(path, {}).get(method.lower(), {})
             query = [p for p in documented.get("parameters", []) if p.get("in") == "query"]
@@ -301,33 +328,40 @@ class Request:
     url: str
     params: dict[str, str]
     body: Any
-    foreign_params: tuple[str, ...]
-    """Path parameters filled from the walker's table (not random)."""
-    fully_known: bool
-    """Every path parameter and required query parameter was filled with a real value."""
+    known_params: tuple[str, ...]
+    """Path parameters filled from the walker's table."""
+    random_params: tuple[str, ...]
+    """Path or required query parameters no table knows, sent as random UUIDs."""
+    own_only: bool
+    """The path names resources, all of them the caller's own."""
 
 
 def requests_for(operation: Operation, walker: Walker) -> list[Request]:
     """One request with the required query parameters; one more with every id filter the
     walker knows set to its id (a list filtered by a foreign id must still leak nothing)."""
-    fully_known = True
+    random_params: list[str] = []
     path = operation.path
     for name in operation.path_params:
         value = walker.ids.get(name)
         if value is None:
-            value, fully_known = str(uuid.uuid4()), False  # UNKNOWN_PARAMETER
+            value = unknown_parameter_id()
+            random_params.append(name)
         path = re.sub(r"{" + name + r"(?::[^}]*)?}", value, path)
     required: dict[str, str] = {}
     for name in operation.required_query:
-        known = walker.ids.get(name) or DATE_QUERY_PARAMETERS.get(name)
-        if known is None:
-            known, fully_known = str(uuid.uuid4()), False  # UNKNOWN_PARAMETER
-        required[name] = known
+        filled = walker.ids.get(name) or DATE_QUERY_PARAMETERS.get(name)
+        if filled is None:
+            filled = unknown_parameter_id()
+            random_params.append(name)
+        required[name] = filled
     variants = [required]
     filters = {n: walker.ids[n] for n in operation.optional_query if n in walker.ids}
     if filters:
         variants.append({**required, **filters})
-    foreign = tuple(n for n in operation.path_params if n in walker.ids)
+    known = tuple(n for n in operation.path_params if n in walker.ids)
+    own_only = bool(operation.path_params) and all(
+        walker.ids.get(n) == walker.own_ids.get(n, "") for n in operation.path_params
+    )
     return [
         Request(
             method=operation.method,
@@ -335,8 +369,9 @@ def requests_for(operation: Operation, walker: Walker) -> list[Request]:
             url=path,
             params=params,
             body=body_for(operation.method, operation.path),
-            foreign_params=foreign,
-            fully_known=fully_known,
+            known_params=known,
+            random_params=tuple(random_params),
+            own_only=own_only,
         )
         for params in variants
     ]
@@ -354,8 +389,13 @@ async def send(client: httpx.AsyncClient, request: Request, headers: Headers) ->
 
 def describe(walker: Walker, request: Request, response: httpx.Response) -> str:
     query = f"?{httpx.QueryParams(request.params)}" if request.params else ""
+    unknown = (
+        f" [UNKNOWN PARAMETER {', '.join(request.random_params)}: random UUID sent]"
+        if request.random_params
+        else ""
+    )
     return (
-        f"{walker.role}: {request.method} {request.template}{query} -> "
+        f"{walker.role}: {request.method} {request.template}{query}{unknown} -> "
         f"{response.status_code} {response.text[:300]}"
     )
 
@@ -398,9 +438,9 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
     ]
     if leaked:
         failures.append(f"foreign data ({', '.join(leaked)}): {what}")
-    if request.foreign_params:
+    if request.known_params:
         allowed = frozenset().union(
-            *(walker.expected_for_foreign.get(n, frozenset()) for n in request.foreign_params)
+            *(walker.expected_for_foreign.get(n, frozenset()) for n in request.known_params)
         )
         if (
             allowed
@@ -408,8 +448,7 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
             and not _is_body_validation_error(response)
         ):
             failures.append(f"expected one of {sorted(allowed)}: {what}")
-    elif request.template != request.url and response.is_success:
-        # Only random UUIDs in the path (UNKNOWN_PARAMETER): nothing by that id exists.
+    elif request.random_params and response.is_success:
         failures.append(f"2xx for a random id: {what}")
     if response.is_success and "json" in response.headers.get("content-type", ""):
         body = response.json()
@@ -437,8 +476,10 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
 # --------------------------------------------------------------------------------------------
 
 
-async def test_the_walk_covers_every_operation_the_api_documents(world: World) -> None:
-    app = app_of(world.api.client)
+async def test_the_walk_covers_every_operation_the_api_documents(
+    client: httpx.AsyncClient,
+) -> None:
+    app = app_of(client)
     walked = {(op.method, op.path) for op in operations(app)}
     documented = {
         (method.upper(), path)
@@ -454,17 +495,26 @@ async def test_the_walk_covers_every_operation_the_api_documents(world: World) -
 @pytest.mark.parametrize(
     "make_walker", [coordinator_of_a, therapist_1], ids=["coordinator", "therapist"]
 )
-async def test_a_scoped_key_walking_every_route_with_foreign_ids_sees_nothing_foreign(
-    world: World, make_walker: Any
+async def test_a_scoped_key_walking_every_route_with_foreign_and_own_ids_sees_nothing_foreign(
+    world: World, make_walker: Callable[[World], Walker]
 ) -> None:
-    walker: Walker = make_walker(world)
+    abroad = make_walker(world)
     client = world.api.client
     failures: list[str] = []
-    for operation in operations(app_of(client)):
-        for request in requests_for(operation, walker):
-            response = await send(client, request, walker.headers)
-            failures += isolation_failures(walker, request, response)
-    assert failures == []
+    for walker in (abroad, abroad.at_home()):
+        for operation in operations(app_of(client)):
+            for request in requests_for(operation, walker):
+                response = await send(client, request, walker.headers)
+                failures += isolation_failures(walker, request, response)
+                if (
+                    request.method == "GET"
+                    and request.own_only
+                    and not request.random_params
+                    and not response.is_success
+                ):
+                    # Guards the walk itself: a scope that refused everything would pass it.
+                    failures.append(f"own resource refused: {describe(walker, request, response)}")
+    assert failures == [], "\n".join(failures)
 
 
 @pytest.mark.parametrize("role", ["admin", "finance"])
@@ -482,11 +532,11 @@ async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_serv
             elif (
                 role == "admin"
                 and request.method == "GET"
-                and request.fully_known
+                and not request.random_params
                 and not response.is_success
             ):
                 failures.append(f"admin GET refused: {describe(walker, request, response)}")
-    assert failures == []
+    assert failures == [], "\n".join(failures)
 
 
 # --------------------------------------------------------------------------------------------
