@@ -5,6 +5,8 @@ from models.audit import AuditEvent
 from models.idempotency import IdempotencyRecord
 from models.offerings import Offering
 from models.organizations import Location, Organization
+from models.programs import Program
+from models.sessions import Session
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "Location",
     "Offering",
     "Organization",
+    "Program",
+    "Session",
     "Therapist",
     "TimeOff",
 ]

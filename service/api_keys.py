@@ -59,7 +59,7 @@ async def list_keys(db: AsyncSession, principal: Principal, page: PageRequest) -
     return await paginate(
         db,
         select(ApiKey),
-        created_at=ApiKey.created_at,
+        order_by=ApiKey.created_at,
         id_column=ApiKey.id,
         page=page,
         to_read=to_read,

@@ -15,7 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routers import access, health, offerings, organizations, therapists
+from routers import (
+    access,
+    health,
+    offerings,
+    organizations,
+    programs,
+    sessions,
+    therapists,
+)
 from service.db import make_async_engine, make_session_factory
 from service.errors import (
     PROBLEM_BASE,
@@ -149,6 +157,8 @@ def create_app(
         organizations.router,
         therapists.router,
         offerings.router,
+        programs.router,
+        sessions.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

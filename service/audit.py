@@ -71,7 +71,7 @@ async def list_events(
     return await paginate(
         db,
         stmt,
-        created_at=AuditEvent.created_at,
+        order_by=AuditEvent.created_at,
         id_column=AuditEvent.id,
         page=page,
         to_read=to_read,

@@ -26,7 +26,7 @@ from service.errors import Forbidden, Unauthorized
 KEY_PREFIX = "ens_"
 SECRET_BYTES = 32  # 256 bits of randomness: a hash lookup is then as safe as a password check
 
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S", bound=Select)
 
 
 @dataclass(frozen=True)
@@ -116,4 +116,22 @@ def scope_to_therapist(stmt: S, principal: Principal, column: ColumnElement[Any]
         return stmt
     if principal.role == Role.therapist and principal.therapist_id is not None:
         return stmt.where(column == principal.therapist_id)
+    return stmt.where(false())
+
+
+def scope_to_tenant(
+    stmt: S,
+    principal: Principal,
+    *,
+    organization_column: ColumnElement[Any] | Any,
+    therapist_column: ColumnElement[Any] | Any,
+) -> S:
+    """Rows that belong to an organization and are worked by a therapist (programs, sessions):
+    coordinators reach their organization's, therapists their own, staff all."""
+    if principal.sees_all_organizations:
+        return stmt
+    if principal.role == Role.coordinator and principal.organization_id is not None:
+        return stmt.where(organization_column == principal.organization_id)
+    if principal.role == Role.therapist and principal.therapist_id is not None:
+        return stmt.where(therapist_column == principal.therapist_id)
     return stmt.where(false())

@@ -50,7 +50,7 @@ async def list_offerings(
     return await paginate(
         db,
         select(Offering),
-        created_at=Offering.created_at,
+        order_by=Offering.created_at,
         id_column=Offering.id,
         page=page,
         to_read=to_read,

@@ -73,7 +73,7 @@ async def list_organizations(
     return await paginate(
         db,
         stmt,
-        created_at=Organization.created_at,
+        order_by=Organization.created_at,
         id_column=Organization.id,
         page=page,
         to_read=to_read,
@@ -140,7 +140,7 @@ async def list_locations(
     return await paginate(
         db,
         stmt,
-        created_at=Location.created_at,
+        order_by=Location.created_at,
         id_column=Location.id,
         page=page,
         to_read=location_to_read,

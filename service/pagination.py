@@ -1,4 +1,5 @@
-"""Keyset pagination, the one way every list is paged: ordered by (created_at, id)."""
+"""Keyset pagination, the one way every list is paged: ordered by (a timestamp column, id),
+usually created_at; sessions page by starts_at."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ class PageRequest:
     cursor: str | None = None
 
 
-def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
+def encode_cursor(position: datetime, row_id: uuid.UUID) -> str:
+    raw = f"{position.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -49,23 +50,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def paginate(
     db: AsyncSession,
-    stmt: Select[Any],
+    stmt: Select,
     *,
-    created_at: Any,
+    order_by: Any,
     id_column: Any,
     page: PageRequest,
     to_read: Callable[[Any], R],
+    rows_are_tuples: bool = False,
 ) -> Page[R]:
-    """Run `stmt` (already filtered and scoped) one page at a time, in a stable order."""
+    """Run `stmt` (already filtered and scoped) one page at a time, in a stable order.
+    With `rows_are_tuples`, the statement selects an entity first and extra columns after."""
     if page.cursor:
         after = decode_cursor(page.cursor)
-        stmt = stmt.where(tuple_(created_at, id_column) > after)
-    rows: Sequence[Any] = (
-        (await db.execute(stmt.order_by(created_at, id_column).limit(page.limit + 1)))
-        .scalars()
-        .all()
-    )
+        stmt = stmt.where(tuple_(order_by, id_column) > after)
+    result = await db.execute(stmt.order_by(order_by, id_column).limit(page.limit + 1))
+    rows: Sequence[Any] = result.all() if rows_are_tuples else result.scalars().all()
     more = len(rows) > page.limit
     rows = rows[: page.limit]
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    next_cursor = None
+    if more:
+        last = rows[-1][0] if rows_are_tuples else rows[-1]
+        next_cursor = encode_cursor(getattr(last, order_by.key), last.id)
     return Page(data=[to_read(r) for r in rows], next_cursor=next_cursor)

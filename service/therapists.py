@@ -79,7 +79,7 @@ async def list_therapists(
     return await paginate(
         db,
         stmt,
-        created_at=Therapist.created_at,
+        order_by=Therapist.created_at,
         id_column=Therapist.id,
         page=page,
         to_read=to_read,
@@ -209,7 +209,7 @@ async def list_time_off(
     return await paginate(
         db,
         stmt,
-        created_at=TimeOff.created_at,
+        order_by=TimeOff.created_at,
         id_column=TimeOff.id,
         page=page,
         to_read=time_off_to_read,

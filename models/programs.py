@@ -1,0 +1,208 @@
+"""Programs: an organization's contract for recurring music therapy sessions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time
+from enum import StrEnum
+
+from pydantic import field_validator
+from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, String, Time
+from sqlmodel import Field, SQLModel
+
+from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.offerings import DURATION_MAX, DURATION_MIN, MAX_PARTICIPANTS
+from models.types import Cents, ClockTime, FocusArea, LongText, Name, TimeZoneName
+
+MAX_EXDATES = 200
+
+
+class ProgramStatus(StrEnum):
+    requested = "requested"
+    confirmed = "confirmed"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class Modality(StrEnum):
+    in_person = "in_person"
+    online = "online"
+
+
+def _https(url: str | None) -> str | None:
+    if url is not None and not url.lower().startswith("https://"):
+        raise ValueError("must be an https:// link")
+    return url
+
+
+class Schedule(SQLModel):
+    """When the sessions happen, in the program's own time zone (RFC 5545 recurrence)."""
+
+    model_config = FORBID_EXTRA
+
+    timezone: TimeZoneName
+    start_date: date
+    start_time: ClockTime
+    duration_minutes: int | None = Field(default=None, ge=DURATION_MIN, le=DURATION_MAX)
+    rrule: str = Field(min_length=1, max_length=300)
+    exdates: list[date] = Field(default_factory=list, max_length=MAX_EXDATES)
+    skip_holidays: bool = False
+
+
+class Program(SQLModel, table=True):
+    __tablename__ = "programs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('requested', 'confirmed', 'completed', 'cancelled')", name="status"
+        ),
+        CheckConstraint("modality IN ('in_person', 'online')", name="modality"),
+        CheckConstraint(
+            "(modality = 'in_person' AND location_id IS NOT NULL) OR "
+            "(modality = 'online' AND video_url IS NOT NULL)",
+            name="modality_has_place",
+        ),
+        CheckConstraint("participants >= 1", name="participants"),
+        CheckConstraint("rate_cents >= 0", name="rate_cents"),
+        CheckConstraint(
+            f"duration_minutes BETWEEN {DURATION_MIN} AND {DURATION_MAX}", name="duration"
+        ),
+        CheckConstraint(
+            "status IN ('requested', 'cancelled') OR therapist_id IS NOT NULL",
+            name="staffed_once_confirmed",
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    organization_id: uuid.UUID = Field(
+        foreign_key="organizations.id", ondelete="RESTRICT", index=True
+    )
+    offering_id: uuid.UUID = Field(foreign_key="offerings.id", ondelete="RESTRICT")
+    therapist_id: uuid.UUID | None = Field(
+        default=None, foreign_key="therapists.id", ondelete="RESTRICT", index=True
+    )
+    location_id: uuid.UUID | None = Field(
+        default=None, foreign_key="locations.id", ondelete="RESTRICT"
+    )
+    title: str = Field(sa_type=String(200))
+    focus_areas: list[str] = Field(default_factory=list, sa_type=ARRAY(String(40)))
+    modality: str = Field(sa_type=String(20))
+    video_url: str | None = Field(default=None, sa_type=String(2000))
+    participants: int
+    rate_cents: int = Field(sa_type=BigInteger)
+    currency: str = Field(sa_type=String(3))
+    timezone: str = Field(sa_type=String(64))
+    start_date: date = Field(sa_type=Date)
+    start_time: time = Field(sa_type=Time)
+    duration_minutes: int
+    rrule: str = Field(sa_type=String(300))
+    exdates: list[date] = Field(default_factory=list, sa_type=ARRAY(Date))
+    skip_holidays: bool = Field(default=False, sa_type=Boolean)
+    status: str = Field(default=ProgramStatus.requested.value, sa_type=String(20))
+    cancel_reason: str | None = Field(default=None, sa_type=String(2000))
+    cancelled_at: datetime | None = timestamp_field(nullable=True)
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+
+    def schedule(self) -> Schedule:
+        return Schedule(
+            timezone=self.timezone,
+            start_date=self.start_date,
+            start_time=self.start_time,
+            duration_minutes=self.duration_minutes,
+            rrule=self.rrule,
+            exdates=list(self.exdates),
+            skip_holidays=self.skip_holidays,
+        )
+
+
+class ProgramCreate(SQLModel):
+    model_config = FORBID_EXTRA
+
+    organization_id: uuid.UUID
+    offering_id: uuid.UUID
+    title: Name
+    focus_areas: list[FocusArea] = Field(default_factory=list, max_length=5)
+    modality: Modality
+    location_id: uuid.UUID | None = None
+    video_url: str | None = Field(default=None, max_length=2000)
+    participants: int = Field(ge=1, le=MAX_PARTICIPANTS)
+    rate_cents: Cents | None = None
+    schedule: Schedule
+
+    _video_is_https = field_validator("video_url")(_https)
+
+
+class ProgramUpdate(SQLModel):
+    """Fields sent are changed. On a confirmed program a change to the schedule, rate or
+    therapist needs `effective_date`: sessions from that date on are rebuilt."""
+
+    model_config = FORBID_EXTRA
+
+    title: Name = Field(default=None)
+    focus_areas: list[FocusArea] = Field(default=None, max_length=5)
+    participants: int = Field(default=None, ge=1, le=MAX_PARTICIPANTS)
+    rate_cents: Cents = Field(default=None)
+    schedule: Schedule = Field(default=None)
+    therapist_id: uuid.UUID = Field(default=None)
+    video_url: str = Field(default=None, max_length=2000)
+    location_id: uuid.UUID = Field(default=None)
+    effective_date: date | None = None
+
+    _video_is_https = field_validator("video_url")(_https)
+
+
+class ScheduleRead(SQLModel):
+    timezone: str
+    start_date: date
+    start_time: ClockTime
+    duration_minutes: int
+    rrule: str
+    exdates: list[date]
+    skip_holidays: bool
+
+
+class ProgramRead(SQLModel):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    offering_id: uuid.UUID
+    title: str
+    focus_areas: list[FocusArea]
+    modality: Modality
+    location_id: uuid.UUID | None
+    video_url: str | None
+    participants: int
+    rate_cents: int
+    currency: str
+    schedule: ScheduleRead
+    status: ProgramStatus
+    therapist_id: uuid.UUID | None
+    cancel_reason: str | None
+    cancelled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AssignTherapist(SQLModel):
+    model_config = FORBID_EXTRA
+
+    therapist_id: uuid.UUID
+    effective_date: date | None = None
+
+
+class CancelProgram(SQLModel):
+    model_config = FORBID_EXTRA
+
+    effective_date: date
+    reason: LongText | None = None
+
+
+class ProgramSummary(SQLModel):
+    program_id: uuid.UUID
+    planned_sessions: int
+    scheduled_sessions: int
+    delivered_sessions: int
+    cancelled_sessions: int
+    late_cancelled_sessions: int
+    no_show_sessions: int
+    attendance_rate: float | None
+    billed_sessions: int

@@ -1,0 +1,125 @@
+"""Sessions: the dated occurrences of a confirmed program."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
+from sqlmodel import Field, SQLModel
+
+from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.types import Instant, LongText
+
+
+class SessionStatus(StrEnum):
+    scheduled = "scheduled"
+    completed = "completed"
+    cancelled = "cancelled"
+    late_cancelled = "late_cancelled"
+    no_show = "no_show"
+
+
+# Statuses in which a session holds its therapist's time. A cancelled session frees it.
+LIVE_STATUSES = ("scheduled", "completed", "no_show")
+_LIVE_SQL = "status IN ('scheduled', 'completed', 'no_show')"
+
+
+class CancelledBy(StrEnum):
+    organization = "organization"
+    provider = "provider"
+
+
+class Session(SQLModel, table=True):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        # The guarantee behind "a therapist is never double-booked": concurrent requests that
+        # each pass the friendly Python check still cannot both commit an overlap.
+        ExcludeConstraint(
+            ("therapist_id", "="),
+            (func.tstzrange(text("starts_at"), text("ends_at")), "&&"),
+            using="gist",
+            where=text(_LIVE_SQL),
+            name="ex_sessions_therapist_overlap",
+        ),
+        # Materializing twice adds nothing: one row per program and originally planned start.
+        UniqueConstraint("program_id", "original_starts_at"),
+        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        CheckConstraint(
+            "status IN ('scheduled', 'completed', 'cancelled', 'late_cancelled', 'no_show')",
+            name="status",
+        ),
+        CheckConstraint("attendance IS NULL OR attendance >= 0", name="attendance"),
+    )
+
+    id: uuid.UUID = id_field()
+    program_id: uuid.UUID = Field(foreign_key="programs.id", ondelete="CASCADE", index=True)
+    organization_id: uuid.UUID = Field(
+        foreign_key="organizations.id", ondelete="RESTRICT", index=True
+    )
+    therapist_id: uuid.UUID = Field(foreign_key="therapists.id", ondelete="RESTRICT")
+    starts_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    ends_at: datetime = Field(sa_type=DateTime(timezone=True))
+    original_starts_at: datetime = Field(sa_type=DateTime(timezone=True))
+    # The program's rate when this session was planned: a rate change from a date on applies
+    # to the sessions from that date, and billing reads it here.
+    rate_cents: int = Field(sa_type=BigInteger)
+    status: str = Field(default=SessionStatus.scheduled.value, sa_type=String(20))
+    attendance: int | None = Field(default=None, sa_type=Integer)
+    rescheduled: bool = False
+    cancelled_by: str | None = Field(default=None, sa_type=String(20))
+    cancel_reason: str | None = Field(default=None, sa_type=String(2000))
+    cancelled_at: datetime | None = timestamp_field(nullable=True)
+    invoice_id: uuid.UUID | None = Field(default=None)
+    sequence: int = 0
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+
+
+class SessionRead(SQLModel):
+    id: uuid.UUID
+    program_id: uuid.UUID
+    organization_id: uuid.UUID
+    therapist_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    status: SessionStatus
+    attendance: int | None
+    rescheduled: bool
+    cancelled_by: CancelledBy | None
+    cancel_reason: str | None
+    cancelled_at: datetime | None
+    invoice_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RescheduleSession(SQLModel):
+    model_config = FORBID_EXTRA
+
+    starts_at: Instant
+
+
+class CancelSession(SQLModel):
+    model_config = FORBID_EXTRA
+
+    reason: LongText | None = None
+    cancelled_by: CancelledBy | None = None
+
+
+class CompleteSession(SQLModel):
+    model_config = FORBID_EXTRA
+
+    attendance: int = Field(ge=0, le=500)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from models.base import Page
+from models.programs import (
+    AssignTherapist,
+    CancelProgram,
+    Program,
+    ProgramCreate,
+    ProgramRead,
+    ProgramStatus,
+    ProgramSummary,
+    ProgramUpdate,
+)
+from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
+from service import programs
+
+router = APIRouter(prefix="/v1/programs", tags=["programs"], route_class=UnitOfWorkRoute)
+
+
+async def program_in_path(
+    program_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> Program:
+    return await programs.get_visible(db, principal, program_id, for_update=True)
+
+
+ProgramInPath = Annotated[Program, Depends(program_in_path)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_program(
+    body: ProgramCreate, db: DbSession, principal: CurrentPrincipal
+) -> ProgramRead:
+    """Book a program (status `requested`). Coordinators book for their own organization from
+    today on; admins for any, including a program already under way."""
+    return await programs.book(db, principal, body)
+
+
+@router.get("")
+async def list_programs(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    page: PageParams,
+    organization_id: uuid.UUID | None = None,
+    status: Annotated[ProgramStatus | None, Query()] = None,
+) -> Page[ProgramRead]:
+    """Programs the caller may see (admin, finance: all; coordinator: their organization's)."""
+    return await programs.list_programs(
+        db, principal, page, organization_id=organization_id, status=status
+    )
+
+
+@router.get("/{program_id}")
+async def get_program(program: ProgramInPath) -> ProgramRead:
+    """One program."""
+    return programs.to_read(program)
+
+
+@router.patch("/{program_id}")
+async def update_program(
+    program: ProgramInPath, body: ProgramUpdate, db: DbSession, principal: CurrentPrincipal
+) -> ProgramRead:
+    """Change a program (admin). On a confirmed program, a new schedule, rate or therapist needs
+    `effective_date`: scheduled sessions from that date are rebuilt; completed, cancelled and
+    individually rescheduled sessions are kept."""
+    return await programs.update(db, principal, program, body)
+
+
+@router.post("/{program_id}/assign")
+async def assign_therapist(
+    program: ProgramInPath, body: AssignTherapist, db: DbSession, principal: CurrentPrincipal
+) -> ProgramRead:
+    """Staff the program (admin). On a confirmed program the scheduled sessions from
+    `effective_date` (default today) go to the new therapist. A clash is a 409 listing every
+    conflicting session, and nothing changes."""
+    return await programs.assign(db, principal, program, body)
+
+
+@router.post("/{program_id}/confirm")
+async def confirm_program(
+    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
+) -> ProgramRead:
+    """Confirm a staffed program (admin): its sessions are created, or a 409 lists every
+    conflicting session and nothing is written."""
+    return await programs.confirm(db, principal, program)
+
+
+@router.post("/{program_id}/cancel")
+async def cancel_program(
+    program: ProgramInPath, body: CancelProgram, db: DbSession, principal: CurrentPrincipal
+) -> ProgramRead:
+    """Cancel from `effective_date` on (admin, or the organization's coordinator). Sessions
+    before that date are kept."""
+    return await programs.cancel(db, principal, program, body)
+
+
+@router.get("/{program_id}/summary")
+async def program_summary(
+    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
+) -> ProgramSummary:
+    """Planned, delivered and cancelled sessions, attendance rate and billed sessions."""
+    return await programs.summary(db, principal, program)

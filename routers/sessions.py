@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from models.base import Page
+from models.sessions import (
+    CancelSession,
+    CompleteSession,
+    RescheduleSession,
+    SessionRead,
+    SessionStatus,
+)
+from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
+from service import sessions
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=UnitOfWorkRoute)
+
+
+@router.get("")
+async def list_sessions(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    page: PageParams,
+    start: Annotated[datetime | date | None, Query(alias="from")] = None,
+    end: Annotated[datetime | date | None, Query(alias="to")] = None,
+    program_id: uuid.UUID | None = None,
+    therapist_id: uuid.UUID | None = None,
+    organization_id: uuid.UUID | None = None,
+    status: SessionStatus | None = None,
+) -> Page[SessionRead]:
+    """Sessions by start time. `from`/`to` take dates (the sessions' local dates, inclusive)
+    or date-times with an offset (`from` inclusive, `to` exclusive). Coordinators see their
+    organization's sessions, therapists their own."""
+    filters = sessions.SessionFilters(
+        start=start,
+        end=end,
+        program_id=program_id,
+        therapist_id=therapist_id,
+        organization_id=organization_id,
+        status=status,
+    )
+    return await sessions.list_sessions(db, principal, filters, page)
+
+
+@router.get("/{session_id}")
+async def get_session(
+    session_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """One session, with its program's time zone."""
+    session, program = await sessions.get_visible(db, principal, session_id)
+    return sessions.to_read(session, program.timezone)
+
+
+@router.patch("/{session_id}")
+async def reschedule_session(
+    session_id: uuid.UUID, body: RescheduleSession, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Move one scheduled session (admin); its length is kept and the therapist must be free."""
+    return await sessions.reschedule(db, principal, session_id, body)
+
+
+@router.post("/{session_id}/cancel")
+async def cancel_session(
+    session_id: uuid.UUID, body: CancelSession, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Cancel a scheduled session. The organization's cancellation inside the offering's
+    notice window is `late_cancelled` (billable at the late-cancellation fee)."""
+    return await sessions.cancel(db, principal, session_id, body)
+
+
+@router.post("/{session_id}/complete")
+async def complete_session(
+    session_id: uuid.UUID, body: CompleteSession, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Record a delivered session and its attendance (admin, or its therapist)."""
+    return await sessions.complete(db, principal, session_id, body)
+
+
+@router.post("/{session_id}/no-show")
+async def mark_no_show(
+    session_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Record that nobody came (admin, or its therapist); billable like a late cancellation."""
+    return await sessions.no_show(db, principal, session_id)

@@ -1,0 +1,1 @@
+"""Scheduling: recurrence (pure), materialization and conflict checks of program sessions."""

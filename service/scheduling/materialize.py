@@ -1,0 +1,173 @@
+"""Turning a program's schedule into session rows: planned in Python (the recurrence engine),
+written set-based (one batched INSERT ... ON CONFLICT DO NOTHING), so materializing twice adds
+nothing and a thousand sessions cost one round trip, not a thousand."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import utcnow
+from models.organizations import Organization
+from models.programs import Program, ProgramStatus
+from models.sessions import Session
+from service.scheduling import recurrence
+from service.scheduling.conflicts import Slot, overlapping_bookings
+
+INSERT_BATCH = 1000  # rows per INSERT; far below PostgreSQL's 65535 bind parameters
+
+
+def engine_schedule(program: Program) -> recurrence.Schedule:
+    return recurrence.Schedule(
+        timezone=program.timezone,
+        start_date=program.start_date,
+        start_time=program.start_time,
+        duration_minutes=program.duration_minutes,
+        rrule=program.rrule,
+        exdates=frozenset(program.exdates),
+        skip_holidays=program.skip_holidays,
+    )
+
+
+def horizon_end(today: date, weeks: int) -> date:
+    return today + timedelta(weeks=weeks)
+
+
+def local_today(zone: str, now: datetime | None = None) -> date:
+    return (now or utcnow()).astimezone(ZoneInfo(zone)).date()
+
+
+def local_midnight(day: date, zone: str) -> datetime:
+    """The first instant of `day` in `zone` (for "from this date on" cut-offs)."""
+    return recurrence.local_start(day, datetime.min.time(), ZoneInfo(zone))
+
+
+def plan(
+    program: Program,
+    *,
+    holiday_region: str | None,
+    until: date | None,
+    after: date | None = None,
+) -> list[recurrence.Occurrence]:
+    """The program's occurrences up to `until` (inclusive; required for open-ended rules),
+    from `after` (inclusive) if given."""
+    return recurrence.expand(
+        engine_schedule(program), holiday_region=holiday_region, until=until, after=after
+    )
+
+
+def slots(occurrences: Sequence[recurrence.Occurrence]) -> list[Slot]:
+    return [Slot(o.starts_at, o.ends_at) for o in occurrences]
+
+
+def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> dict[str, Any]:
+    assert program.therapist_id is not None
+    return {
+        "id": uuid.uuid4(),
+        "program_id": program.id,
+        "organization_id": program.organization_id,
+        "therapist_id": program.therapist_id,
+        "starts_at": occurrence.starts_at,
+        "ends_at": occurrence.ends_at,
+        "original_starts_at": occurrence.starts_at,
+        "rate_cents": program.rate_cents,
+        "status": "scheduled",
+        "rescheduled": False,
+        "sequence": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def insert_sessions(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert planned sessions in batches; rows already there (same program and original
+    start) are left alone. Returns how many were added."""
+    added = 0
+    for start in range(0, len(rows), INSERT_BATCH):
+        batch = rows[start : start + INSERT_BATCH]
+        result = await db.execute(
+            insert(Session)
+            .values(list(batch))
+            .on_conflict_do_nothing(constraint="uq_sessions_program_id_original_starts_at")
+            .returning(col(Session.id))
+        )
+        added += len(result.all())
+    return added
+
+
+async def materialize(
+    db: AsyncSession, program: Program, occurrences: Sequence[recurrence.Occurrence]
+) -> int:
+    now = utcnow()
+    return await insert_sessions(db, [_row(program, o, now) for o in occurrences])
+
+
+async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
+    """Fill every confirmed open-ended program up to today + `weeks`. Idempotent: calling it
+    twice adds nothing. A planned session that would overlap another booking of the therapist
+    is left out (the exclusion constraint would refuse it anyway) rather than failing them all.
+    Returns how many sessions were added."""
+    programs = (
+        await db.execute(
+            select(Program, col(Organization.holiday_region))
+            .join(Organization, col(Organization.id) == Program.organization_id)
+            .where(col(Program.status) == ProgramStatus.confirmed.value)
+        )
+    ).all()
+    until = horizon_end(today, weeks)
+    planned = _without_internal_overlaps(
+        [
+            (program, occurrence)
+            for program, region in programs
+            if recurrence.is_open_ended(program.rrule)
+            for occurrence in plan(program, holiday_region=region, until=until, after=today)
+        ]
+    )
+    keyed = {(p.therapist_id, o.starts_at): (p, o) for p, o in planned}
+    clashes = await overlapping_bookings(
+        db,
+        bookings=[
+            (p.therapist_id, Slot(o.starts_at, o.ends_at))
+            for p, o in planned
+            if p.therapist_id is not None
+        ],
+    )
+    for clash in clashes:
+        key = (clash.therapist_id, clash.proposed.starts_at)
+        program = keyed[key][0] if key in keyed else None
+        # The program's own session planned earlier at this very slot: ON CONFLICT skips it.
+        already_there = (
+            program is not None
+            and clash.program_id == program.id
+            and clash.original_starts_at == clash.proposed.starts_at
+        )
+        if not already_there:
+            keyed.pop(key, None)
+    now = utcnow()
+    return await insert_sessions(db, [_row(p, o, now) for p, o in keyed.values()])
+
+
+def _without_internal_overlaps(
+    planned: list[tuple[Program, recurrence.Occurrence]],
+) -> list[tuple[Program, recurrence.Occurrence]]:
+    """Two programs of one therapist may collide beyond the horizon checked when they were
+    confirmed; keep the earlier-confirmed program's session and leave the other out."""
+    kept: list[tuple[Program, recurrence.Occurrence]] = []
+    last_end: dict[uuid.UUID | None, datetime] = {}
+    for program, occurrence in sorted(
+        planned, key=lambda po: (str(po[0].therapist_id), po[1].starts_at, po[0].created_at)
+    ):
+        previous_end = last_end.get(program.therapist_id)
+        if previous_end is not None and occurrence.starts_at < previous_end:
+            continue
+        kept.append((program, occurrence))
+        last_end[program.therapist_id] = occurrence.ends_at
+    return kept

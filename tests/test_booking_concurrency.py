@@ -1,0 +1,178 @@
+"""Double booking is impossible even when requests race: proven through a live server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.conftest import LiveServer
+from tests.support import ok
+
+OVERLAPS = """
+    SELECT count(*) FROM sessions a JOIN sessions b
+      ON a.therapist_id = b.therapist_id AND a.id < b.id
+     AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
+    WHERE a.status IN ('scheduled', 'completed', 'no_show')
+      AND b.status IN ('scheduled', 'completed', 'no_show')
+"""
+
+
+async def post(client: httpx.AsyncClient, path: str, body: Any, headers: dict[str, str]) -> Any:
+    return ok(await client.post(path, json=body, headers=headers), 201)
+
+
+async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
+    live_server: LiveServer, database_url: str
+):
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+        org = await post(
+            client,
+            "/v1/organizations",
+            {"name": "Race school", "kind": "school", "timezone": "America/Edmonton"},
+            admin,
+        )
+        offering = await post(
+            client,
+            "/v1/offerings",
+            {
+                "name": "Group",
+                "format": "group",
+                "duration_minutes": 60,
+                "rate_cents": 10000,
+                "max_participants": 10,
+            },
+            admin,
+        )
+        therapist = await post(
+            client,
+            "/v1/therapists",
+            {"name": "Racer", "email": "racer@ensemble.example", "timezone": "America/Edmonton"},
+            admin,
+        )
+        programs = []
+        for i in range(8):
+            program = await post(
+                client,
+                "/v1/programs",
+                {
+                    "organization_id": org["id"],
+                    "offering_id": offering["id"],
+                    "title": f"Program {i}",
+                    "modality": "online",
+                    "video_url": "https://meet.example.org/race",
+                    "participants": 5,
+                    "schedule": {
+                        "timezone": "America/Edmonton",
+                        "start_date": "2030-03-05",
+                        "start_time": f"10:{i * 5:02d}",
+                        "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=10",
+                    },
+                },
+                admin,
+            )
+            ok(
+                await client.post(
+                    f"/v1/programs/{program['id']}/assign",
+                    json={"therapist_id": therapist["id"]},
+                    headers=admin,
+                )
+            )
+            programs.append(program)
+
+        responses = await asyncio.gather(
+            *[client.post(f"/v1/programs/{p['id']}/confirm", headers=admin) for p in programs]
+        )
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [409] * 7, [r.text for r in responses if r.status_code >= 500]
+    assert all(
+        r.headers["content-type"] == "application/problem+json"
+        for r in responses
+        if r.status_code == 409
+    )
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(OVERLAPS).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (10,)
+        assert conn.execute(
+            "SELECT count(*) FROM programs WHERE status = 'confirmed'"
+        ).fetchone() == (1,)
+
+
+async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped_past_checks(
+    live_server: LiveServer, database_url: str
+):
+    """Two transactions insert overlapping sessions for one therapist: the second waits for the
+    first and then fails on the exclusion constraint, whatever the application checked."""
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+        org = await post(
+            client,
+            "/v1/organizations",
+            {"name": "Raw school", "kind": "school", "timezone": "America/Edmonton"},
+            admin,
+        )
+        offering = await post(
+            client,
+            "/v1/offerings",
+            {"name": "Solo", "format": "individual", "duration_minutes": 60, "rate_cents": 10000},
+            admin,
+        )
+        therapist = await post(
+            client,
+            "/v1/therapists",
+            {"name": "Raw", "email": "raw@ensemble.example", "timezone": "America/Edmonton"},
+            admin,
+        )
+        program = await post(
+            client,
+            "/v1/programs",
+            {
+                "organization_id": org["id"],
+                "offering_id": offering["id"],
+                "title": "Raw",
+                "modality": "online",
+                "video_url": "https://meet.example.org/raw",
+                "participants": 1,
+                "schedule": {
+                    "timezone": "America/Edmonton",
+                    "start_date": "2030-03-05",
+                    "start_time": "10:00",
+                    "rrule": "FREQ=WEEKLY;COUNT=1",
+                },
+            },
+            admin,
+        )
+    insert = """
+        INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
+                              original_starts_at, rate_cents, status, rescheduled, sequence,
+                              created_at, updated_at)
+        VALUES (gen_random_uuid(), %(program)s, %(org)s, %(therapist)s, %(starts)s, %(ends)s,
+                %(starts)s, 100, 'scheduled', false, 0, now(), now())
+    """
+    params = {"program": program["id"], "org": org["id"], "therapist": therapist["id"]}
+    first = psycopg.connect(database_url)
+    second = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        first.execute(
+            insert, {**params, "starts": "2030-03-05T17:00Z", "ends": "2030-03-05T18:00Z"}
+        )
+        blocked = asyncio.create_task(
+            second.execute(
+                insert, {**params, "starts": "2030-03-05T17:30Z", "ends": "2030-03-05T18:30Z"}
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not blocked.done()  # waiting on the first transaction's uncommitted row
+        first.commit()
+        try:
+            await blocked
+            raise AssertionError("the overlapping insert was accepted")
+        except psycopg.errors.ExclusionViolation as error:
+            assert error.diag.constraint_name == "ex_sessions_therapist_overlap"
+    finally:
+        first.close()
+        await second.close()
