@@ -34,7 +34,7 @@ from dateutil import rrule as du
 
 MAX_COUNT = 500
 MAX_INTERVAL = 52
-MAX_UNTIL_DAYS = 731  # UNTIL at most two years (one may be a leap year) after start_date
+MAX_UNTIL_YEARS = 2  # UNTIL at most two calendar years after start_date
 DURATION_MIN, DURATION_MAX = 15, 240
 EARLIEST_START, LATEST_START = date(2000, 1, 1), date(2100, 12, 31)
 # How far past a COUNT rule's natural last date make-ups are looked for. A rule whose every
@@ -293,7 +293,7 @@ def validate_schedule(schedule: Schedule, *, holiday_region: str | None) -> list
         return [*problems, (error.field, error.message)]
     if rule.until is not None and rule.until < schedule.start_date:
         problems.append((RULE_FIELD, "UNTIL is before start_date"))
-    elif rule.until is not None and (rule.until - schedule.start_date).days > MAX_UNTIL_DAYS:
+    elif rule.until is not None and rule.until > _years_after(schedule.start_date, MAX_UNTIL_YEARS):
         problems.append((RULE_FIELD, "UNTIL must be at most two years after start_date"))
     if problems:
         return problems
@@ -310,6 +310,13 @@ def validate_schedule(schedule: Schedule, *, holiday_region: str | None) -> list
             (RULE_FIELD, f"only {sessions} of COUNT={rule.count} sessions can be scheduled")
         )
     return problems
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February, in a year that has none
+        return date(day.year + years, 2, 28)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -339,9 +346,16 @@ def _rule_days(rule: ParsedRule, start: date, *, last: date | None) -> Iterator[
     Expanded on naive local midnights: dates only, so DST cannot move a date. With no `last`
     this is the rule's own series (COUNT applied, for a COUNT rule only); otherwise `last`
     bounds it, which also stops a rule that matches nothing (dateutil would scan to 9999)."""
+    byday = list(rule.byday)
+    if any(b.ordinal is not None for b in byday):
+        # dateutil intersects plain and ordinal weekdays (BYDAY=MO,1TU gives nothing), where
+        # RFC 5545 means their union: a plain MO in a month is its 1st to 5th Monday.
+        byday = [
+            ByDay(b.weekday, n) for b in byday for n in ((b.ordinal,) if b.ordinal else range(1, 6))
+        ]
     weekdays = [
         du.weekdays[b.weekday] if b.ordinal is None else du.weekdays[b.weekday](b.ordinal)
-        for b in rule.byday
+        for b in byday
     ]
     series = du.rrule(
         _DATEUTIL_FREQ[rule.freq],
