@@ -2,6 +2,7 @@
 
 from models.api_keys import ApiKey
 from models.audit import AuditEvent
+from models.calendar_feeds import CalendarFeed
 from models.idempotency import IdempotencyRecord
 from models.offerings import Offering
 from models.organizations import Location, Organization
@@ -13,6 +14,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "AvailabilityRow",
+    "CalendarFeed",
     "IdempotencyRecord",
     "Location",
     "Offering",

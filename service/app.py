@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routers import (
     access,
+    calendar,
     health,
     offerings,
     organizations,
@@ -159,6 +160,7 @@ def create_app(
         offerings.router,
         programs.router,
         sessions.router,
+        calendar.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

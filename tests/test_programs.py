@@ -318,14 +318,21 @@ async def test_cancelling_a_program_cancels_the_future_and_keeps_the_past(api: A
 
 
 async def test_sessions_keep_their_local_time_across_the_dst_change(api: Api):
-    org = await api.make_org(timezone="America/New_York", holiday_region="US-NY",
-                             currency="USD")
+    org = await api.make_org(timezone="America/New_York", holiday_region="US-NY", currency="USD")
     offering = await api.make_offering(currency="USD")
     therapist = await api.make_therapist(timezone="America/New_York")
     program = await confirmed_program(
-        api, org, offering, therapist,
-        schedule={"timezone": "America/New_York", "start_date": "2030-03-05",
-                  "start_time": "09:00", "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=2"})
+        api,
+        org,
+        offering,
+        therapist,
+        schedule={
+            "timezone": "America/New_York",
+            "start_date": "2030-03-05",
+            "start_time": "09:00",
+            "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=2",
+        },
+    )
     starts = [s["starts_at"] for s in await sessions_of(api, program["id"])]
     # 09:00 EST is 14:00 UTC; after 10 March 2030 09:00 EDT is 13:00 UTC.
     assert starts == ["2030-03-05T14:00:00Z", "2030-03-12T13:00:00Z"]
@@ -336,9 +343,17 @@ async def test_a_monday_program_skips_family_day_and_makes_it_up_at_the_end(api:
     offering = await api.make_offering()
     therapist = await api.make_therapist()
     program = await confirmed_program(
-        api, org, offering, therapist,
-        schedule={"start_date": "2030-02-11", "start_time": "10:00",
-                  "rrule": "FREQ=WEEKLY;BYDAY=MO;COUNT=3", "skip_holidays": True})
+        api,
+        org,
+        offering,
+        therapist,
+        schedule={
+            "start_date": "2030-02-11",
+            "start_time": "10:00",
+            "rrule": "FREQ=WEEKLY;BYDAY=MO;COUNT=3",
+            "skip_holidays": True,
+        },
+    )
     days = [s["starts_at"][:10] for s in await sessions_of(api, program["id"])]
     assert days == ["2030-02-11", "2030-02-25", "2030-03-04"]  # 18 Feb is Family Day
 
@@ -348,12 +363,19 @@ async def test_open_ended_programs_are_filled_to_the_horizon_once(api: Api, db):
 
     from service.scheduling import materialize
 
-    org, offering, therapist = await api.make_org(), await api.make_offering(), \
-        await api.make_therapist()
+    org, offering, therapist = (
+        await api.make_org(),
+        await api.make_offering(),
+        await api.make_therapist(),
+    )
     today = datetime.now(UTC).date()
     program = await confirmed_program(
-        api, org, offering, therapist,
-        schedule={"start_date": str(today + timedelta(days=1)), "rrule": "FREQ=DAILY"})
+        api,
+        org,
+        offering,
+        therapist,
+        schedule={"start_date": str(today + timedelta(days=1)), "rrule": "FREQ=DAILY"},
+    )
     first_fill = await sessions_of(api, program["id"])
     assert len(first_fill) == 12 * 7 + 1  # tomorrow through 12 weeks later, inclusive
 
