@@ -16,6 +16,10 @@ from service.auth import SYSTEM
 
 Headers = dict[str, str]
 _serial = itertools.count(1)
+ALL_WEEK = [
+    {"weekday": day, "start": "00:00", "end": "23:59"}
+    for day in ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+]
 
 
 def bearer(secret: str) -> Headers:
@@ -99,7 +103,10 @@ class Api:
             201,
         )
 
-    async def make_therapist(self, **overrides: Any) -> dict[str, Any]:
+    async def make_therapist(
+        self, *, availability: list[dict[str, str]] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """A therapist, available every day 00:00-23:59 unless `availability` says otherwise."""
         n = next(_serial)
         body = {
             "name": f"Therapist {n}",
@@ -109,7 +116,14 @@ class Api:
             "timezone": "America/Edmonton",
             **overrides,
         }
-        return ok(await self.client.post("/v1/therapists", json=body, headers=self.admin), 201)
+        therapist = ok(await self.client.post("/v1/therapists", json=body, headers=self.admin), 201)
+        windows = ALL_WEEK if availability is None else availability
+        ok(
+            await self.client.put(
+                f"/v1/therapists/{therapist['id']}/availability", json=windows, headers=self.admin
+            )
+        )
+        return therapist
 
     async def make_offering(self, **overrides: Any) -> dict[str, Any]:
         body = {

@@ -461,8 +461,8 @@ async def test_a_window_inside_another_on_the_same_day_is_an_overlap(api: Api):
 
 
 async def test_therapist_keeps_their_own_availability_but_not_a_colleagues(api: Api):
-    me = await api.make_therapist()
-    colleague = await api.make_therapist()
+    me = await api.make_therapist(availability=[])
+    colleague = await api.make_therapist(availability=[])
     as_me = await api.therapist_key(me["id"])
     window = [{"weekday": "MO", "start": "09:00", "end": "17:00"}]
 
@@ -480,7 +480,7 @@ async def test_therapist_keeps_their_own_availability_but_not_a_colleagues(api: 
 
 async def test_coordinator_and_finance_cannot_change_availability(api: Api):
     org = await api.make_org()
-    therapist = await api.make_therapist()
+    therapist = await api.make_therapist(availability=[])
     coordinator = await api.coordinator(org["id"])
     finance = await api.key("finance")
     window = [{"weekday": "MO", "start": "09:00", "end": "17:00"}]
