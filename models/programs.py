@@ -147,6 +147,7 @@ class ProgramUpdate(SQLModel):
     video_url: str = Field(default=None, max_length=2000)
     location_id: uuid.UUID = Field(default=None)
     effective_date: date | None = None
+    override: bool = Field(default=False, description="As for assign.")
 
     _video_is_https = field_validator("video_url")(_https)
 
@@ -187,6 +188,17 @@ class AssignTherapist(SQLModel):
 
     therapist_id: uuid.UUID
     effective_date: date | None = None
+    override: bool = Field(
+        default=False,
+        description="Admin only: staff even outside availability, in time off or over the "
+        "weekly load (never over an overlap or a missing credential); the override is audited.",
+    )
+
+
+class ConfirmProgram(SQLModel):
+    model_config = FORBID_EXTRA
+
+    override: bool = Field(default=False, description="As for assign.")
 
 
 class CancelProgram(SQLModel):

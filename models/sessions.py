@@ -110,6 +110,17 @@ class RescheduleSession(SQLModel):
     model_config = FORBID_EXTRA
 
     starts_at: Instant
+    override: bool = Field(
+        default=False,
+        description="Admin only: allow outside availability, time off or weekly load.",
+    )
+
+
+class SubstituteSession(SQLModel):
+    model_config = FORBID_EXTRA
+
+    therapist_id: uuid.UUID
+    override: bool = Field(default=False, description="As for reschedule.")
 
 
 class CancelSession(SQLModel):

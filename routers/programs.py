@@ -3,12 +3,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, status
 
 from models.base import Page
 from models.programs import (
     AssignTherapist,
     CancelProgram,
+    ConfirmProgram,
     Program,
     ProgramCreate,
     ProgramRead,
@@ -82,11 +83,14 @@ async def assign_therapist(
 
 @router.post("/{program_id}/confirm")
 async def confirm_program(
-    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
+    program: ProgramInPath,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    body: Annotated[ConfirmProgram | None, Body()] = None,
 ) -> ProgramRead:
     """Confirm a staffed program (admin): its sessions are created, or a 409 lists every
     conflicting session and nothing is written."""
-    return await programs.confirm(db, principal, program)
+    return await programs.confirm(db, principal, program, body or ConfirmProgram())
 
 
 @router.post("/{program_id}/cancel")

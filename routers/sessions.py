@@ -13,6 +13,7 @@ from models.sessions import (
     RescheduleSession,
     SessionRead,
     SessionStatus,
+    SubstituteSession,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
 from service import sessions
@@ -86,3 +87,12 @@ async def mark_no_show(
 ) -> SessionRead:
     """Record that nobody came (admin, or its therapist); billable like a late cancellation."""
     return await sessions.no_show(db, principal, session_id)
+
+
+@router.post("/{session_id}/substitute")
+async def substitute_therapist(
+    session_id: uuid.UUID, body: SubstituteSession, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Give one scheduled session to another therapist (admin). Overlaps, missing credentials,
+    availability, time off and weekly load are checked; a refusal lists every reason."""
+    return await sessions.substitute(db, principal, session_id, body)

@@ -18,6 +18,7 @@ from models.organizations import Location, Organization
 from models.programs import (
     AssignTherapist,
     CancelProgram,
+    ConfirmProgram,
     Modality,
     Program,
     ProgramCreate,
@@ -34,8 +35,8 @@ from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
 from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.pagination import PageRequest, paginate
-from service.scheduling import materialize, recurrence
-from service.scheduling.conflicts import Slot, ensure_free
+from service.scheduling import materialize, recurrence, staffing
+from service.scheduling.conflicts import Slot
 from service.settings import get_settings
 
 READERS = (Role.admin, Role.finance, Role.coordinator)
@@ -277,8 +278,42 @@ def _effective(program: Program, given: date | None, *, required: bool) -> date:
     return given
 
 
+async def _require_staffable(
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    therapist: Therapist,
+    proposals: list[staffing.Proposal],
+    *,
+    override: bool,
+    ignored: list[uuid.UUID] | None = None,
+) -> None:
+    offering = await db.get(Offering, program.offering_id)
+    assert offering is not None
+    await staffing.require_staffable(
+        db,
+        principal,
+        therapist=therapist,
+        offering=offering,
+        proposals=proposals,
+        ignored_session_ids=ignored or [],
+        override=override,
+        audit_entity=("program", program.id, program.organization_id),
+    )
+
+
+def _proposals(planned: list[recurrence.Occurrence]) -> list[staffing.Proposal]:
+    return [staffing.Proposal(Slot(o.starts_at, o.ends_at)) for o in planned]
+
+
 async def _hand_over(
-    db: AsyncSession, program: Program, therapist_id: uuid.UUID, effective: date
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    therapist: Therapist,
+    effective: date,
+    *,
+    override: bool,
 ) -> None:
     """Give the program's scheduled sessions from `effective` on to another therapist."""
     future = (
@@ -290,18 +325,21 @@ async def _hand_over(
         .scalars()
         .all()
     )
-    await ensure_free(
+    await _require_staffable(
         db,
-        therapist_id=therapist_id,
-        slots=[Slot(s.starts_at, s.ends_at) for s in future],
-        ignored_session_ids=[s.id for s in future],
+        principal,
+        program,
+        therapist,
+        [staffing.Proposal(Slot(s.starts_at, s.ends_at), s.id) for s in future],
+        override=override,
+        ignored=[s.id for s in future],
     )
     await db.execute(
         sa.update(Session)
         .where(col(Session.id).in_([s.id for s in future]))
-        .values(therapist_id=therapist_id, sequence=Session.sequence + 1, updated_at=utcnow())
+        .values(therapist_id=therapist.id, sequence=Session.sequence + 1, updated_at=utcnow())
     )
-    program.therapist_id = therapist_id
+    program.therapist_id = therapist.id
 
 
 async def assign(
@@ -313,17 +351,21 @@ async def assign(
     before = to_read(program)
     if program.status == ProgramStatus.requested:
         planned = await _planned(db, program)
-        await ensure_free(db, therapist_id=therapist.id, slots=materialize.slots(planned))
+        await _require_staffable(
+            db, principal, program, therapist, _proposals(planned), override=data.override
+        )
         program.therapist_id = therapist.id
     elif program.status == ProgramStatus.confirmed:
         effective = _effective(program, data.effective_date, required=False)
-        await _hand_over(db, program, therapist.id, effective)
+        await _hand_over(db, principal, program, therapist, effective, override=data.override)
     else:
         raise InvalidState(f"A {program.status} program cannot be staffed")
     return await _record(db, principal, program, before, "program.assigned")
 
 
-async def confirm(db: AsyncSession, principal: Principal, program: Program) -> ProgramRead:
+async def confirm(
+    db: AsyncSession, principal: Principal, program: Program, data: ConfirmProgram
+) -> ProgramRead:
     """Confirm a staffed program: its sessions (to the horizon, for open-ended ones) are
     written in one statement, or nothing is written and every conflict is listed."""
     require_role(principal, STAFF, "confirm programs")
@@ -336,7 +378,11 @@ async def confirm(db: AsyncSession, principal: Principal, program: Program) -> P
         raise ValidationFailed(
             [FieldError("schedule", "the schedule produces no sessions", "empty_schedule")]
         )
-    await ensure_free(db, therapist_id=program.therapist_id, slots=materialize.slots(planned))
+    therapist = await db.get(Therapist, program.therapist_id)
+    assert therapist is not None
+    await _require_staffable(
+        db, principal, program, therapist, _proposals(planned), override=data.override
+    )
     before = to_read(program)
     await materialize.materialize(db, program, planned)
     program.status = ProgramStatus.confirmed.value
@@ -389,12 +435,10 @@ async def update(
     if program.status == ProgramStatus.requested or not series:
         if "therapist_id" in fields:
             therapist = await _active_therapist(db, fields["therapist_id"])
-            if program.status == ProgramStatus.requested:
-                await ensure_free(
-                    db,
-                    therapist_id=therapist.id,
-                    slots=materialize.slots(await _planned(db, program)),
-                )
+            planned = await _planned(db, program)
+            await _require_staffable(
+                db, principal, program, therapist, _proposals(planned), override=data.override
+            )
             program.therapist_id = therapist.id
         if data.schedule is not None:
             _apply_schedule(program, data.schedule)
@@ -402,7 +446,7 @@ async def update(
             program.rate_cents = fields["rate_cents"]
         return await _record(db, principal, program, before, "program.updated")
     effective = _effective(program, effective_given, required=True)
-    await _change_series(db, program, data, fields, effective)
+    await _change_series(db, principal, program, data, fields, effective)
     return await _record(db, principal, program, before, "program.updated")
 
 
@@ -418,6 +462,7 @@ def _apply_schedule(program: Program, schedule: Schedule) -> None:
 
 async def _change_series(
     db: AsyncSession,
+    principal: Principal,
     program: Program,
     data: ProgramUpdate,
     fields: dict[str, object],
@@ -433,8 +478,8 @@ async def _change_series(
             .values(rate_cents=program.rate_cents)
         )
     if data.therapist_id is not None and "therapist_id" in fields:
-        await _active_therapist(db, data.therapist_id)
-        await _hand_over(db, program, data.therapist_id, effective)
+        therapist = await _active_therapist(db, data.therapist_id)
+        await _hand_over(db, principal, program, therapist, effective, override=data.override)
     if data.schedule is not None and "schedule" in fields:
         await db.execute(
             sa.delete(Session).where(
@@ -443,8 +488,11 @@ async def _change_series(
         )
         _apply_schedule(program, data.schedule)
         planned = await _planned(db, program, after=effective)
-        assert program.therapist_id is not None
-        await ensure_free(db, therapist_id=program.therapist_id, slots=materialize.slots(planned))
+        current = await db.get(Therapist, program.therapist_id)
+        assert current is not None
+        await _require_staffable(
+            db, principal, program, current, _proposals(planned), override=data.override
+        )
         await materialize.materialize(db, program, planned)
 
 

@@ -31,13 +31,16 @@ from models.sessions import (
     Session,
     SessionRead,
     SessionStatus,
+    SubstituteSession,
 )
+from models.therapists import Therapist
 from models.types import Role
 from service import audit
 from service.auth import Principal, require_role, scope_to_tenant
 from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.pagination import PageRequest, paginate
-from service.scheduling.conflicts import Slot, ensure_free
+from service.scheduling import staffing
+from service.scheduling.conflicts import Slot
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
@@ -157,23 +160,75 @@ async def _changed(
     return after
 
 
+async def _require_staffable(
+    db: AsyncSession,
+    principal: Principal,
+    session: Session,
+    program: Program,
+    therapist: Therapist,
+    slot: Slot,
+    *,
+    override: bool,
+) -> None:
+    offering = await db.get(Offering, program.offering_id)
+    assert offering is not None
+    await staffing.require_staffable(
+        db,
+        principal,
+        therapist=therapist,
+        offering=offering,
+        proposals=[staffing.Proposal(slot, session.id)],
+        ignored_session_ids=[session.id],
+        override=override,
+        audit_entity=("session", session.id, session.organization_id),
+    )
+
+
 async def reschedule(
     db: AsyncSession, principal: Principal, session_id: uuid.UUID, data: RescheduleSession
 ) -> SessionRead:
+    """Move one session; its length is kept and its therapist must be able to take it."""
     require_role(principal, (Role.admin,), "reschedule sessions")
     session, program = await get_visible(db, principal, session_id, for_update=True)
     _require_scheduled(session, "rescheduled")
     if data.starts_at <= utcnow():
         raise ValidationFailed([FieldError("starts_at", "must be in the future")])
     before = to_read(session, program.timezone)
-    length = session.ends_at - session.starts_at
-    slot = Slot(data.starts_at, data.starts_at + length)
-    await ensure_free(
-        db, therapist_id=session.therapist_id, slots=[slot], ignored_session_ids=[session.id]
+    slot = Slot(data.starts_at, data.starts_at + (session.ends_at - session.starts_at))
+    therapist = await db.get(Therapist, session.therapist_id)
+    assert therapist is not None
+    await _require_staffable(
+        db, principal, session, program, therapist, slot, override=data.override
     )
     session.starts_at, session.ends_at = slot.starts_at, slot.ends_at
     session.rescheduled = True
     return await _changed(db, principal, session, program, before, "session.rescheduled")
+
+
+async def substitute(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, data: SubstituteSession
+) -> SessionRead:
+    """Give one scheduled session to another therapist, checked like any assignment."""
+    require_role(principal, (Role.admin,), "substitute therapists")
+    session, program = await get_visible(db, principal, session_id, for_update=True)
+    _require_scheduled(session, "given to another therapist")
+    if data.therapist_id == session.therapist_id:
+        raise InvalidState("The session already has this therapist")
+    therapist = await db.get(Therapist, data.therapist_id)
+    if therapist is None:
+        raise ValidationFailed([FieldError("therapist_id", "no such therapist", "not_found")])
+    before = to_read(session, program.timezone)
+    await _require_staffable(
+        db,
+        principal,
+        session,
+        program,
+        therapist,
+        Slot(session.starts_at, session.ends_at),
+        override=data.override,
+    )
+    session.therapist_id = therapist.id
+    return await _changed(db, principal, session, program, before, "session.substituted")
 
 
 async def cancel(

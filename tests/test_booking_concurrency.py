@@ -24,6 +24,20 @@ async def post(client: httpx.AsyncClient, path: str, body: Any, headers: dict[st
     return ok(await client.post(path, json=body, headers=headers), 201)
 
 
+async def make_available(
+    client: httpx.AsyncClient, therapist: dict[str, Any], headers: dict[str, str]
+) -> None:
+    windows = [
+        {"weekday": d, "start": "06:00", "end": "22:00"}
+        for d in ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+    ]
+    ok(
+        await client.put(
+            f"/v1/therapists/{therapist['id']}/availability", json=windows, headers=headers
+        )
+    )
+
+
 async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
     live_server: LiveServer, database_url: str
 ):
@@ -53,6 +67,7 @@ async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
             {"name": "Racer", "email": "racer@ensemble.example", "timezone": "America/Edmonton"},
             admin,
         )
+        await make_available(client, therapist, admin)
         programs = []
         for i in range(8):
             program = await post(
