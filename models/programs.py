@@ -218,3 +218,15 @@ class ProgramSummary(SQLModel):
     no_show_sessions: int
     attendance_rate: float | None
     billed_sessions: int
+
+
+class TherapistSuggestion(SQLModel):
+    therapist_id: uuid.UUID
+    name: str
+    eligible: bool
+    score: float
+    reasons: list[str]
+
+
+class SuggestionList(SQLModel):
+    data: list[TherapistSuggestion]

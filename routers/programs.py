@@ -16,6 +16,7 @@ from models.programs import (
     ProgramStatus,
     ProgramSummary,
     ProgramUpdate,
+    SuggestionList,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
 from service import programs
@@ -79,6 +80,16 @@ async def assign_therapist(
     `effective_date` (default today) go to the new therapist. A clash is a 409 listing every
     conflicting session, and nothing changes."""
     return await programs.assign(db, principal, program, body)
+
+
+@router.get("/{program_id}/therapist-suggestions")
+async def therapist_suggestions(
+    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
+) -> SuggestionList:
+    """Active therapists ranked for the whole program (admin): those who can take every
+    session first, by score (specialty match with the focus areas, spare weekly capacity,
+    continuity with the organization), then the others with why they cannot."""
+    return await programs.suggest_therapists(db, principal, program)
 
 
 @router.post("/{program_id}/confirm")

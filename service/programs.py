@@ -27,6 +27,7 @@ from models.programs import (
     ProgramSummary,
     ProgramUpdate,
     Schedule,
+    SuggestionList,
 )
 from models.sessions import Session, SessionStatus
 from models.therapists import Therapist
@@ -35,7 +36,7 @@ from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
 from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.pagination import PageRequest, paginate
-from service.scheduling import materialize, recurrence, staffing
+from service.scheduling import materialize, recurrence, staffing, suggestions
 from service.scheduling.conflicts import Slot
 from service.settings import get_settings
 
@@ -568,3 +569,16 @@ async def summary(db: AsyncSession, principal: Principal, program: Program) -> P
         ),
         billed_sessions=sum(int(r.billed) for r in counts.values()),
     )
+
+
+async def suggest_therapists(
+    db: AsyncSession, principal: Principal, program: Program
+) -> SuggestionList:
+    """Active therapists ranked for the whole program: eligible ones first, by score."""
+    require_role(principal, STAFF, "see staffing suggestions")
+    if program.status not in (ProgramStatus.requested, ProgramStatus.confirmed):
+        raise InvalidState(f"A {program.status} program is not being staffed")
+    offering = await db.get(Offering, program.offering_id)
+    assert offering is not None
+    planned = await _planned(db, program) if program.status == ProgramStatus.requested else []
+    return SuggestionList(data=await suggestions.rank(db, program, offering, planned))
