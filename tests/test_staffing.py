@@ -8,14 +8,17 @@ from typing import Any
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import Api, ok, problem
 
-WEEKDAYS_9_TO_5 = [{"weekday": d, "start": "09:00", "end": "17:00"}
-                   for d in ("MO", "TU", "WE", "TH", "FR")]
+WEEKDAYS_9_TO_5 = [
+    {"weekday": d, "start": "09:00", "end": "17:00"} for d in ("MO", "TU", "WE", "TH", "FR")
+]
 
 
-async def assign(api: Api, program: dict[str, Any], therapist: dict[str, Any],
-                 **extra: Any) -> Any:
-    return await api.client.post(f"/v1/programs/{program['id']}/assign", headers=api.admin,
-                                 json={"therapist_id": therapist["id"], **extra})
+async def assign(api: Api, program: dict[str, Any], therapist: dict[str, Any], **extra: Any) -> Any:
+    return await api.client.post(
+        f"/v1/programs/{program['id']}/assign",
+        headers=api.admin,
+        json={"therapist_id": therapist["id"], **extra},
+    )
 
 
 def reasons(response: Any) -> list[str]:
@@ -31,10 +34,15 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
     conflicts = problem(response, 409)["conflicts"]
     assert [c["reason"] for c in conflicts] == ["outside_availability"] * 4
     assert [c["proposed_starts_at"] for c in conflicts] == [
-        "2027-01-05T15:00:00+00:00", "2027-01-12T15:00:00+00:00",
-        "2027-01-19T15:00:00+00:00", "2027-01-26T15:00:00+00:00"]
-    assert ok(await api.client.get(f"/v1/programs/{program['id']}",
-                                   headers=api.admin))["therapist_id"] is None
+        "2027-01-05T15:00:00+00:00",
+        "2027-01-12T15:00:00+00:00",
+        "2027-01-19T15:00:00+00:00",
+        "2027-01-26T15:00:00+00:00",
+    ]
+    assert (
+        ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))["therapist_id"]
+        is None
+    )
 
 
 async def test_availability_is_read_in_the_therapists_own_time_zone(api: Api):
@@ -47,16 +55,28 @@ async def test_availability_is_read_in_the_therapists_own_time_zone(api: Api):
 
 
 async def test_time_off_blocks_the_sessions_it_covers(api: Api):
-    org, offering, therapist = await api.make_org(), await api.make_offering(), \
-        await api.make_therapist()
-    ok(await api.client.post(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin,
-                             json={"starts_at": "2027-01-11T00:00:00-07:00",
-                                   "ends_at": "2027-01-13T00:00:00-07:00",
-                                   "reason": "Conference"}), 201)
+    org, offering, therapist = (
+        await api.make_org(),
+        await api.make_offering(),
+        await api.make_therapist(),
+    )
+    ok(
+        await api.client.post(
+            f"/v1/therapists/{therapist['id']}/time-off",
+            headers=api.admin,
+            json={
+                "starts_at": "2027-01-11T00:00:00-07:00",
+                "ends_at": "2027-01-13T00:00:00-07:00",
+                "reason": "Conference",
+            },
+        ),
+        201,
+    )
     program = await make_program(api, org, offering)
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert [(c["reason"], c["proposed_starts_at"]) for c in conflicts] == [
-        ("time_off", "2027-01-12T17:00:00+00:00")]
+        ("time_off", "2027-01-12T17:00:00+00:00")
+    ]
 
 
 async def test_a_missing_credential_is_refused_and_cannot_be_overridden(api: Api):
@@ -65,8 +85,7 @@ async def test_a_missing_credential_is_refused_and_cannot_be_overridden(api: Api
     therapist = await api.make_therapist(credentials=["MTA"])
     program = await make_program(api, org, offering)
     assert reasons(await assign(api, program, therapist)) == ["missing_credentials"]
-    assert reasons(await assign(api, program, therapist, override=True)) == [
-        "missing_credentials"]
+    assert reasons(await assign(api, program, therapist, override=True)) == ["missing_credentials"]
     qualified = await api.make_therapist(credentials=["MTA", "NMT"])
     ok(await assign(api, program, qualified))
 
@@ -75,8 +94,12 @@ async def test_more_than_the_weekly_maximum_is_refused_per_week(api: Api):
     org, offering = await api.make_org(), await api.make_offering(duration_minutes=60)
     therapist = await api.make_therapist(max_weekly_minutes=120)
     # Mon, Tue and Wed each week: 180 minutes against a 120-minute maximum.
-    program = await make_program(api, org, offering, schedule={
-        "start_date": "2027-01-04", "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"})
+    program = await make_program(
+        api,
+        org,
+        offering,
+        schedule={"start_date": "2027-01-04", "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"},
+    )
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert {c["reason"] for c in conflicts} == {"weekly_load"}
     assert {(c["week_start"], c["week_minutes"]) for c in conflicts} == {("2027-01-04", 180)}
@@ -91,54 +114,74 @@ async def test_an_admin_may_override_availability_and_load_and_the_override_is_a
     program = await make_program(api, org, offering)
     assert set(reasons(await assign(api, program, therapist))) == {"outside_availability"}
     ok(await assign(api, program, therapist, override=True))
-    ok(await api.client.post(f"/v1/programs/{program['id']}/confirm", headers=api.admin,
-                             json={"override": True}))
-    events = ok(await api.client.get(f"/v1/audit-events?entity_id={program['id']}",
-                                     headers=api.admin))["data"]
+    ok(
+        await api.client.post(
+            f"/v1/programs/{program['id']}/confirm", headers=api.admin, json={"override": True}
+        )
+    )
+    events = ok(
+        await api.client.get(f"/v1/audit-events?entity_id={program['id']}", headers=api.admin)
+    )["data"]
     overrides = [e for e in events if e["action"] == "program.staffing_overridden"]
     assert len(overrides) == 2
-    assert {p["reason"] for p in overrides[0]["after"]["overridden"]} == {
-        "outside_availability"}
+    assert {p["reason"] for p in overrides[0]["after"]["overridden"]} == {"outside_availability"}
     assert len(await sessions_of(api, program["id"])) == 4
 
 
 async def test_only_an_admin_may_override(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     therapist = await api.make_therapist()
-    program = await confirmed_program(api, org, offering, therapist,
-                                      schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(
+        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
+    )
     session = (await sessions_of(api, program["id"]))[0]
     own = await api.therapist_key(therapist["id"])
-    response = await api.client.post(f"/v1/sessions/{session['id']}/substitute", headers=own,
-                                     json={"therapist_id": therapist["id"], "override": True})
+    response = await api.client.post(
+        f"/v1/sessions/{session['id']}/substitute",
+        headers=own,
+        json={"therapist_id": therapist["id"], "override": True},
+    )
     assert response.status_code == 403
 
 
 async def test_a_substitute_takes_one_session_and_the_rest_stay(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, cover = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(api, org, offering, regular,
-                                      schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(
+        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
+    )
     sessions = await sessions_of(api, program["id"])
-    moved = ok(await api.client.post(f"/v1/sessions/{sessions[1]['id']}/substitute",
-                                     headers=api.admin, json={"therapist_id": cover["id"]}))
+    moved = ok(
+        await api.client.post(
+            f"/v1/sessions/{sessions[1]['id']}/substitute",
+            headers=api.admin,
+            json={"therapist_id": cover["id"]},
+        )
+    )
     assert moved["therapist_id"] == cover["id"]
     after = await sessions_of(api, program["id"])
-    assert [s["therapist_id"] for s in after] == [regular["id"], cover["id"], regular["id"],
-                                                 regular["id"]]
+    assert [s["therapist_id"] for s in after] == [
+        regular["id"],
+        cover["id"],
+        regular["id"],
+        regular["id"],
+    ]
 
 
 async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, busy = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(api, org, offering, regular,
-                                      schedule={"start_date": "2030-01-01"})
-    other = await confirmed_program(api, org, offering, busy,
-                                    schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(
+        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
+    )
+    other = await confirmed_program(api, org, offering, busy, schedule={"start_date": "2030-01-01"})
     target = (await sessions_of(api, program["id"]))[0]
     clash = (await sessions_of(api, other["id"]))[0]
-    response = await api.client.post(f"/v1/sessions/{target['id']}/substitute",
-                                     headers=api.admin, json={"therapist_id": busy["id"]})
+    response = await api.client.post(
+        f"/v1/sessions/{target['id']}/substitute",
+        headers=api.admin,
+        json={"therapist_id": busy["id"]},
+    )
     conflicts = problem(response, 409)["conflicts"]
     assert [(c["reason"], c["session_id"]) for c in conflicts] == [("overlap", clash["id"])]
     assert (await sessions_of(api, program["id"]))[0]["therapist_id"] == regular["id"]
@@ -147,23 +190,41 @@ async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api
 async def test_handing_a_program_over_from_a_date_keeps_the_earlier_sessions(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     first, second = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(api, org, offering, first,
-                                      schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(
+        api, org, offering, first, schedule={"start_date": "2030-01-01"}
+    )
     ok(await assign(api, program, second, effective_date="2030-01-15"))
     assert [s["therapist_id"] for s in await sessions_of(api, program["id"])] == [
-        first["id"], first["id"], second["id"], second["id"]]
+        first["id"],
+        first["id"],
+        second["id"],
+        second["id"],
+    ]
 
 
 async def test_a_reschedule_into_time_off_lists_the_reason(api: Api):
-    org, offering, therapist = await api.make_org(), await api.make_offering(), \
-        await api.make_therapist()
-    program = await confirmed_program(api, org, offering, therapist,
-                                      schedule={"start_date": "2030-01-01"})
-    ok(await api.client.post(f"/v1/therapists/{therapist['id']}/time-off", headers=api.admin,
-                             json={"starts_at": "2030-02-01T00:00:00Z",
-                                   "ends_at": "2030-02-02T00:00:00Z"}), 201)
+    org, offering, therapist = (
+        await api.make_org(),
+        await api.make_offering(),
+        await api.make_therapist(),
+    )
+    program = await confirmed_program(
+        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
+    )
+    ok(
+        await api.client.post(
+            f"/v1/therapists/{therapist['id']}/time-off",
+            headers=api.admin,
+            json={"starts_at": "2030-02-01T00:00:00Z", "ends_at": "2030-02-02T00:00:00Z"},
+        ),
+        201,
+    )
     session = (await sessions_of(api, program["id"]))[0]
-    response = await api.client.patch(f"/v1/sessions/{session['id']}", headers=api.admin,
-                                      json={"starts_at": "2030-02-01T17:00:00Z"})
+    response = await api.client.patch(
+        f"/v1/sessions/{session['id']}",
+        headers=api.admin,
+        json={"starts_at": "2030-02-01T17:00:00Z"},
+    )
     assert [(c["reason"], c["session_id"]) for c in problem(response, 409)["conflicts"]] == [
-        ("time_off", session["id"])]
+        ("time_off", session["id"])
+    ]

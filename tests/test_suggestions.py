@@ -80,7 +80,7 @@ async def test_suggestions_cost_the_same_queries_for_many_therapists_and_session
 
     statements: list[str] = []
 
-    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def count(conn, cursor, statement, *args):
         statements.append(statement)
 
     async def queries_for(therapists: int, sessions: int) -> int:

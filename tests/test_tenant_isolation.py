@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,10 +25,12 @@ import pytest_asyncio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from tests.programs_support import confirmed_program, sessions_of
 from tests.support import Api, Headers, ok
 
 # --------------------------------------------------------------------------------------------
-# The world: two organizations, two therapists, one offering, a key per role.
+# The world: two organizations, two therapists, one offering, a key per role, and a confirmed
+# program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030.
 # --------------------------------------------------------------------------------------------
 
 
@@ -42,6 +44,10 @@ class World:
     therapist_1: dict[str, Any]
     therapist_2: dict[str, Any]
     offering: dict[str, Any]
+    program_a: dict[str, Any]  # org A's, staffed by T1
+    program_b: dict[str, Any]  # org B's, staffed by T2
+    sessions_a: list[dict[str, Any]]  # program A's: T1's sessions in org A
+    sessions_b: list[dict[str, Any]]  # program B's: T2's sessions in org B
     finance: Headers
     coordinator_a: Headers
     coordinator_b_key_id: str
@@ -53,6 +59,9 @@ class World:
 async def _key_id(api: Api, headers: Headers) -> str:
     me = ok(await api.client.get("/v1/me", headers=headers))
     return str(me["api_key_id"])
+
+
+_THREE_WEEKS = "FREQ=WEEKLY;COUNT=3"
 
 
 @pytest_asyncio.fixture
@@ -73,6 +82,27 @@ async def world(api: Api) -> World:
         name=f"Foreign Therapist T2 {tag}", email=f"t2-{tag}@foreign.example"
     )
     offering = await api.make_offering(name=f"Shared Offering {tag}")
+    # Weekly from 2030, so every session is in the future: none can be completed yet, and a
+    # cancellation by the organization is never late.
+    program_a = await confirmed_program(
+        api,
+        org_a,
+        offering,
+        therapist_1,
+        title=f"Home program A {tag}",
+        schedule={"start_date": "2030-01-07", "start_time": "10:00", "rrule": _THREE_WEEKS},
+    )
+    program_b = await confirmed_program(
+        api,
+        org_b,
+        offering,
+        therapist_2,
+        title=f"Foreign program B {tag}",
+        schedule={"start_date": "2030-01-08", "start_time": "14:00", "rrule": _THREE_WEEKS},
+    )
+    sessions_a = await sessions_of(api, program_a["id"])
+    sessions_b = await sessions_of(api, program_b["id"])
+    assert len(sessions_a) == len(sessions_b) == 3
     coordinator_b = await api.coordinator(org_b["id"])
     therapist_2_key = await api.therapist_key(therapist_2["id"])
     spare = await api.key("finance")
@@ -85,6 +115,10 @@ async def world(api: Api) -> World:
         therapist_1=therapist_1,
         therapist_2=therapist_2,
         offering=offering,
+        program_a=program_a,
+        program_b=program_b,
+        sessions_a=sessions_a,
+        sessions_b=sessions_b,
         finance=await api.key("finance"),
         coordinator_a=await api.coordinator(org_a["id"]),
         coordinator_b_key_id=await _key_id(api, coordinator_b),
@@ -164,6 +198,15 @@ def _markers_of_therapist_2(world: World) -> dict[str, str]:
     }
 
 
+def _markers_of_program_b(world: World) -> dict[str, str]:
+    """Org B's program, staffed by T2: foreign to org A's coordinator and to T1 alike."""
+    return {
+        world.program_b["id"]: "program B id",
+        world.program_b["title"]: "program B title",
+        **{s["id"]: "program B (T2) session id" for s in world.sessions_b},
+    }
+
+
 def coordinator_of_a(world: World) -> Walker:
     return Walker(
         role="coordinator of A",
@@ -174,15 +217,30 @@ def coordinator_of_a(world: World) -> Walker:
             "therapist_id": world.therapist_2["id"],
             "offering_id": world.offering["id"],  # the catalog is shared, not foreign
             "api_key_id": world.coordinator_b_key_id,
+            "program_id": world.program_b["id"],
+            "session_id": world.sessions_b[0]["id"],
         },
-        foreign_markers={**_markers_of_org_b(world), **_markers_of_therapist_2(world)},
+        foreign_markers={
+            **_markers_of_org_b(world),
+            **_markers_of_therapist_2(world),
+            **_markers_of_program_b(world),
+        },
         expected_for_foreign={
             "organization_id": NOT_FOUND,
             "location_id": NOT_FOUND,
             "therapist_id": NEVER_TOUCHES,  # coordinators do not browse the provider's staff
             "api_key_id": NEVER_TOUCHES,  # keys are admin-only
+            # Coordinators read their organization's programs and sessions, so another's is a
+            # 404 even on an action they may not take (staffing, rescheduling, recording).
+            "program_id": NOT_FOUND,
+            "session_id": NOT_FOUND,
         },
-        own_ids={"organization_id": world.org_a["id"], "location_id": world.location_a["id"]},
+        own_ids={
+            "organization_id": world.org_a["id"],
+            "location_id": world.location_a["id"],
+            "program_id": world.program_a["id"],
+            "session_id": world.sessions_a[0]["id"],
+        },
     )
 
 
@@ -196,20 +254,32 @@ def therapist_1(world: World) -> Walker:
             "therapist_id": world.therapist_2["id"],
             "offering_id": world.offering["id"],
             "api_key_id": world.therapist_2_key_id,
+            "program_id": world.program_b["id"],
+            "session_id": world.sessions_b[0]["id"],
         },
-        foreign_markers={**_markers_of_therapist_2(world), **_markers_of_org_b(world)},
+        foreign_markers={
+            **_markers_of_therapist_2(world),
+            **_markers_of_org_b(world),
+            **_markers_of_program_b(world),
+        },
         expected_for_foreign={
             "therapist_id": NOT_FOUND,
             "organization_id": NEVER_TOUCHES,
             "location_id": NEVER_TOUCHES,
             "api_key_id": NEVER_TOUCHES,
+            # Programs carry money: therapists never touch /v1/programs (their own included,
+            # so program A is not among T1's own ids). Sessions they read and record: their
+            # own, and another therapist's is a 404.
+            "program_id": NEVER_TOUCHES,
+            "session_id": NOT_FOUND,
         },
-        own_ids={"therapist_id": world.therapist_1["id"]},
+        own_ids={"therapist_id": world.therapist_1["id"], "session_id": world.sessions_a[0]["id"]},
     )
 
 
 def provider_staff(world: World, role: str) -> Walker:
-    """Admin and finance see every tenant: they walk with real ids of org A and T1."""
+    """Admin and finance see every tenant: they walk with real ids of org A and T1 (and of
+    program A, staffed by T1, and one of its sessions)."""
     return Walker(
         role=role,
         headers=world.api.admin if role == "admin" else world.finance,
@@ -219,6 +289,8 @@ def provider_staff(world: World, role: str) -> Walker:
             "therapist_id": world.therapist_1["id"],
             "offering_id": world.offering["id"],
             "api_key_id": world.spare_key_id,
+            "program_id": world.program_a["id"],
+            "session_id": world.sessions_a[0]["id"],
         },
     )
 
@@ -279,9 +351,10 @@ def operations(app: FastAPI) -> list[Operation]:
     return found
 
 
-def body_for(method: str, path: str) -> Any:
+def body_for(method: str, path: str, ids: Mapping[str, str]) -> Any:
     """A minimal valid body where the route is known, so a foreign id is judged on its own and
-    not hidden behind a 422; otherwise a small harmless dict (a 422 is then acceptable)."""
+    not hidden behind a 422; otherwise a small harmless dict (a 422 is then acceptable). Ids in
+    a body come from the walker's table, like those in the path."""
     if method not in {"POST", "PUT", "PATCH"}:
         return None
     known: dict[tuple[str, str], Any] = {
@@ -317,8 +390,36 @@ def body_for(method: str, path: str) -> Any:
             "rate_cents": 15000,
         },
         ("PATCH", "/v1/offerings/{offering_id}"): {"cancellation_notice_hours": 24},
+        ("POST", "/v1/programs"): {
+            "organization_id": ids.get("organization_id"),
+            "offering_id": ids.get("offering_id"),
+            "title": "Walk program",
+            "modality": "online",
+            "video_url": "https://meet.example.org/walk",
+            "participants": 1,
+            "schedule": {
+                "timezone": "America/Edmonton",
+                "start_date": "2031-03-03",
+                "start_time": "08:00",
+                "rrule": "FREQ=WEEKLY;COUNT=2",
+            },
+        },
+        ("PATCH", "/v1/programs/{program_id}"): {"title": "Walk program renamed"},
+        ("POST", "/v1/programs/{program_id}/assign"): {"therapist_id": ids.get("therapist_id")},
+        ("POST", "/v1/programs/{program_id}/confirm"): None,
+        ("POST", "/v1/programs/{program_id}/cancel"): {
+            "effective_date": "2030-06-01",
+            "reason": "walk",
+        },
+        ("PATCH", "/v1/sessions/{session_id}"): {"starts_at": "2031-01-01T10:00:00Z"},
+        ("POST", "/v1/sessions/{session_id}/cancel"): {"reason": "walk"},
+        ("POST", "/v1/sessions/{session_id}/complete"): {"attendance": 1},
+        ("POST", "/v1/sessions/{session_id}/no-show"): None,
+        ("POST", "/v1/sessions/{session_id}/substitute"): {"therapist_id": ids.get("therapist_id")},
     }
-    return known.get((method, path), {"name": "walk"})
+    if (method, path) in known:
+        return known[(method, path)]
+    return {"name": "walk"}
 
 
 @dataclass(frozen=True)
@@ -368,7 +469,7 @@ def requests_for(operation: Operation, walker: Walker) -> list[Request]:
             template=operation.path,
             url=path,
             params=params,
-            body=body_for(operation.method, operation.path),
+            body=body_for(operation.method, operation.path, walker.ids),
             known_params=known,
             random_params=tuple(random_params),
             own_only=own_only,
@@ -378,12 +479,18 @@ def requests_for(operation: Operation, walker: Walker) -> list[Request]:
 
 
 async def send(client: httpx.AsyncClient, request: Request, headers: Headers) -> httpx.Response:
+    if request.body is None:
+        return await client.request(
+            request.method, request.url, params=request.params, headers=headers
+        )
+    # Without its content type, FastAPI reads a JSON body as bytes and answers 422 before the
+    # route runs: every body would be judged as a body validation error, and nothing else.
     return await client.request(
         request.method,
         request.url,
         params=request.params,
-        headers=headers,
-        content=None if request.body is None else json.dumps(request.body),
+        headers={**headers, "Content-Type": "application/json"},
+        content=json.dumps(request.body),
     )
 
 
@@ -429,11 +536,12 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
     failures = []
     if response.status_code >= 500:
         failures.append(f"server error: {what}")
-    sent = request.url + json.dumps(request.params)
+    sent = request.url + json.dumps(request.params) + json.dumps(request.body)
     leaked = [
         label
         for marker, label in walker.foreign_markers.items()
-        # An id the caller put in the request may be echoed back ("Organization <id> not found").
+        # An id the caller put in the request (path, query or body) may be echoed back
+        # ("Organization <id> not found").
         if marker in response.text and marker not in sent
     ]
     if leaked:
@@ -672,3 +780,179 @@ async def test_revoked_coordinator_key_cannot_replay_an_earlier_idempotent_reque
     replay = await create_room()
     assert replay.status_code == 401
     assert "Music Room 2" not in replay.text
+
+
+# Programs and sessions. Programs carry money (rates): therapists never read them. Coordinators
+# see their organization's programs and sessions, therapists the sessions they work.
+
+
+async def test_coordinator_lists_sessions_and_sees_only_their_organizations(
+    world: World,
+) -> None:
+    client = world.api.client
+    page = ok(
+        await client.get("/v1/sessions", params={"limit": "200"}, headers=world.coordinator_a)
+    )
+    assert {s["id"] for s in page["data"]} == {s["id"] for s in world.sessions_a}
+    assert {s["organization_id"] for s in page["data"]} == {world.org_a["id"]}
+    for foreign_filter in (
+        {"organization_id": world.org_b["id"]},
+        {"program_id": world.program_b["id"]},
+        {"therapist_id": world.therapist_2["id"]},
+    ):
+        response = await client.get(
+            "/v1/sessions", params=foreign_filter, headers=world.coordinator_a
+        )
+        assert ok(response)["data"] == [], foreign_filter
+
+
+async def test_coordinator_lists_programs_and_sees_only_their_organizations(
+    world: World,
+) -> None:
+    client = world.api.client
+    page = ok(await client.get("/v1/programs", headers=world.coordinator_a))
+    assert [p["id"] for p in page["data"]] == [world.program_a["id"]]
+    response = await client.get(
+        "/v1/programs",
+        params={"organization_id": world.org_b["id"]},
+        headers=world.coordinator_a,
+    )
+    assert ok(response)["data"] == []
+
+
+@pytest.mark.parametrize("suffix", ["", "/summary"])
+async def test_coordinator_cannot_read_another_organizations_program(
+    world: World, suffix: str
+) -> None:
+    response = await world.api.client.get(
+        f"/v1/programs/{world.program_b['id']}{suffix}", headers=world.coordinator_a
+    )
+    assert response.status_code == 404
+    assert world.program_b["title"] not in response.text
+    assert world.therapist_2["id"] not in response.text
+
+
+async def test_coordinator_cannot_read_another_organizations_session(world: World) -> None:
+    session_b = world.sessions_b[0]
+    response = await world.api.client.get(
+        f"/v1/sessions/{session_b['id']}", headers=world.coordinator_a
+    )
+    assert response.status_code == 404
+    assert world.program_b["id"] not in response.text
+    assert world.therapist_2["id"] not in response.text
+
+
+async def test_coordinator_cannot_cancel_another_organizations_session(world: World) -> None:
+    client = world.api.client
+    session_b = world.sessions_b[0]
+    response = await client.post(
+        f"/v1/sessions/{session_b['id']}/cancel",
+        json={"reason": "not ours"},
+        headers=world.coordinator_a,
+    )
+    assert response.status_code == 404
+    after = ok(await client.get(f"/v1/sessions/{session_b['id']}", headers=world.api.admin))
+    assert after["status"] == "scheduled"
+    assert after == session_b
+
+
+async def test_coordinator_cannot_cancel_another_organizations_program(world: World) -> None:
+    client = world.api.client
+    response = await client.post(
+        f"/v1/programs/{world.program_b['id']}/cancel",
+        json={"effective_date": "2030-01-01", "reason": "not ours"},
+        headers=world.coordinator_a,
+    )
+    assert response.status_code == 404
+    after = ok(await client.get(f"/v1/programs/{world.program_b['id']}", headers=world.api.admin))
+    assert after == world.program_b
+    assert [s["status"] for s in await sessions_of(world.api, world.program_b["id"])] == [
+        "scheduled"
+    ] * len(world.sessions_b)
+
+
+# The API conventions: another tenant's resource is a 404, "never a 403", even for an action the
+# caller's role may not take on its own resources (that is the 403 case). Programs and therapists
+# resolve the resource first (`ProgramInPath`, `TherapistInPath`); these session actions must too.
+FOREIGN_SESSION_ACTIONS = [
+    ("coordinator", "PATCH", "", {"starts_at": "2031-01-01T10:00:00Z"}),
+    ("coordinator", "POST", "/complete", {"attendance": 1}),
+    ("coordinator", "POST", "/no-show", None),
+    ("therapist", "PATCH", "", {"starts_at": "2031-01-01T10:00:00Z"}),
+    ("therapist", "POST", "/cancel", {"reason": "not mine"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("caller", "method", "suffix", "body"),
+    FOREIGN_SESSION_ACTIONS,
+    ids=[f"{c}-{s.lstrip('/') or 'reschedule'}" for c, _, s, _ in FOREIGN_SESSION_ACTIONS],
+)
+async def test_a_session_action_the_role_may_not_take_is_still_404_on_a_foreign_session(
+    world: World, caller: str, method: str, suffix: str, body: Any
+) -> None:
+    client = world.api.client
+    session_b = world.sessions_b[0]
+    headers = world.coordinator_a if caller == "coordinator" else world.therapist_1_key
+    response = await client.request(
+        method, f"/v1/sessions/{session_b['id']}{suffix}", json=body, headers=headers
+    )
+    assert response.status_code == 404, response.text
+    after = ok(await client.get(f"/v1/sessions/{session_b['id']}", headers=world.api.admin))
+    assert after == session_b
+
+
+async def test_therapist_lists_sessions_and_sees_only_their_own(world: World) -> None:
+    client = world.api.client
+    page = ok(
+        await client.get("/v1/sessions", params={"limit": "200"}, headers=world.therapist_1_key)
+    )
+    assert {s["id"] for s in page["data"]} == {s["id"] for s in world.sessions_a}
+    assert {s["therapist_id"] for s in page["data"]} == {world.therapist_1["id"]}
+    for foreign_filter in (
+        {"therapist_id": world.therapist_2["id"]},
+        {"program_id": world.program_b["id"]},
+        {"organization_id": world.org_b["id"]},
+    ):
+        response = await client.get(
+            "/v1/sessions", params=foreign_filter, headers=world.therapist_1_key
+        )
+        assert ok(response)["data"] == [], foreign_filter
+
+
+async def test_therapist_reads_their_own_session_but_not_another_therapists(
+    world: World,
+) -> None:
+    client = world.api.client
+    own = world.sessions_a[0]
+    assert ok(await client.get(f"/v1/sessions/{own['id']}", headers=world.therapist_1_key)) == own
+    foreign = await client.get(
+        f"/v1/sessions/{world.sessions_b[0]['id']}", headers=world.therapist_1_key
+    )
+    assert foreign.status_code == 404
+    assert world.program_b["id"] not in foreign.text
+
+
+@pytest.mark.parametrize("who", ["own", "foreign"])
+async def test_therapist_cannot_record_another_therapists_session(world: World, who: str) -> None:
+    """Recording is a therapist's own business: T2's session is a 404 to T1 (T1's own, still in
+    the future, is a 409: not yet started)."""
+    client = world.api.client
+    session = world.sessions_a[0] if who == "own" else world.sessions_b[0]
+    for suffix, body in (("/complete", {"attendance": 1}), ("/no-show", None)):
+        response = await client.post(
+            f"/v1/sessions/{session['id']}{suffix}", json=body, headers=world.therapist_1_key
+        )
+        assert response.status_code == (409 if who == "own" else 404), response.text
+    after = ok(await client.get(f"/v1/sessions/{session['id']}", headers=world.api.admin))
+    assert after == session
+
+
+@pytest.mark.parametrize("path", ["/v1/programs", "/v1/programs/{a}", "/v1/programs/{a}/summary"])
+async def test_therapist_never_reads_programs_not_even_their_own(world: World, path: str) -> None:
+    response = await world.api.client.get(
+        path.format(a=world.program_a["id"]), headers=world.therapist_1_key
+    )
+    assert response.status_code == 403
+    assert "rate_cents" not in response.text
+    assert world.program_a["title"] not in response.text
