@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -10,8 +11,10 @@ from fastapi import APIRouter, Query, status
 from models.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Me
 from models.audit import AuditEventRead
 from models.base import Page
+from models.sessions import SessionStatus
+from models.therapist_view import MyProgramRead, MySessionRead
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service import api_keys, audit
+from service import api_keys, audit, therapist_view
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute)
 
@@ -63,4 +66,29 @@ async def list_audit_events(
     """Every change, oldest first (admin, finance)."""
     return await audit.list_events(
         db, principal, page, entity_type=entity_type, entity_id=entity_id
+    )
+
+
+@router.get("/me/programs", tags=["me"])
+async def list_my_programs(
+    db: DbSession, principal: CurrentPrincipal, page: PageParams
+) -> Page[MyProgramRead]:
+    """A therapist's own programs: organization, place or video link, participants, schedule.
+    No rates: therapists see no money."""
+    return await therapist_view.my_programs(db, principal, page)
+
+
+@router.get("/me/sessions", tags=["me"])
+async def list_my_sessions(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    page: PageParams,
+    start: Annotated[datetime | date | None, Query(alias="from")] = None,
+    end: Annotated[datetime | date | None, Query(alias="to")] = None,
+    status: SessionStatus | None = None,
+) -> Page[MySessionRead]:
+    """A therapist's own sessions by start time, with where to be and for whom
+    (`from`/`to` as for /v1/sessions)."""
+    return await therapist_view.my_sessions(
+        db, principal, page, start=start, end=end, status=status
     )

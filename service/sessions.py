@@ -14,9 +14,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, Select, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -41,6 +41,8 @@ from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.pagination import PageRequest, paginate
 from service.scheduling import staffing
 from service.scheduling.conflicts import Slot
+
+S = TypeVar("S", bound=Select)
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
@@ -67,6 +69,20 @@ def _local_date(zone_column: Any) -> Any:
     return cast(func.timezone(zone_column, Session.starts_at), Date)
 
 
+def local_date_filter(stmt: S, filters: SessionFilters) -> S:
+    """The `from`/`to` window on a query that joins Program: dates are the sessions' local
+    dates (inclusive), date-times are instants (`from` inclusive, `to` exclusive)."""
+    if isinstance(filters.start, datetime):
+        stmt = stmt.where(col(Session.starts_at) >= filters.start)
+    elif filters.start is not None:
+        stmt = stmt.where(_local_date(Program.timezone) >= filters.start)
+    if isinstance(filters.end, datetime):
+        stmt = stmt.where(col(Session.starts_at) < filters.end)
+    elif filters.end is not None:
+        stmt = stmt.where(_local_date(Program.timezone) <= filters.end)
+    return stmt
+
+
 async def list_sessions(
     db: AsyncSession, principal: Principal, filters: SessionFilters, page: PageRequest
 ) -> Page[SessionRead]:
@@ -81,14 +97,7 @@ async def list_sessions(
         organization_column=Session.organization_id,
         therapist_column=Session.therapist_id,
     )
-    if isinstance(filters.start, datetime):
-        stmt = stmt.where(col(Session.starts_at) >= filters.start)
-    elif filters.start is not None:
-        stmt = stmt.where(_local_date(Program.timezone) >= filters.start)
-    if isinstance(filters.end, datetime):
-        stmt = stmt.where(col(Session.starts_at) < filters.end)
-    elif filters.end is not None:
-        stmt = stmt.where(_local_date(Program.timezone) <= filters.end)
+    stmt = local_date_filter(stmt, filters)
     for column, value in (
         (Session.program_id, filters.program_id),
         (Session.therapist_id, filters.therapist_id),

@@ -1,0 +1,124 @@
+"""The therapist's own view: their programs and sessions with everything needed to show up
+(organization, place or link, participants) and nothing about money."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import Page
+from models.offerings import Offering
+from models.organizations import Location, Organization
+from models.programs import Program
+from models.sessions import Session, SessionStatus
+from models.therapist_view import MyProgramRead, MySessionRead, PlaceRead
+from models.types import Role
+from service import programs
+from service.auth import Principal, require_role, scope_to_therapist
+from service.pagination import PageRequest, paginate
+from service.sessions import SessionFilters, local_date_filter
+
+
+def _place(location: Location | None) -> PlaceRead | None:
+    if location is None:
+        return None
+    return PlaceRead(location_id=location.id, name=location.name, address=location.address)
+
+
+def _program(row: Any) -> MyProgramRead:
+    program, org_name, offering_name, location = row
+    return MyProgramRead(
+        **programs.to_read(program).model_dump(
+            include={
+                "id",
+                "title",
+                "status",
+                "organization_id",
+                "focus_areas",
+                "modality",
+                "video_url",
+                "participants",
+                "schedule",
+            }
+        ),
+        organization_name=org_name,
+        offering_name=offering_name,
+        location=_place(location),
+    )
+
+
+def _session(row: Any) -> MySessionRead:
+    session, program, org_name, location = row
+    return MySessionRead(
+        id=session.id,
+        program_id=program.id,
+        program_title=program.title,
+        organization_id=session.organization_id,
+        organization_name=org_name,
+        starts_at=session.starts_at,
+        ends_at=session.ends_at,
+        timezone=program.timezone,
+        status=session.status,
+        attendance=session.attendance,
+        modality=program.modality,
+        location=_place(location),
+        video_url=program.video_url,
+        participants=program.participants,
+    )
+
+
+async def my_programs(
+    db: AsyncSession, principal: Principal, page: PageRequest
+) -> Page[MyProgramRead]:
+    require_role(principal, (Role.therapist,), "use the therapist's own view")
+    stmt = (
+        select(Program, col(Organization.name), col(Offering.name), Location)
+        .join(Organization, col(Organization.id) == Program.organization_id)
+        .join(Offering, col(Offering.id) == Program.offering_id)
+        .outerjoin(Location, col(Location.id) == Program.location_id)
+    )
+    stmt = scope_to_therapist(stmt, principal, Program.therapist_id)
+    return await paginate(
+        db,
+        stmt,
+        order_by=Program.created_at,
+        id_column=Program.id,
+        page=page,
+        to_read=_program,
+        rows_are_tuples=True,
+    )
+
+
+async def my_sessions(
+    db: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    start: date | datetime | None = None,
+    end: date | datetime | None = None,
+    status: SessionStatus | None = None,
+) -> Page[MySessionRead]:
+    require_role(principal, (Role.therapist,), "use the therapist's own view")
+    stmt = (
+        select(Session, Program, col(Organization.name), Location)
+        .join(Program, col(Program.id) == Session.program_id)
+        .join(Organization, col(Organization.id) == Session.organization_id)
+        .outerjoin(Location, col(Location.id) == Program.location_id)
+    )
+    stmt = scope_to_therapist(stmt, principal, Session.therapist_id)
+    stmt = local_date_filter(stmt, SessionFilters(start=start, end=end))
+    if status is not None:
+        stmt = stmt.where(col(Session.status) == status.value)
+    return await paginate(
+        db,
+        stmt,
+        order_by=Session.starts_at,
+        id_column=Session.id,
+        page=page,
+        to_read=_session,
+        rows_are_tuples=True,
+    )
