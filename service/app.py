@@ -22,6 +22,7 @@ from routers import (
     offerings,
     organizations,
     programs,
+    reports,
     sessions,
     therapists,
 )
@@ -161,6 +162,7 @@ def create_app(
         programs.router,
         sessions.router,
         calendar.router,
+        reports.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

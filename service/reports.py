@@ -1,0 +1,125 @@
+"""Reports for the provider (admin, finance). Each is a few aggregate queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.reports import UtilizationReport, UtilizationRow
+from models.therapists import AvailabilityRow, Therapist, TimeOff
+from models.types import Role
+from service.auth import Principal, require_role
+from service.errors import FieldError, ValidationFailed
+from service.scheduling.recurrence import local_start
+from service.scheduling.staffing import WEEKDAYS
+
+MAX_REPORT_DAYS = 366
+
+_SESSION_MINUTES = text(
+    """
+    SELECT s.therapist_id,
+           coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60) FILTER (
+               WHERE s.status IN ('scheduled', 'completed', 'no_show')), 0)::int AS scheduled,
+           coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60) FILTER (
+               WHERE s.status = 'completed'), 0)::int AS delivered,
+           count(*) FILTER (WHERE s.status IN ('cancelled', 'late_cancelled')) AS cancelled
+    FROM sessions s JOIN therapists t ON t.id = s.therapist_id
+    WHERE s.starts_at >= timezone(t.timezone, CAST(:first AS date)::timestamp)
+      AND s.starts_at < timezone(t.timezone, CAST(:after_last AS date)::timestamp)
+    GROUP BY s.therapist_id
+    """
+)
+
+
+def _check_period(start: date, end: date) -> None:
+    if end < start:
+        raise ValidationFailed([FieldError("to", "must not be before from", "order", "query")])
+    if (end - start).days >= MAX_REPORT_DAYS:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "to", f"the period may span at most {MAX_REPORT_DAYS} days", "too_long", "query"
+                )
+            ]
+        )
+
+
+async def utilization(
+    db: AsyncSession, principal: Principal, *, start: date, end: date
+) -> UtilizationReport:
+    """Per therapist, over local dates `start`..`end` (inclusive, in each therapist's zone):
+    minutes of weekly availability less time off, minutes booked (scheduled, completed and
+    no-show sessions), minutes delivered (completed), and cancelled sessions."""
+    require_role(principal, (Role.admin, Role.finance), "read reports")
+    _check_period(start, end)
+    therapists = list((await db.execute(select(Therapist).order_by(col(Therapist.name)))).scalars())
+    windows: dict[Any, list[AvailabilityRow]] = defaultdict(list)
+    for window in (await db.execute(select(AvailabilityRow))).scalars():
+        windows[window.therapist_id].append(window)
+    # Time off anywhere near the period (a day of margin covers every zone's offset).
+    low = datetime.combine(start - timedelta(days=1), datetime.min.time(), ZoneInfo("UTC"))
+    high = datetime.combine(end + timedelta(days=2), datetime.min.time(), ZoneInfo("UTC"))
+    time_off: dict[Any, list[TimeOff]] = defaultdict(list)
+    for off in (
+        await db.execute(
+            select(TimeOff).where(col(TimeOff.starts_at) < high, col(TimeOff.ends_at) > low)
+        )
+    ).scalars():
+        time_off[off.therapist_id].append(off)
+    booked = {
+        row.therapist_id: row
+        for row in await db.execute(
+            _SESSION_MINUTES, {"first": start, "after_last": end + timedelta(days=1)}
+        )
+    }
+    rows = []
+    for therapist in therapists:
+        sessions = booked.get(therapist.id)
+        available = _available_minutes(
+            therapist, windows[therapist.id], time_off[therapist.id], start, end
+        )
+        if not therapist.active and sessions is None:
+            continue
+        rows.append(
+            UtilizationRow(
+                therapist_id=therapist.id,
+                name=therapist.name,
+                available_minutes=available,
+                scheduled_minutes=int(sessions.scheduled) if sessions else 0,
+                delivered_minutes=int(sessions.delivered) if sessions else 0,
+                cancelled_sessions=int(sessions.cancelled) if sessions else 0,
+            )
+        )
+    return UtilizationReport(data=rows)
+
+
+def _available_minutes(
+    therapist: Therapist,
+    windows: list[AvailabilityRow],
+    time_off: list[TimeOff],
+    start: date,
+    end: date,
+) -> int:
+    """Real elapsed minutes of the weekly windows on each local date, less time off."""
+    zone = ZoneInfo(therapist.timezone)
+    by_day: dict[str, list[AvailabilityRow]] = defaultdict(list)
+    for window in windows:
+        by_day[window.weekday].append(window)
+    seconds = 0.0
+    day = start
+    while day <= end:
+        for window in by_day[WEEKDAYS[day.weekday()]]:
+            opens = local_start(day, window.start_time, zone)
+            closes = local_start(day, window.end_time, zone)
+            seconds += (closes - opens).total_seconds()
+            for off in time_off:
+                overlap = min(closes, off.ends_at) - max(opens, off.starts_at)
+                seconds -= max(overlap.total_seconds(), 0)
+        day += timedelta(days=1)
+    return int(seconds // 60)
