@@ -191,3 +191,108 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
     finally:
         first.close()
         await second.close()
+
+
+async def test_twenty_mixed_requests_racing_for_one_therapist_hour_let_exactly_one_win(
+    live_server: LiveServer, database_url: str
+):
+    """Substitutes, reschedules and hand-overs all try to put one therapist into the same hour
+    at once: exactly one succeeds, the rest get 409, and the database holds no overlap."""
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+        org = await post(
+            client,
+            "/v1/organizations",
+            {"name": "Crowded school", "kind": "school", "timezone": "America/Edmonton"},
+            admin,
+        )
+        offering = await post(
+            client,
+            "/v1/offerings",
+            {"name": "Solo", "format": "individual", "duration_minutes": 60, "rate_cents": 10000},
+            admin,
+        )
+
+        async def therapist(name: str) -> dict[str, Any]:
+            made = await post(
+                client,
+                "/v1/therapists",
+                {"name": name, "email": f"{name}@ensemble.example", "timezone": "America/Edmonton"},
+                admin,
+            )
+            await make_available(client, made, admin)
+            return made
+
+        async def one_session_program(staff: dict[str, Any], date: str, at: str) -> Any:
+            program = await post(
+                client,
+                "/v1/programs",
+                {
+                    "organization_id": org["id"],
+                    "offering_id": offering["id"],
+                    "title": at,
+                    "modality": "online",
+                    "video_url": "https://meet.example.org/x",
+                    "participants": 1,
+                    "schedule": {
+                        "timezone": "America/Edmonton",
+                        "start_date": date,
+                        "start_time": at,
+                        "rrule": "FREQ=DAILY;COUNT=1",
+                    },
+                },
+                admin,
+            )
+            ok(
+                await client.post(
+                    f"/v1/programs/{program['id']}/assign",
+                    json={"therapist_id": staff["id"]},
+                    headers=admin,
+                )
+            )
+            ok(await client.post(f"/v1/programs/{program['id']}/confirm", headers=admin))
+            sessions = ok(
+                await client.get(f"/v1/sessions?program_id={program['id']}", headers=admin)
+            )["data"]
+            return program, sessions[0]
+
+        target = await therapist("target")
+        requests = []
+        for i in range(7):  # others' sessions at the hour, substituted by the target
+            _, session = await one_session_program(
+                await therapist(f"sub{i}"), "2030-04-02", "10:00"
+            )
+            requests.append(
+                ("POST", f"/v1/sessions/{session['id']}/substitute", {"therapist_id": target["id"]})
+            )
+        for i in range(7):  # the target's own sessions elsewhere, moved into the hour
+            _, session = await one_session_program(target, "2030-04-03", f"{8 + i:02d}:00")
+            requests.append(
+                ("PATCH", f"/v1/sessions/{session['id']}", {"starts_at": "2030-04-02T16:00:00Z"})
+            )
+        for i in range(6):  # whole programs at the hour, handed over to the target
+            program, _ = await one_session_program(
+                await therapist(f"hand{i}"), "2030-04-02", "10:00"
+            )
+            requests.append(
+                ("POST", f"/v1/programs/{program['id']}/assign", {"therapist_id": target["id"]})
+            )
+        assert len(requests) == 20
+
+        responses = await asyncio.gather(
+            *[
+                client.request(method, path, json=body, headers=admin)
+                for method, path, body in requests
+            ]
+        )
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [409] * 19, [r.text for r in responses if r.status_code >= 500]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(OVERLAPS).fetchone() == (0,)
+        held = conn.execute(
+            "SELECT count(*) FROM sessions WHERE therapist_id = %s AND starts_at = %s "
+            "AND status = 'scheduled'",
+            (target["id"], "2030-04-02T16:00:00Z"),
+        ).fetchone()
+        assert held == (1,)
