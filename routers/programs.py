@@ -19,7 +19,7 @@ from models.programs import (
     SuggestionList,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service import programs
+from service import program_changes, program_staffing, programs
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"], route_class=UnitOfWorkRoute)
 
@@ -69,7 +69,7 @@ async def update_program(
     """Change a program (admin). On a confirmed program, a new schedule, rate or therapist needs
     `effective_date`: scheduled sessions from that date are rebuilt; completed, cancelled and
     individually rescheduled sessions are kept."""
-    return await programs.update(db, principal, program, body)
+    return await program_changes.update(db, principal, program, body)
 
 
 @router.post("/{program_id}/assign")
@@ -79,7 +79,7 @@ async def assign_therapist(
     """Staff the program (admin). On a confirmed program the scheduled sessions from
     `effective_date` (default today) go to the new therapist. A clash is a 409 listing every
     conflicting session, and nothing changes."""
-    return await programs.assign(db, principal, program, body)
+    return await program_staffing.assign(db, principal, program, body)
 
 
 @router.get("/{program_id}/therapist-suggestions")
@@ -89,7 +89,7 @@ async def therapist_suggestions(
     """Active therapists ranked for the whole program (admin): those who can take every
     session first, by score (specialty match with the focus areas, spare weekly capacity,
     continuity with the organization), then the others with why they cannot."""
-    return await programs.suggest_therapists(db, principal, program)
+    return await program_staffing.suggest_therapists(db, principal, program)
 
 
 @router.post("/{program_id}/confirm")
@@ -101,7 +101,7 @@ async def confirm_program(
 ) -> ProgramRead:
     """Confirm a staffed program (admin): its sessions are created, or a 409 lists every
     conflicting session and nothing is written."""
-    return await programs.confirm(db, principal, program, body or ConfirmProgram())
+    return await program_staffing.confirm(db, principal, program, body or ConfirmProgram())
 
 
 @router.post("/{program_id}/cancel")
@@ -110,7 +110,7 @@ async def cancel_program(
 ) -> ProgramRead:
     """Cancel from `effective_date` on (admin, or the organization's coordinator). Sessions
     before that date are kept."""
-    return await programs.cancel(db, principal, program, body)
+    return await program_changes.cancel(db, principal, program, body)
 
 
 @router.get("/{program_id}/summary")
