@@ -6,7 +6,8 @@
     scheduled --cancel----> late_cancelled   (by the organization inside the notice window)
     scheduled --reschedule-> scheduled       (conflict-checked like an assignment)
 
-Every other move is a 409 that changes nothing.
+Every other move is a 409 that changes nothing. A session the caller cannot see is a 404
+before any role check, so a refusal never confirms that another organization's session exists.
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ async def reschedule(
     db: AsyncSession, principal: Principal, session_id: uuid.UUID, data: RescheduleSession
 ) -> SessionRead:
     """Move one session; its length is kept and its therapist must be able to take it."""
-    require_role(principal, (Role.admin,), "reschedule sessions")
     session, program = await get_visible(db, principal, session_id, for_update=True)
+    require_role(principal, (Role.admin,), "reschedule sessions")
     _require_scheduled(session, "rescheduled")
     if data.starts_at <= utcnow():
         raise ValidationFailed([FieldError("starts_at", "must be in the future")])
@@ -218,8 +219,8 @@ async def substitute(
     db: AsyncSession, principal: Principal, session_id: uuid.UUID, data: SubstituteSession
 ) -> SessionRead:
     """Give one scheduled session to another therapist, checked like any assignment."""
-    require_role(principal, (Role.admin,), "substitute therapists")
     session, program = await get_visible(db, principal, session_id, for_update=True)
+    require_role(principal, (Role.admin,), "substitute therapists")
     _require_scheduled(session, "given to another therapist")
     if data.therapist_id == session.therapist_id:
         raise InvalidState("The session already has this therapist")
@@ -245,8 +246,8 @@ async def cancel(
 ) -> SessionRead:
     """A cancellation by the organization inside the offering's notice window is late (and
     billable at the offering's fee); the provider's, or an early one, is free."""
-    require_role(principal, CANCELLERS, "cancel sessions")
     session, program = await get_visible(db, principal, session_id, for_update=True)
+    require_role(principal, CANCELLERS, "cancel sessions")
     _require_scheduled(session, "cancelled")
     by = data.cancelled_by or (
         CancelledBy.organization if principal.role == Role.coordinator else CancelledBy.provider
@@ -277,8 +278,8 @@ async def _record_delivery(
     status: SessionStatus,
     attendance: int,
 ) -> SessionRead:
-    require_role(principal, RECORDERS, "record sessions")
     session, program = await get_visible(db, principal, session_id, for_update=True)
+    require_role(principal, RECORDERS, "record sessions")
     _require_scheduled(
         session, "completed" if status == SessionStatus.completed else "marked no-show"
     )
