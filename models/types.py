@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
@@ -186,6 +186,24 @@ def _in_utc(moment: datetime) -> datetime:
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _date_or_instant(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return date.fromisoformat(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError("must be a date (2030-01-31) or a date-time with an offset") from exc
+    if moment.tzinfo is None:
+        raise ValueError("a date-time needs a UTC offset (or give a date)")
+    return _in_utc(moment)
+
+
+DateOrInstant = Annotated[date | datetime, BeforeValidator(_date_or_instant)]
+"""A window bound: a calendar date, or an instant with an offset (never a bare number)."""
 """A moment in time; it must carry a UTC offset and is answered back in UTC."""
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -13,6 +12,7 @@ from models.audit import AuditEventRead
 from models.base import Page
 from models.sessions import SessionStatus
 from models.therapist_view import MyProgramRead, MySessionRead
+from models.types import DateOrInstant
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
 from service import api_keys, audit, therapist_view
 
@@ -83,8 +83,8 @@ async def list_my_sessions(
     db: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    start: Annotated[datetime | date | None, Query(alias="from")] = None,
-    end: Annotated[datetime | date | None, Query(alias="to")] = None,
+    start: Annotated[DateOrInstant | None, Query(alias="from")] = None,
+    end: Annotated[DateOrInstant | None, Query(alias="to")] = None,
     status: SessionStatus | None = None,
 ) -> Page[MySessionRead]:
     """A therapist's own sessions by start time, with where to be and for whom

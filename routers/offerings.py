@@ -22,7 +22,7 @@ async def create_offering(
 async def list_offerings(
     db: DbSession, principal: CurrentPrincipal, page: PageParams
 ) -> Page[OfferingRead]:
-    """The catalog; every role may read it."""
+    """The catalog (admin, finance, coordinators; therapists see no prices)."""
     return await offerings.list_offerings(db, principal, page)
 
 

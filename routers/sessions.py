@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 
 from models.base import Page
 from models.sessions import (
@@ -15,6 +14,7 @@ from models.sessions import (
     SessionStatus,
     SubstituteSession,
 )
+from models.types import DateOrInstant
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
 from service import sessions
 
@@ -26,8 +26,8 @@ async def list_sessions(
     db: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    start: Annotated[datetime | date | None, Query(alias="from")] = None,
-    end: Annotated[datetime | date | None, Query(alias="to")] = None,
+    start: Annotated[DateOrInstant | None, Query(alias="from")] = None,
+    end: Annotated[DateOrInstant | None, Query(alias="to")] = None,
     program_id: uuid.UUID | None = None,
     therapist_id: uuid.UUID | None = None,
     organization_id: uuid.UUID | None = None,
@@ -66,11 +66,14 @@ async def reschedule_session(
 
 @router.post("/{session_id}/cancel")
 async def cancel_session(
-    session_id: uuid.UUID, body: CancelSession, db: DbSession, principal: CurrentPrincipal
+    session_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    body: Annotated[CancelSession | None, Body()] = None,
 ) -> SessionRead:
     """Cancel a scheduled session. The organization's cancellation inside the offering's
     notice window is `late_cancelled` (billable at the late-cancellation fee)."""
-    return await sessions.cancel(db, principal, session_id, body)
+    return await sessions.cancel(db, principal, session_id, body or CancelSession())
 
 
 @router.post("/{session_id}/complete")

@@ -40,14 +40,14 @@ class DomainError(Exception):
         self.extensions = extensions
 
     def problem(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        # Extensions never overwrite the RFC 9457 members.
+        return {
+            **self.extensions,
             "type": PROBLEM_BASE + self.slug,
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
         }
-        body.update(self.extensions)
-        return body
 
 
 class Unauthorized(DomainError):

@@ -1,4 +1,4 @@
-"""The catalog of offerings: readable by every role, changed by admins."""
+"""The catalog of offerings: read by staff and coordinators, changed by admins."""
 
 from __future__ import annotations
 
@@ -15,12 +15,17 @@ from service.auth import Principal, require_role
 from service.errors import FieldError, NotFound, ValidationFailed
 from service.pagination import PageRequest, paginate
 
+# The catalog carries prices, and therapists see no money: they learn an offering's name
+# through their own programs (/v1/me/programs).
+READERS = (Role.admin, Role.finance, Role.coordinator)
+
 
 def to_read(offering: Offering) -> OfferingRead:
     return OfferingRead.model_validate(offering, from_attributes=True)
 
 
 async def get_visible(db: AsyncSession, principal: Principal, offering_id: uuid.UUID) -> Offering:
+    require_role(principal, READERS, "read the catalog")
     offering = await db.get(Offering, offering_id)
     if offering is None:
         raise NotFound(f"Offering {offering_id} not found")
@@ -47,6 +52,7 @@ async def create(db: AsyncSession, principal: Principal, data: OfferingCreate) -
 async def list_offerings(
     db: AsyncSession, principal: Principal, page: PageRequest
 ) -> Page[OfferingRead]:
+    require_role(principal, READERS, "read the catalog")
     return await paginate(
         db,
         select(Offering),

@@ -141,7 +141,7 @@ def _require_scheduled(session: Session, move: str) -> None:
         raise InvalidState(
             f"A {session.status} session cannot be {move}",
             session_id=str(session.id),
-            status=session.status,
+            session_status=session.status,
         )
 
 

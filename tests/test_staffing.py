@@ -34,10 +34,10 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
     conflicts = problem(response, 409)["conflicts"]
     assert [c["reason"] for c in conflicts] == ["outside_availability"] * 4
     assert [c["proposed_starts_at"] for c in conflicts] == [
-        "2027-01-05T15:00:00+00:00",
-        "2027-01-12T15:00:00+00:00",
-        "2027-01-19T15:00:00+00:00",
-        "2027-01-26T15:00:00+00:00",
+        "2027-01-05T15:00:00Z",
+        "2027-01-12T15:00:00Z",
+        "2027-01-19T15:00:00Z",
+        "2027-01-26T15:00:00Z",
     ]
     assert (
         ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))["therapist_id"]
@@ -75,7 +75,7 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
     program = await make_program(api, org, offering)
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert [(c["reason"], c["proposed_starts_at"]) for c in conflicts] == [
-        ("time_off", "2027-01-12T17:00:00+00:00")
+        ("time_off", "2027-01-12T17:00:00Z")
     ]
 
 

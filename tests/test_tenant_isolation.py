@@ -134,6 +134,7 @@ async def world(api: Api) -> World:
 # --------------------------------------------------------------------------------------------
 
 NOT_FOUND = frozenset({404})
+THERAPISTS_OWN_VIEW = frozenset({("GET", "/v1/me/programs"), ("GET", "/v1/me/sessions")})
 NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
 
 
@@ -155,6 +156,11 @@ class Walker:
     """Path parameter name -> the statuses allowed when the path names that foreign resource."""
     own_ids: dict[str, str] = field(default_factory=dict)
     """The caller's own resources, walked too: what hangs off them must not leak either."""
+    refused: frozenset[tuple[str, str]] = frozenset()
+    """(method, path template) the role may not use: a 403 where the path names nothing or the
+    caller's own resources (another tenant's is still what `expected_for_foreign` says)."""
+    sees_money: bool = True
+    """False: no `*_cents` field in any successful response."""
 
     @property
     def own_organization_id(self) -> str | None:
@@ -241,6 +247,8 @@ def coordinator_of_a(world: World) -> Walker:
             "program_id": world.program_a["id"],
             "session_id": world.sessions_a[0]["id"],
         },
+        # Staffing is the provider's: the ranking names and scores its therapists.
+        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")}),
     )
 
 
@@ -274,6 +282,9 @@ def therapist_1(world: World) -> Walker:
             "session_id": NOT_FOUND,
         },
         own_ids={"therapist_id": world.therapist_1["id"], "session_id": world.sessions_a[0]["id"]},
+        # Their programs come through /v1/me/programs, without the money.
+        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")}),
+        sees_money=False,  # "therapists see no money at all"
     )
 
 
@@ -292,6 +303,7 @@ def provider_staff(world: World, role: str) -> Walker:
             "program_id": world.program_a["id"],
             "session_id": world.sessions_a[0]["id"],
         },
+        refused=THERAPISTS_OWN_VIEW,
     )
 
 
@@ -523,6 +535,16 @@ def _values_of(document: Any, key: str) -> Iterator[Any]:
             yield from _values_of(item, key)
 
 
+def _keys_of(document: Any) -> Iterator[str]:
+    if isinstance(document, dict):
+        for name, value in document.items():
+            yield name
+            yield from _keys_of(value)
+    elif isinstance(document, list):
+        for item in document:
+            yield from _keys_of(item)
+
+
 def _is_body_validation_error(response: httpx.Response) -> bool:
     """A 422 about the body alone: the route never looked at the resource, so it told nothing."""
     if response.status_code != 422:
@@ -531,9 +553,25 @@ def _is_body_validation_error(response: httpx.Response) -> bool:
     return bool(errors) and all(e.get("in") == "body" for e in errors)
 
 
+def _is_refused(walker: Walker, request: Request) -> bool:
+    return (request.method, request.template) in walker.refused
+
+
+def refusal_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
+    """An operation the role may not use is a 403 by role, unless the path names another
+    tenant's resource (then `expected_for_foreign` applies) or an id nobody has."""
+    if not _is_refused(walker, request) or request.random_params:
+        return []
+    if request.known_params and not request.own_only:
+        return []
+    if response.status_code == 403 or _is_body_validation_error(response):
+        return []
+    return [f"expected 403 (not for this role): {describe(walker, request, response)}"]
+
+
 def isolation_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
     what = describe(walker, request, response)
-    failures = []
+    failures = refusal_failures(walker, request, response)
     if response.status_code >= 500:
         failures.append(f"server error: {what}")
     sent = request.url + json.dumps(request.params) + json.dumps(request.body)
@@ -576,6 +614,10 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
             }
             if others:
                 failures.append(f"therapist_id other than T1 {sorted(others)}: {what}")
+        if not walker.sees_money:
+            money = sorted({k for k in _keys_of(body) if k.endswith("_cents")})
+            if money:
+                failures.append(f"money ({', '.join(money)}) for a role that sees none: {what}")
     return failures
 
 
@@ -618,6 +660,7 @@ async def test_a_scoped_key_walking_every_route_with_foreign_and_own_ids_sees_no
                     request.method == "GET"
                     and request.own_only
                     and not request.random_params
+                    and not _is_refused(walker, request)
                     and not response.is_success
                 ):
                     # Guards the walk itself: a scope that refused everything would pass it.
@@ -637,6 +680,8 @@ async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_serv
             response = await send(client, request, walker.headers)
             if response.status_code >= 500:
                 failures.append(f"server error: {describe(walker, request, response)}")
+            elif _is_refused(walker, request):
+                failures += refusal_failures(walker, request, response)
             elif (
                 role == "admin"
                 and request.method == "GET"
@@ -956,3 +1001,18 @@ async def test_therapist_never_reads_programs_not_even_their_own(world: World, p
     assert response.status_code == 403
     assert "rate_cents" not in response.text
     assert world.program_a["title"] not in response.text
+
+
+async def test_therapists_own_view_lists_their_programs_and_sessions_without_money(
+    world: World,
+) -> None:
+    client = world.api.client
+    programs = ok(await client.get("/v1/me/programs", headers=world.therapist_1_key))
+    assert [p["id"] for p in programs["data"]] == [world.program_a["id"]]
+    sessions = ok(
+        await client.get("/v1/me/sessions", params={"limit": "200"}, headers=world.therapist_1_key)
+    )
+    assert {s["id"] for s in sessions["data"]} == {s["id"] for s in world.sessions_a}
+    for page in (programs, sessions):
+        assert not [k for k in _keys_of(page) if k.endswith("_cents")]
+        assert world.program_b["title"] not in json.dumps(page)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -55,11 +55,16 @@ class Clash:
             "session_id": str(self.session_id),
             "program_id": str(self.program_id),
             "therapist_id": str(self.therapist_id),
-            "starts_at": self.starts_at.isoformat(),
-            "ends_at": self.ends_at.isoformat(),
-            "proposed_starts_at": self.proposed.starts_at.isoformat(),
-            "proposed_ends_at": self.proposed.ends_at.isoformat(),
+            "starts_at": rfc3339(self.starts_at),
+            "ends_at": rfc3339(self.ends_at),
+            "proposed_starts_at": rfc3339(self.proposed.starts_at),
+            "proposed_ends_at": rfc3339(self.proposed.ends_at),
         }
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with a Z, as the rest of the API writes instants."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def overlapping_bookings(

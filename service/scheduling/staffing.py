@@ -33,7 +33,7 @@ from models.types import Role
 from service import audit
 from service.auth import Principal
 from service.errors import Conflict, Forbidden
-from service.scheduling.conflicts import Slot, overlapping_bookings
+from service.scheduling.conflicts import Slot, overlapping_bookings, rfc3339
 
 OVERRIDABLE = frozenset({"outside_availability", "time_off", "weekly_load"})
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
@@ -77,8 +77,8 @@ class Problem:
         if self.proposal is not None:
             if self.proposal.session_id is not None:
                 body["session_id"] = str(self.proposal.session_id)
-            body["proposed_starts_at"] = self.proposal.slot.starts_at.isoformat()
-            body["proposed_ends_at"] = self.proposal.slot.ends_at.isoformat()
+            body["proposed_starts_at"] = rfc3339(self.proposal.slot.starts_at)
+            body["proposed_ends_at"] = rfc3339(self.proposal.slot.ends_at)
         return body | self.extra
 
 
