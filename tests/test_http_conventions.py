@@ -68,3 +68,29 @@ async def test_metrics_count_requests_by_route_template(api: Api):
     text = response.text
     assert 'route="/v1/organizations/{organization_id}"' in text
     assert org["id"] not in text
+
+
+async def test_readyz_is_503_when_the_database_cannot_be_reached(settings):
+    import httpx as http
+
+    from service.app import create_app
+    from service.db import make_async_engine
+
+    unreachable = make_async_engine("postgresql://postgres@127.0.0.1:1/nowhere", pool_size=1)
+    app = create_app(settings, engine=unreachable)
+    async with http.AsyncClient(transport=http.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/readyz")
+    await unreachable.dispose()
+    assert response.status_code == 503
+    assert response.json()["database"] == "unreachable"
+
+
+def test_production_refuses_to_start_without_a_database_url(monkeypatch):
+    import pytest
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match="DATABASE_URL is required"):
+        Settings(environment="production")
