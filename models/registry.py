@@ -2,6 +2,7 @@
 
 from models.api_keys import ApiKey
 from models.audit import AuditEvent
+from models.billing import CreditNote, DocumentCounter, Invoice, InvoiceLine, Payment
 from models.calendar_feeds import CalendarFeed
 from models.idempotency import IdempotencyRecord
 from models.offerings import Offering
@@ -15,10 +16,15 @@ __all__ = [
     "AuditEvent",
     "AvailabilityRow",
     "CalendarFeed",
+    "CreditNote",
+    "DocumentCounter",
     "IdempotencyRecord",
+    "Invoice",
+    "InvoiceLine",
     "Location",
     "Offering",
     "Organization",
+    "Payment",
     "Program",
     "Session",
     "Therapist",

@@ -18,3 +18,17 @@ class UtilizationRow(SQLModel):
 
 class UtilizationReport(SQLModel):
     data: list[UtilizationRow]
+
+
+class RevenueRow(SQLModel):
+    organization_id: uuid.UUID
+    currency: str
+    month: str
+    invoiced_cents: int
+    credited_cents: int
+    paid_cents: int
+    outstanding_cents: int
+
+
+class RevenueReport(SQLModel):
+    data: list[RevenueRow]

@@ -5,9 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from models.reports import UtilizationReport
+from models.reports import RevenueReport, UtilizationReport
 from routers.deps import CurrentPrincipal, DbSession, UnitOfWorkRoute
 from service import reports
+from service.billing import exports
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], route_class=UnitOfWorkRoute)
 
@@ -22,3 +23,15 @@ async def utilization_report(
     """Per therapist over the local dates `from`..`to` (inclusive): available, scheduled and
     delivered minutes and cancelled sessions (admin, finance)."""
     return await reports.utilization(db, principal, start=start, end=end)
+
+
+@router.get("/revenue")
+async def revenue_report(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    start: Annotated[date, Query(alias="from")],
+    end: Annotated[date, Query(alias="to")],
+) -> RevenueReport:
+    """Issued invoices by organization, currency and month of issue (provider's zone):
+    invoiced, credited, paid and outstanding cents (admin, finance)."""
+    return await exports.revenue(db, principal, start=start, end=end)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routers import (
     access,
+    billing,
     calendar,
     health,
     offerings,
@@ -163,6 +164,7 @@ def create_app(
         sessions.router,
         calendar.router,
         reports.router,
+        billing.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

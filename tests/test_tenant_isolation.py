@@ -29,8 +29,9 @@ from tests.programs_support import confirmed_program, sessions_of
 from tests.support import Api, Headers, ok
 
 # --------------------------------------------------------------------------------------------
-# The world: two organizations, two therapists, one offering, a key per role, and a confirmed
-# program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030.
+# The world: two organizations, two therapists, one offering, a key per role, a confirmed
+# program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030,
+# and a calendar feed (made by the admin) for each organization and each therapist.
 # --------------------------------------------------------------------------------------------
 
 
@@ -54,11 +55,30 @@ class World:
     therapist_1_key: Headers
     therapist_2_key_id: str
     spare_key_id: str  # a key the admin walk may revoke without locking anyone out
+    # Calendar feeds as created (`id`, `token`, `url`, ...). The tokens are credentials in
+    # themselves: only the admin walk reads a feed by its real token.
+    feed_org_a: dict[str, Any]
+    feed_org_b: dict[str, Any]
+    feed_therapist_1: dict[str, Any]
+    feed_therapist_2: dict[str, Any]
 
 
 async def _key_id(api: Api, headers: Headers) -> str:
     me = ok(await api.client.get("/v1/me", headers=headers))
     return str(me["api_key_id"])
+
+
+async def _feed(api: Api, **subject: str) -> dict[str, Any]:
+    """A calendar feed made by the admin for one organization or one therapist."""
+    response = await api.client.post("/v1/calendar-feeds", json=subject, headers=api.admin)
+    feed: dict[str, Any] = ok(response, 201)
+    return feed
+
+
+def unknown_calendar_token() -> str:
+    """A token shaped like a real one that opens no feed: the walk never sends a real token
+    as a scoped caller's, since the token is the credential (whoever holds it reads the feed)."""
+    return f"cal_{uuid.uuid4().hex}"
 
 
 _THREE_WEEKS = "FREQ=WEEKLY;COUNT=3"
@@ -125,6 +145,10 @@ async def world(api: Api) -> World:
         therapist_1_key=await api.therapist_key(therapist_1["id"]),
         therapist_2_key_id=await _key_id(api, therapist_2_key),
         spare_key_id=await _key_id(api, spare),
+        feed_org_a=await _feed(api, organization_id=org_a["id"]),
+        feed_org_b=await _feed(api, organization_id=org_b["id"]),
+        feed_therapist_1=await _feed(api, therapist_id=therapist_1["id"]),
+        feed_therapist_2=await _feed(api, therapist_id=therapist_2["id"]),
     )
 
 
@@ -136,6 +160,9 @@ async def world(api: Api) -> World:
 NOT_FOUND = frozenset({404})
 THERAPISTS_OWN_VIEW = frozenset({("GET", "/v1/me/programs"), ("GET", "/v1/me/sessions")})
 NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
+# Reports are the provider's (admin, finance): aggregates over every tenant.
+REPORTS = frozenset({("GET", "/v1/reports/utilization"), ("GET", "/v1/reports/revenue")})
+CREATE_FEED = ("POST", "/v1/calendar-feeds")
 
 
 def unknown_parameter_id() -> str:
@@ -161,6 +188,12 @@ class Walker:
     caller's own resources (another tenant's is still what `expected_for_foreign` says)."""
     sees_money: bool = True
     """False: no `*_cents` field in any successful response."""
+    also_foreign: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Path parameter name -> more foreign ids to walk it with (id -> what it is), each judged
+    like the one in `ids`: a feed of another organization and a therapist's feed, say."""
+    feed_subject: str = "organization_id"
+    """What the caller makes calendar feeds for: `organization_id` or `therapist_id` (the body
+    of POST /v1/calendar-feeds names that id from `ids`, and it is judged like a path's)."""
 
     @property
     def own_organization_id(self) -> str | None:
@@ -181,6 +214,11 @@ class Walker:
                 for name, statuses in self.expected_for_foreign.items()
                 if name not in self.own_ids
             },
+            also_foreign={
+                name: others
+                for name, others in self.also_foreign.items()
+                if name not in self.own_ids
+            },
         )
 
 
@@ -192,6 +230,8 @@ def _markers_of_org_b(world: World) -> dict[str, str]:
         world.location_b["id"]: "org B location id",
         world.location_b["name"]: "org B location name",
         world.coordinator_b_key_id: "org B coordinator key id",
+        world.feed_org_b["id"]: "org B calendar feed id",
+        world.feed_org_b["token"]: "org B calendar feed token",
     }
 
 
@@ -201,6 +241,8 @@ def _markers_of_therapist_2(world: World) -> dict[str, str]:
         world.therapist_2["name"]: "T2 name",
         world.therapist_2["email"]: "T2 email",
         world.therapist_2_key_id: "T2 key id",
+        world.feed_therapist_2["id"]: "T2 calendar feed id",
+        world.feed_therapist_2["token"]: "T2 calendar feed token",
     }
 
 
@@ -225,11 +267,16 @@ def coordinator_of_a(world: World) -> Walker:
             "api_key_id": world.coordinator_b_key_id,
             "program_id": world.program_b["id"],
             "session_id": world.sessions_b[0]["id"],
+            "feed_id": world.feed_org_b["id"],
+            "token": unknown_calendar_token(),
         },
         foreign_markers={
             **_markers_of_org_b(world),
             **_markers_of_therapist_2(world),
             **_markers_of_program_b(world),
+            # A therapist's feed is the therapist's, even T1's (who works in org A).
+            world.feed_therapist_1["id"]: "T1 calendar feed id",
+            world.feed_therapist_1["token"]: "T1 calendar feed token",
         },
         expected_for_foreign={
             "organization_id": NOT_FOUND,
@@ -240,15 +287,26 @@ def coordinator_of_a(world: World) -> Walker:
             # 404 even on an action they may not take (staffing, rescheduling, recording).
             "program_id": NOT_FOUND,
             "session_id": NOT_FOUND,
+            # Coordinators reach their organization's feeds only: another organization's and
+            # every therapist's are 404. An unknown token opens nothing, for anyone.
+            "feed_id": NOT_FOUND,
+            "token": NOT_FOUND,
+        },
+        also_foreign={
+            "feed_id": {
+                world.feed_therapist_1["id"]: "T1's feed",
+                world.feed_therapist_2["id"]: "T2's feed",
+            }
         },
         own_ids={
             "organization_id": world.org_a["id"],
             "location_id": world.location_a["id"],
             "program_id": world.program_a["id"],
             "session_id": world.sessions_a[0]["id"],
+            "feed_id": world.feed_org_a["id"],
         },
         # Staffing is the provider's: the ranking names and scores its therapists.
-        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")}),
+        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")}) | REPORTS,
     )
 
 
@@ -264,11 +322,16 @@ def therapist_1(world: World) -> Walker:
             "api_key_id": world.therapist_2_key_id,
             "program_id": world.program_b["id"],
             "session_id": world.sessions_b[0]["id"],
+            "feed_id": world.feed_therapist_2["id"],
+            "token": unknown_calendar_token(),
         },
         foreign_markers={
             **_markers_of_therapist_2(world),
             **_markers_of_org_b(world),
             **_markers_of_program_b(world),
+            # An organization's feed is its coordinators', even that of org A (where T1 works).
+            world.feed_org_a["id"]: "org A calendar feed id",
+            world.feed_org_a["token"]: "org A calendar feed token",
         },
         expected_for_foreign={
             "therapist_id": NOT_FOUND,
@@ -280,17 +343,34 @@ def therapist_1(world: World) -> Walker:
             # own, and another therapist's is a 404.
             "program_id": NEVER_TOUCHES,
             "session_id": NOT_FOUND,
+            # A therapist reaches their own feed only: another's and organizations' are 404.
+            "feed_id": NOT_FOUND,
+            "token": NOT_FOUND,
         },
-        own_ids={"therapist_id": world.therapist_1["id"], "session_id": world.sessions_a[0]["id"]},
+        also_foreign={
+            "feed_id": {
+                world.feed_org_a["id"]: "org A's feed",
+                world.feed_org_b["id"]: "org B's feed",
+            }
+        },
+        own_ids={
+            "therapist_id": world.therapist_1["id"],
+            "session_id": world.sessions_a[0]["id"],
+            "feed_id": world.feed_therapist_1["id"],
+        },
         # Their programs come through /v1/me/programs, without the money.
-        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")}),
+        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")}) | REPORTS,
         sees_money=False,  # "therapists see no money at all"
+        feed_subject="therapist_id",
     )
 
 
 def provider_staff(world: World, role: str) -> Walker:
     """Admin and finance see every tenant: they walk with real ids of org A and T1 (and of
-    program A, staffed by T1, and one of its sessions)."""
+    program A, staffed by T1, and one of its sessions). The admin rotates and revokes org A's
+    feed and reads T1's by its real token (a feed the walk leaves alone); finance manages no
+    feeds (403 to make one, 404 to rotate or revoke) and gets an unknown token."""
+    admin = role == "admin"
     return Walker(
         role=role,
         headers=world.api.admin if role == "admin" else world.finance,
@@ -302,8 +382,10 @@ def provider_staff(world: World, role: str) -> Walker:
             "api_key_id": world.spare_key_id,
             "program_id": world.program_a["id"],
             "session_id": world.sessions_a[0]["id"],
+            "feed_id": world.feed_org_a["id"],
+            "token": world.feed_therapist_1["token"] if admin else unknown_calendar_token(),
         },
-        refused=THERAPISTS_OWN_VIEW,
+        refused=THERAPISTS_OWN_VIEW if admin else THERAPISTS_OWN_VIEW | {CREATE_FEED},
     )
 
 

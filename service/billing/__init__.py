@@ -1,0 +1,1 @@
+"""Billing: invoice runs, invoices and their money, numbering, exports."""

@@ -1,0 +1,325 @@
+"""Invoices: reading, issuing (gapless numbers), voiding, payments and credit notes.
+
+Every change locks the invoice row first (SELECT ... FOR UPDATE), so concurrent payments,
+credit notes, voids and issues of one invoice take turns and amounts never go past the total;
+the schema's check constraints hold the same line."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import Page, utcnow
+from models.billing import (
+    CreditNote,
+    CreditNoteCreate,
+    CreditNoteRead,
+    Invoice,
+    InvoiceDetail,
+    InvoiceLine,
+    InvoiceLineRead,
+    InvoiceList,
+    InvoiceRead,
+    InvoiceRunCreate,
+    InvoiceStatus,
+    Payment,
+    PaymentCreate,
+    PaymentRead,
+    StripeSyncStatus,
+    VoidInvoice,
+)
+from models.organizations import Organization
+from models.sessions import Session
+from models.types import Role
+from service import audit, organizations
+from service.auth import Principal, require_role, scope_to_organizations
+from service.billing import numbering, runs
+from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.pagination import PageRequest, paginate
+from service.settings import get_settings
+
+FINANCE = (Role.admin, Role.finance)
+READERS = (Role.admin, Role.finance, Role.coordinator)
+
+
+def to_read(invoice: Invoice) -> InvoiceRead:
+    due = invoice.total_cents - invoice.amount_paid_cents - invoice.amount_credited_cents
+    return InvoiceRead.model_validate(invoice.model_dump() | {"amount_due_cents": due})
+
+
+async def detail(db: AsyncSession, invoice: Invoice) -> InvoiceDetail:
+    lines = (
+        await db.execute(
+            select(InvoiceLine)
+            .where(col(InvoiceLine.invoice_id) == invoice.id)
+            .order_by(col(InvoiceLine.created_at), col(InvoiceLine.id))
+        )
+    ).scalars()
+    payments = (
+        await db.execute(
+            select(Payment)
+            .where(col(Payment.invoice_id) == invoice.id)
+            .order_by(col(Payment.created_at))
+        )
+    ).scalars()
+    notes = (
+        await db.execute(
+            select(CreditNote)
+            .where(col(CreditNote.invoice_id) == invoice.id)
+            .order_by(col(CreditNote.created_at))
+        )
+    ).scalars()
+    return InvoiceDetail(
+        **to_read(invoice).model_dump(),
+        lines=[InvoiceLineRead.model_validate(x, from_attributes=True) for x in lines],
+        payments=[PaymentRead.model_validate(x, from_attributes=True) for x in payments],
+        credit_notes=[CreditNoteRead.model_validate(x, from_attributes=True) for x in notes],
+    )
+
+
+def _visible(principal: Principal) -> sa.Select:
+    stmt = scope_to_organizations(select(Invoice), principal, Invoice.organization_id)
+    if principal.role == Role.coordinator:
+        # An organization sees what it was sent, not the provider's work in progress.
+        stmt = stmt.where(col(Invoice.status) != InvoiceStatus.draft.value)
+    return stmt
+
+
+async def get_visible(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, *, for_update: bool = False
+) -> Invoice:
+    require_role(principal, READERS, "read invoices")
+    stmt = _visible(principal).where(col(Invoice.id) == invoice_id)
+    invoice = (
+        await db.execute(stmt.with_for_update() if for_update else stmt)
+    ).scalar_one_or_none()
+    if invoice is None:
+        raise NotFound(f"Invoice {invoice_id} not found")
+    return invoice
+
+
+async def list_invoices(
+    db: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    organization_id: uuid.UUID | None = None,
+    status: InvoiceStatus | None = None,
+) -> Page[InvoiceRead]:
+    require_role(principal, READERS, "read invoices")
+    stmt = _visible(principal)
+    if organization_id is not None:
+        stmt = stmt.where(col(Invoice.organization_id) == organization_id)
+    if status is not None:
+        stmt = stmt.where(col(Invoice.status) == status.value)
+    return await paginate(
+        db, stmt, order_by=Invoice.created_at, id_column=Invoice.id, page=page, to_read=to_read
+    )
+
+
+async def _locked_for_change(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID
+) -> Invoice:
+    invoice = await get_visible(db, principal, invoice_id, for_update=True)
+    require_role(principal, FINANCE, "change invoices")
+    return invoice
+
+
+async def _changed(
+    db: AsyncSession, principal: Principal, invoice: Invoice, before: InvoiceRead, action: str
+) -> InvoiceDetail:
+    invoice.updated_at = utcnow()
+    await db.flush()
+    await db.refresh(invoice)
+    after = to_read(invoice)
+    await audit.record(
+        db,
+        principal,
+        action=action,
+        entity_type="invoice",
+        entity_id=invoice.id,
+        organization_id=invoice.organization_id,
+        before=before,
+        after=after,
+    )
+    return await detail(db, invoice)
+
+
+async def run(db: AsyncSession, principal: Principal, data: InvoiceRunCreate) -> InvoiceList:
+    """Bill the period; answers the drafts the run touched."""
+    require_role(principal, FINANCE, "run invoicing")
+    if data.period_end < data.period_start:
+        raise ValidationFailed([FieldError("period_end", "must not be before period_start")])
+    if data.organization_id is not None:
+        await organizations.get_visible(db, principal, data.organization_id)
+    touched = await runs.bill_period(
+        db,
+        period_start=data.period_start,
+        period_end=data.period_end,
+        organization_id=data.organization_id,
+    )
+    drafts = (
+        (
+            await db.execute(
+                select(Invoice)
+                .where(col(Invoice.id).in_(touched))
+                .order_by(col(Invoice.created_at), col(Invoice.id))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for draft in drafts:
+        await db.refresh(draft)
+        await audit.record(
+            db,
+            principal,
+            action="invoice.run",
+            entity_type="invoice",
+            entity_id=draft.id,
+            organization_id=draft.organization_id,
+            after=to_read(draft),
+        )
+    return InvoiceList(data=[to_read(d) for d in drafts])
+
+
+async def delete_draft(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -> None:
+    """Discard a draft; its sessions become billable again (lines go, sessions unlink)."""
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    if invoice.status != InvoiceStatus.draft:
+        raise InvalidState(f"Only a draft can be deleted; this invoice is {invoice.status}")
+    before = to_read(invoice)
+    await db.execute(
+        sa.update(Session).where(col(Session.invoice_id) == invoice.id).values(invoice_id=None)
+    )
+    await db.delete(invoice)
+    await db.flush()
+    await audit.record(
+        db,
+        principal,
+        action="invoice.deleted",
+        entity_type="invoice",
+        entity_id=invoice.id,
+        organization_id=invoice.organization_id,
+        before=before,
+    )
+
+
+def provider_today() -> date:
+    return utcnow().astimezone(ZoneInfo(get_settings().timezone)).date()
+
+
+async def issue(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -> InvoiceDetail:
+    """Number the draft (INV-YYYY-NNNNNN, gapless per year of issue in the provider's zone),
+    freeze its lines and amounts, set the due date."""
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    if invoice.status != InvoiceStatus.draft:
+        raise InvalidState(f"Invoice {invoice.number} is already issued ({invoice.status})")
+    has_lines = (
+        await db.execute(
+            select(col(InvoiceLine.id)).where(col(InvoiceLine.invoice_id) == invoice.id).limit(1)
+        )
+    ).first()
+    if has_lines is None:
+        raise InvalidState("An invoice with no lines cannot be issued")
+    before = to_read(invoice)
+    await runs.recompute_drafts(db, [invoice.id])
+    await db.refresh(invoice)
+    org = await db.get(Organization, invoice.organization_id)
+    assert org is not None
+    today = provider_today()
+    invoice.number = await numbering.next_number(db, "INV", today.year)
+    now = utcnow()
+    invoice.status = InvoiceStatus.open.value
+    invoice.issued_at = now
+    invoice.due_date = today + timedelta(days=org.payment_terms_days)
+    invoice.stripe_sync_status = (
+        StripeSyncStatus.pending if get_settings().stripe_api_key else StripeSyncStatus.disabled
+    ).value
+    if invoice.total_cents == 0:
+        invoice.status, invoice.paid_at = InvoiceStatus.paid.value, now
+    return await _changed(db, principal, invoice, before, "invoice.issued")
+
+
+async def void(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: VoidInvoice
+) -> InvoiceDetail:
+    """Void an open invoice with nothing paid or credited. The number stays used; the
+    sessions become billable again."""
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    if invoice.status != InvoiceStatus.open:
+        raise InvalidState(f"Only an open invoice can be voided; this one is {invoice.status}")
+    if invoice.amount_paid_cents or invoice.amount_credited_cents:
+        raise InvalidState("An invoice with payments or credit notes cannot be voided")
+    before = to_read(invoice)
+    await db.execute(
+        sa.update(InvoiceLine).where(col(InvoiceLine.invoice_id) == invoice.id).values(live=False)
+    )
+    await db.execute(
+        sa.update(Session).where(col(Session.invoice_id) == invoice.id).values(invoice_id=None)
+    )
+    invoice.status = InvoiceStatus.void.value
+    invoice.voided_at, invoice.void_reason = utcnow(), data.reason
+    return await _changed(db, principal, invoice, before, "invoice.voided")
+
+
+def _require_open_with_room(invoice: Invoice, amount_cents: int, what: str) -> None:
+    if invoice.status != InvoiceStatus.open:
+        raise InvalidState(f"A {what} needs an open invoice; this one is {invoice.status}")
+    due = invoice.total_cents - invoice.amount_paid_cents - invoice.amount_credited_cents
+    if amount_cents > due:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "amount_cents", f"must be at most the amount due ({due})", "exceeds_amount_due"
+                )
+            ]
+        )
+
+
+def _settle_if_due(invoice: Invoice) -> None:
+    if invoice.amount_paid_cents + invoice.amount_credited_cents == invoice.total_cents:
+        invoice.status, invoice.paid_at = InvoiceStatus.paid.value, utcnow()
+
+
+async def record_payment(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: PaymentCreate
+) -> InvoiceDetail:
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    _require_open_with_room(invoice, data.amount_cents, "payment")
+    before = to_read(invoice)
+    db.add(
+        Payment(
+            invoice_id=invoice.id,
+            amount_cents=data.amount_cents,
+            method=data.method.value,
+            reference=data.reference,
+            paid_at=data.paid_at or utcnow(),
+        )
+    )
+    invoice.amount_paid_cents += data.amount_cents
+    _settle_if_due(invoice)
+    return await _changed(db, principal, invoice, before, "invoice.payment_recorded")
+
+
+async def add_credit_note(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: CreditNoteCreate
+) -> InvoiceDetail:
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    _require_open_with_room(invoice, data.amount_cents, "credit note")
+    before = to_read(invoice)
+    number = await numbering.next_number(db, "CN", provider_today().year)
+    db.add(
+        CreditNote(
+            invoice_id=invoice.id, number=number, amount_cents=data.amount_cents, reason=data.reason
+        )
+    )
+    invoice.amount_credited_cents += data.amount_cents
+    _settle_if_due(invoice)
+    return await _changed(db, principal, invoice, before, "invoice.credit_note_added")
