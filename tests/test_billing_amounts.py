@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from service.billing import amounts
 
 cents = st.integers(min_value=0, max_value=10**10)

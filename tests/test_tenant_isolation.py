@@ -445,10 +445,13 @@ def operations(app: FastAPI) -> list[Operation]:
     return found
 
 
-def body_for(method: str, path: str, ids: Mapping[str, str]) -> Any:
+def body_for(
+    method: str, path: str, ids: Mapping[str, str], *, feed_subject: str = "organization_id"
+) -> Any:
     """A minimal valid body where the route is known, so a foreign id is judged on its own and
     not hidden behind a 422; otherwise a small harmless dict (a 422 is then acceptable). Ids in
-    a body come from the walker's table, like those in the path."""
+    a body come from the walker's table, like those in the path; a calendar feed is made for
+    the walker's `feed_subject`."""
     if method not in {"POST", "PUT", "PATCH"}:
         return None
     known: dict[tuple[str, str], Any] = {
@@ -510,6 +513,7 @@ def body_for(method: str, path: str, ids: Mapping[str, str]) -> Any:
         ("POST", "/v1/sessions/{session_id}/complete"): {"attendance": 1},
         ("POST", "/v1/sessions/{session_id}/no-show"): None,
         ("POST", "/v1/sessions/{session_id}/substitute"): {"therapist_id": ids.get("therapist_id")},
+        CREATE_FEED: {feed_subject: ids.get(feed_subject)},
     }
     if (method, path) in known:
         return known[(method, path)]
@@ -525,37 +529,63 @@ class Request:
     body: Any
     known_params: tuple[str, ...]
     """Path parameters filled from the walker's table."""
+    body_params: tuple[str, ...]
+    """Ids from the walker's table that the body names as the resource acted on (the subject
+    of a new calendar feed): judged like path parameters."""
     random_params: tuple[str, ...]
     """Path or required query parameters no table knows, sent as random UUIDs."""
     own_only: bool
     """The path names resources, all of them the caller's own."""
+    note: str = ""
+    """Which of the walker's `also_foreign` ids the path carries, for the failure text."""
 
 
 def requests_for(operation: Operation, walker: Walker) -> list[Request]:
     """One request with the required query parameters; one more with every id filter the
-    walker knows set to its id (a list filtered by a foreign id must still leak nothing)."""
+    walker knows set to its id (a list filtered by a foreign id must still leak nothing); and
+    the same again with each of the walker's `also_foreign` ids in the path."""
+    tables: list[tuple[dict[str, str], str]] = [(walker.ids, "")]
+    for name, others in walker.also_foreign.items():
+        if name in operation.path_params:
+            tables += [
+                ({**walker.ids, name: other}, f"{name} = {label}")
+                for other, label in others.items()
+            ]
+    return [
+        request for ids, note in tables for request in _requests_with(operation, walker, ids, note)
+    ]
+
+
+def _requests_with(
+    operation: Operation, walker: Walker, ids: Mapping[str, str], note: str
+) -> list[Request]:
     random_params: list[str] = []
     path = operation.path
     for name in operation.path_params:
-        value = walker.ids.get(name)
+        value = ids.get(name)
         if value is None:
             value = unknown_parameter_id()
             random_params.append(name)
         path = re.sub(r"{" + name + r"(?::[^}]*)?}", value, path)
     required: dict[str, str] = {}
     for name in operation.required_query:
-        filled = walker.ids.get(name) or DATE_QUERY_PARAMETERS.get(name)
+        filled = ids.get(name) or DATE_QUERY_PARAMETERS.get(name)
         if filled is None:
             filled = unknown_parameter_id()
             random_params.append(name)
         required[name] = filled
     variants = [required]
-    filters = {n: walker.ids[n] for n in operation.optional_query if n in walker.ids}
+    filters = {n: ids[n] for n in operation.optional_query if n in ids}
     if filters:
         variants.append({**required, **filters})
-    known = tuple(n for n in operation.path_params if n in walker.ids)
+    known = tuple(n for n in operation.path_params if n in ids)
     own_only = bool(operation.path_params) and all(
-        walker.ids.get(n) == walker.own_ids.get(n, "") for n in operation.path_params
+        ids.get(n) == walker.own_ids.get(n, "") for n in operation.path_params
+    )
+    body_params = (
+        (walker.feed_subject,)
+        if (operation.method, operation.path) == CREATE_FEED and walker.feed_subject in ids
+        else ()
     )
     return [
         Request(
@@ -563,10 +593,12 @@ def requests_for(operation: Operation, walker: Walker) -> list[Request]:
             template=operation.path,
             url=path,
             params=params,
-            body=body_for(operation.method, operation.path, walker.ids),
+            body=body_for(operation.method, operation.path, ids, feed_subject=walker.feed_subject),
             known_params=known,
+            body_params=body_params,
             random_params=tuple(random_params),
             own_only=own_only,
+            note=note,
         )
         for params in variants
     ]
@@ -595,8 +627,9 @@ def describe(walker: Walker, request: Request, response: httpx.Response) -> str:
         if request.random_params
         else ""
     )
+    note = f" [{request.note}]" if request.note else ""
     return (
-        f"{walker.role}: {request.method} {request.template}{query}{unknown} -> "
+        f"{walker.role}: {request.method} {request.template}{query}{unknown}{note} -> "
         f"{response.status_code} {response.text[:300]}"
     )
 
@@ -666,9 +699,12 @@ def isolation_failures(walker: Walker, request: Request, response: httpx.Respons
     ]
     if leaked:
         failures.append(f"foreign data ({', '.join(leaked)}): {what}")
-    if request.known_params:
+    if request.known_params or request.body_params:
         allowed = frozenset().union(
-            *(walker.expected_for_foreign.get(n, frozenset()) for n in request.known_params)
+            *(
+                walker.expected_for_foreign.get(n, frozenset())
+                for n in request.known_params + request.body_params
+            )
         )
         if (
             allowed
@@ -1098,3 +1134,134 @@ async def test_therapists_own_view_lists_their_programs_and_sessions_without_mon
     for page in (programs, sessions):
         assert not [k for k in _keys_of(page) if k.endswith("_cents")]
         assert world.program_b["title"] not in json.dumps(page)
+
+
+# Calendar feeds. The token is the credential (anyone holding it reads the feed, no API key),
+# so the API only guards who makes, rotates and revokes feeds; an unknown token opens nothing.
+
+
+async def _feed_still_works(world: World, feed: dict[str, Any]) -> None:
+    """The feed neither rotated nor revoked: its token still reads it."""
+    response = await world.api.client.get(f"/v1/calendar/{feed['token']}.ics")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("subject", "status"),
+    [("org_a", 201), ("org_b", 404), ("therapist_1", 403), ("therapist_2", 403)],
+)
+async def test_coordinator_makes_feeds_only_for_their_own_organization(
+    world: World, subject: str, status: int
+) -> None:
+    """Another organization is a 404; a therapist's feed is not a coordinator's to make (403,
+    their own therapist T1's included)."""
+    body = (
+        {"organization_id": getattr(world, subject)["id"]}
+        if subject.startswith("org")
+        else {"therapist_id": getattr(world, subject)["id"]}
+    )
+    response = await world.api.client.post(
+        "/v1/calendar-feeds", json=body, headers=world.coordinator_a
+    )
+    assert response.status_code == status, response.text
+    if status != 201:
+        assert "token" not in response.json()
+
+
+@pytest.mark.parametrize(
+    ("subject", "status"), [("therapist_1", 201), ("therapist_2", 404), ("org_a", 403)]
+)
+async def test_therapist_makes_a_feed_only_for_themself(
+    world: World, subject: str, status: int
+) -> None:
+    body = (
+        {"organization_id": getattr(world, subject)["id"]}
+        if subject.startswith("org")
+        else {"therapist_id": getattr(world, subject)["id"]}
+    )
+    response = await world.api.client.post(
+        "/v1/calendar-feeds", json=body, headers=world.therapist_1_key
+    )
+    assert response.status_code == status, response.text
+    if status != 201:
+        assert "token" not in response.json()
+
+
+async def test_finance_may_not_make_a_feed(world: World) -> None:
+    response = await world.api.client.post(
+        "/v1/calendar-feeds", json={"organization_id": world.org_a["id"]}, headers=world.finance
+    )
+    assert response.status_code == 403, response.text
+
+
+FOREIGN_FEEDS = [
+    ("coordinator_a", "feed_org_b"),
+    ("coordinator_a", "feed_therapist_1"),
+    ("coordinator_a", "feed_therapist_2"),
+    ("therapist_1_key", "feed_therapist_2"),
+    ("therapist_1_key", "feed_org_a"),
+    ("therapist_1_key", "feed_org_b"),
+    ("finance", "feed_org_a"),
+]
+
+
+@pytest.mark.parametrize(("caller", "feed"), FOREIGN_FEEDS)
+@pytest.mark.parametrize(("method", "suffix"), [("POST", "/rotate"), ("DELETE", "")])
+async def test_a_feed_out_of_reach_is_404_to_rotate_or_revoke_and_keeps_working(
+    world: World, caller: str, feed: str, method: str, suffix: str
+) -> None:
+    target = getattr(world, feed)
+    response = await world.api.client.request(
+        method, f"/v1/calendar-feeds/{target['id']}{suffix}", headers=getattr(world, caller)
+    )
+    assert response.status_code == 404, response.text
+    assert target["token"] not in response.text
+    await _feed_still_works(world, target)
+
+
+@pytest.mark.parametrize(
+    ("caller", "feed"), [("coordinator_a", "feed_org_a"), ("therapist_1_key", "feed_therapist_1")]
+)
+async def test_a_scoped_key_rotates_and_revokes_its_own_feed(
+    world: World, caller: str, feed: str
+) -> None:
+    client = world.api.client
+    headers = getattr(world, caller)
+    own = getattr(world, feed)
+    rotated = ok(await client.post(f"/v1/calendar-feeds/{own['id']}/rotate", headers=headers))
+    assert rotated["id"] == own["id"] and rotated["token"] != own["token"]
+    old = await client.get(f"/v1/calendar/{own['token']}.ics")
+    assert old.status_code == 404
+    await _feed_still_works(world, rotated)
+    revoked = ok(await client.delete(f"/v1/calendar-feeds/{own['id']}", headers=headers))
+    assert revoked["revoked_at"] is not None
+    assert (await client.get(f"/v1/calendar/{rotated['token']}.ics")).status_code == 404
+    again = await client.post(f"/v1/calendar-feeds/{own['id']}/rotate", headers=headers)
+    assert again.status_code == 409, again.text
+
+
+@pytest.mark.parametrize("caller", [None, "admin", "finance", "coordinator_a", "therapist_1_key"])
+async def test_an_unknown_calendar_token_is_404_for_everyone(
+    world: World, caller: str | None
+) -> None:
+    headers = (
+        {} if caller is None else world.api.admin if caller == "admin" else getattr(world, caller)
+    )
+    response = await world.api.client.get(
+        f"/v1/calendar/{unknown_calendar_token()}.ics", headers=headers
+    )
+    assert response.status_code == 404, response.text
+    assert "BEGIN:VCALENDAR" not in response.text
+
+
+# Reports aggregate every tenant: the provider's (admin, finance) alone.
+
+
+@pytest.mark.parametrize("path", sorted(path for _, path in REPORTS))
+@pytest.mark.parametrize("caller", ["coordinator_a", "therapist_1_key"])
+async def test_reports_are_refused_to_scoped_keys(world: World, path: str, caller: str) -> None:
+    response = await world.api.client.get(
+        path, params={"from": "2030-01-01", "to": "2030-12-31"}, headers=getattr(world, caller)
+    )
+    assert response.status_code == 403, response.text
+    assert world.therapist_2["name"] not in response.text
