@@ -66,9 +66,11 @@ def test_the_bulk_sql_rounds_exactly_like_the_python(
     )
     tax_sql = amounts.TAX_SQL.format(subtotal="%(subtotal)s", bps="CAST(%(bps)s AS int)")
     with psycopg.connect(database_url) as conn:
-        line, tax = conn.execute(
+        row = conn.execute(
             f"SELECT {line_sql}, {tax_sql}",
             {"rate": rate, "fee": fee, "subtotal": subtotal, "bps": tax_bps},
         ).fetchone()
+    assert row is not None
+    line, tax = row
     assert line == amounts.line_amount(rate, "late_cancelled", fee)
     assert tax == amounts.tax(subtotal, tax_bps)
