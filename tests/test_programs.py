@@ -15,10 +15,10 @@ async def test_a_confirmed_weekly_program_puts_its_sessions_on_the_calendar(api:
     assert program["rate_cents"] == 12000
     sessions = await sessions_of(api, program["id"])
     assert [s["starts_at"] for s in sessions] == [
-        "2027-01-05T17:00:00Z",
-        "2027-01-12T17:00:00Z",
-        "2027-01-19T17:00:00Z",
-        "2027-01-26T17:00:00Z",
+        "2027-01-05T16:00:00Z",
+        "2027-01-12T16:00:00Z",
+        "2027-01-19T16:00:00Z",
+        "2027-01-26T16:00:00Z",
     ]
     assert {s["timezone"] for s in sessions} == {"America/Edmonton"}
     assert {s["therapist_id"] for s in sessions} == {therapist["id"]}
@@ -248,7 +248,7 @@ async def test_a_series_edit_from_the_fifth_session_rebuilds_only_what_follows(a
     )
     before = await sessions_of(api, program["id"])
     fifth = before[4]
-    assert fifth["starts_at"] == "2030-01-29T17:00:00Z"
+    assert fifth["starts_at"] == "2030-01-29T16:00:00Z"  # 10:00 at UTC-6 (Alberta)
     changed = await api.client.patch(
         f"/v1/programs/{program['id']}",
         headers=api.admin,
@@ -267,7 +267,7 @@ async def test_a_series_edit_from_the_fifth_session_rebuilds_only_what_follows(a
     after = await sessions_of(api, program["id"])
     assert [s["id"] for s in after[:4]] == [s["id"] for s in before[:4]]
     assert [s["starts_at"] for s in after[:4]] == [s["starts_at"] for s in before[:4]]
-    assert [s["starts_at"][11:16] for s in after[4:]] == ["21:00"] * 4
+    assert [s["starts_at"][11:16] for s in after[4:]] == ["20:00"] * 4
     assert len(after) == 8
 
 

@@ -59,9 +59,15 @@ def test_edmonton_march_dst_week_keeps_10_00_local():
 
 
 def test_edmonton_november_dst_week_keeps_10_00_local():
-    # 2026-11-01 02:00: MDT (UTC-6) becomes MST (UTC-7).
+    # 2025-11-02 02:00: MDT (UTC-6) becomes MST (UTC-7).
+    weekly = program(EDMONTON, "2025-10-27", "10:00", "FREQ=WEEKLY;BYDAY=MO,SU;COUNT=3")
+    assert starts_of(weekly) == at_utc("2025-10-27 16:00", "2025-11-02 17:00", "2025-11-03 17:00")
+
+
+def test_alberta_keeps_utc_minus_6_from_november_2026():
+    # tzdata 2026f: Alberta stays on UTC-6 all year; no fall back on 2026-11-01.
     weekly = program(EDMONTON, "2026-10-26", "10:00", "FREQ=WEEKLY;BYDAY=MO,SU;COUNT=3")
-    assert starts_of(weekly) == at_utc("2026-10-26 16:00", "2026-11-01 17:00", "2026-11-02 17:00")
+    assert starts_of(weekly) == at_utc("2026-10-26 16:00", "2026-11-01 16:00", "2026-11-02 16:00")
 
 
 def test_new_york_march_and_november_dst_weeks_keep_18_30_local():
@@ -72,9 +78,10 @@ def test_new_york_march_and_november_dst_weeks_keep_18_30_local():
 
 
 def test_an_ambiguous_fall_back_time_is_its_first_occurrence():
-    # 01:30 happens twice on 2026-11-01, first in daylight time.
-    for zone, first in ((NY, "2026-11-01 05:30"), (EDMONTON, "2026-11-01 07:30")):
-        once = program(zone, "2026-11-01", "01:30", "FREQ=DAILY;COUNT=1")
+    # 01:30 happens twice on a fall-back night, first in daylight time.
+    for zone, day, first in ((NY, "2026-11-01", "2026-11-01 05:30"),
+                             (EDMONTON, "2025-11-02", "2025-11-02 07:30")):
+        once = program(zone, day, "01:30", "FREQ=DAILY;COUNT=1")
         assert starts_of(once) == at_utc(first)
 
 

@@ -781,7 +781,7 @@ async def test_bad_filters_are_named_in_a_422(api: Api):
 
 
 async def test_from_and_to_dates_are_the_sessions_local_dates_and_inclusive(api: Api):
-    # 17:30 in Edmonton in January is 00:30 UTC the next day: local dates and UTC dates differ.
+    # 18:30 in Edmonton (UTC-6) is 00:30 UTC the next day: local dates and UTC dates differ.
     org, offering, therapist = await setting(api)
     program = await confirmed_program(
         api,
@@ -791,7 +791,7 @@ async def test_from_and_to_dates_are_the_sessions_local_dates_and_inclusive(api:
         schedule={
             "timezone": ZONE,
             "start_date": "2030-01-07",
-            "start_time": "17:30",
+            "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=5",
         },
     )
@@ -820,7 +820,7 @@ async def test_local_dates_follow_each_programs_own_time_zone(api: Api):
         schedule={
             "timezone": ZONE,
             "start_date": "2030-01-07",
-            "start_time": "17:30",
+            "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=1",
         },
     )
@@ -855,7 +855,7 @@ async def test_from_and_to_instants_include_the_start_and_exclude_the_end(api: A
         schedule={
             "timezone": ZONE,
             "start_date": "2030-01-07",
-            "start_time": "17:30",
+            "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=5",
         },
     )
@@ -864,7 +864,7 @@ async def test_from_and_to_instants_include_the_start_and_exclude_the_end(api: A
         api, api.admin, **{"from": "2030-01-09T00:30:00Z", "to": "2030-01-11T00:30:00Z"}
     )
     local = await all_sessions(
-        api, api.admin, **{"from": "2030-01-08T17:30:00-07:00", "to": "2030-01-10T17:30:00-07:00"}
+        api, api.admin, **{"from": "2030-01-08T18:30:00-06:00", "to": "2030-01-10T18:30:00-06:00"}
     )
     plus = await all_sessions(
         api, api.admin, **{"from": "2030-01-09T01:30:00+01:00", "to": "2030-01-09T01:30:01+01:00"}

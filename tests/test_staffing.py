@@ -34,10 +34,10 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
     conflicts = problem(response, 409)["conflicts"]
     assert [c["reason"] for c in conflicts] == ["outside_availability"] * 4
     assert [c["proposed_starts_at"] for c in conflicts] == [
-        "2027-01-05T15:00:00Z",
-        "2027-01-12T15:00:00Z",
-        "2027-01-19T15:00:00Z",
-        "2027-01-26T15:00:00Z",
+        "2027-01-05T14:00:00Z",
+        "2027-01-12T14:00:00Z",
+        "2027-01-19T14:00:00Z",
+        "2027-01-26T14:00:00Z",
     ]
     assert (
         ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))["therapist_id"]
@@ -47,7 +47,7 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
 
 async def test_availability_is_read_in_the_therapists_own_time_zone(api: Api):
     org, offering = await api.make_org(timezone="America/Edmonton"), await api.make_offering()
-    # 10:00 in Edmonton is 12:00 in New York: inside a New York therapist's 11:00-13:00 window.
+    # 10:00 in Edmonton (UTC-6) is 11:00 in New York: inside a 11:00-13:00 New York window.
     windows = [{"weekday": "TU", "start": "11:00", "end": "13:00"}]
     therapist = await api.make_therapist(timezone="America/New_York", availability=windows)
     program = await make_program(api, org, offering)
@@ -65,8 +65,8 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
             f"/v1/therapists/{therapist['id']}/time-off",
             headers=api.admin,
             json={
-                "starts_at": "2027-01-11T00:00:00-07:00",
-                "ends_at": "2027-01-13T00:00:00-07:00",
+                "starts_at": "2027-01-11T00:00:00-06:00",
+                "ends_at": "2027-01-13T00:00:00-06:00",
                 "reason": "Conference",
             },
         ),
@@ -75,7 +75,7 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
     program = await make_program(api, org, offering)
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert [(c["reason"], c["proposed_starts_at"]) for c in conflicts] == [
-        ("time_off", "2027-01-12T17:00:00Z")
+        ("time_off", "2027-01-12T16:00:00Z")
     ]
 
 
