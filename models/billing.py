@@ -97,6 +97,9 @@ class Invoice(SQLModel, table=True):
     stripe_invoice_id: str | None = Field(default=None, sa_type=String(255))
     hosted_invoice_url: str | None = Field(default=None, sa_type=String(2000))
     stripe_sync_status: str = Field(default=StripeSyncStatus.disabled.value, sa_type=String(10))
+    # While set and in the future, one process is pushing this invoice to Stripe: others leave
+    # it alone (a lease, not a row lock: no lock is ever held across a network call).
+    stripe_sync_lease_until: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 
@@ -171,6 +174,24 @@ class DocumentCounter(SQLModel, table=True):
     series: str = Field(sa_type=String(10))
     year: int = Field(sa_type=Integer)
     last_number: int = Field(sa_type=Integer)
+
+
+class StripeEvent(SQLModel, table=True):
+    """A Stripe webhook event we handled. The unique event id makes a redelivered event a no-op,
+    also when two deliveries of it arrive at once (the second waits on the index, then skips)."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (UniqueConstraint("stripe_event_id"),)
+
+    id: uuid.UUID = id_field()
+    stripe_event_id: str = Field(sa_type=String(255))
+    type: str = Field(sa_type=String(100))
+    stripe_invoice_id: str | None = Field(default=None, sa_type=String(255))
+    invoice_id: uuid.UUID | None = Field(
+        default=None, foreign_key="invoices.id", ondelete="SET NULL", index=True
+    )
+    outcome: str = Field(sa_type=String(40))
+    created_at: datetime = timestamp_field()
 
 
 class InvoiceRunCreate(SQLModel):
@@ -268,3 +289,33 @@ class InvoiceDetail(InvoiceRead):
 
 class InvoiceList(SQLModel):
     data: list[InvoiceRead]
+
+
+class StripeSyncReport(SQLModel):
+    """What one push to Stripe did (the audit trail's record of it)."""
+
+    invoice_status: InvoiceStatus
+    stripe_sync_status: StripeSyncStatus
+    stripe_customer_id: str | None
+    stripe_invoice_id: str | None
+    hosted_invoice_url: str | None
+    failed_step: str | None = None
+    error: str | None = None
+
+
+class StripeEventReport(SQLModel):
+    """A handled Stripe webhook event (the audit trail's record of it)."""
+
+    stripe_event_id: str
+    type: str
+    stripe_invoice_id: str | None
+    invoice_id: uuid.UUID | None
+    outcome: str
+
+
+class StripeWebhookAck(SQLModel):
+    """The answer to Stripe: 200 means "do not redeliver"."""
+
+    received: bool = True
+    duplicate: bool
+    outcome: str

@@ -50,6 +50,9 @@ class Organization(OrganizationBase, table=True):
     )
 
     id: uuid.UUID = id_field()
+    # The organization's Stripe customer, once a push found or created it (never shown in the
+    # API: it is the integration's bookkeeping). Unique: one customer per organization.
+    stripe_customer_id: str | None = Field(default=None, sa_type=String(255), unique=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 

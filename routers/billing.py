@@ -20,7 +20,14 @@ from models.billing import (
     PaymentCreate,
     VoidInvoice,
 )
-from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
+from routers.deps import (
+    CurrentPrincipal,
+    DbSession,
+    PageParams,
+    ThenAfterCommit,
+    UnitOfWorkRoute,
+)
+from routers.integrations import StripePush
 from service.billing import exports, invoices
 
 router = APIRouter(prefix="/v1", tags=["billing"], route_class=UnitOfWorkRoute)
@@ -91,10 +98,20 @@ async def delete_invoice(
 
 @router.post("/invoices/{invoice_id}/issue")
 async def issue_invoice(
-    invoice_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+    invoice_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    stripe: StripePush,
+    then: ThenAfterCommit,
 ) -> InvoiceDetail:
-    """Issue a draft: number it (INV-YYYY-NNNNNN, gapless), freeze it, set the due date."""
-    return await invoices.issue(db, principal, invoice_id)
+    """Issue a draft: number it (INV-YYYY-NNNNNN, gapless), freeze it, set the due date.
+    With Stripe configured, the issued invoice is then pushed to Stripe; the answer shows the
+    outcome (`stripe_sync_status` `synced`, or `failed`: the invoice is issued all the same,
+    and `POST /v1/invoices/{id}/stripe-sync` resumes the push)."""
+    issued = await invoices.issue(db, principal, invoice_id, stripe_enabled=stripe.enabled)
+    if stripe.enabled:
+        then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    return issued
 
 
 @router.post("/invoices/{invoice_id}/void")
@@ -102,11 +119,34 @@ async def void_invoice(
     invoice_id: uuid.UUID,
     db: DbSession,
     principal: CurrentPrincipal,
+    stripe: StripePush,
+    then: ThenAfterCommit,
     body: Annotated[VoidInvoice | None, Body()] = None,
 ) -> InvoiceDetail:
     """Void an open invoice with nothing paid or credited; its sessions become billable again
-    and its number stays used."""
-    return await invoices.void(db, principal, invoice_id, body or VoidInvoice())
+    and its number stays used. An invoice pushed to Stripe is voided there too."""
+    voided = await invoices.void(db, principal, invoice_id, body or VoidInvoice())
+    if stripe.enabled:
+        then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    return voided
+
+
+@router.post("/invoices/{invoice_id}/stripe-sync")
+async def sync_invoice_to_stripe(
+    invoice_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    stripe: StripePush,
+    then: ThenAfterCommit,
+) -> InvoiceDetail:
+    """Push an issued invoice to Stripe again (admin, finance): resumes a push that failed
+    where it stopped, without duplicating anything in Stripe; also pushes an invoice issued
+    before Stripe was configured. 409 when Stripe is not configured."""
+    marked = await invoices.request_stripe_sync(
+        db, principal, invoice_id, stripe_enabled=stripe.enabled
+    )
+    then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    return marked
 
 
 @router.post("/invoices/{invoice_id}/payments", status_code=status.HTTP_201_CREATED)

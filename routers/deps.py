@@ -3,17 +3,26 @@
 `UnitOfWorkRoute` is the one place a request's transaction begins and ends. It commits before
 the response leaves (so a failed commit is never a 200), and it is where Idempotency-Key is
 honoured for every POST, in the same transaction as the change.
+
+It is also the one place for work that must wait until that commit: a route hands an
+`AfterCommit` follow-up (an outside call such as a Stripe push, which must never run inside the
+request's transaction), and the route class runs it once the change is committed and answers
+with what it returns.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.offerings import Offering
@@ -23,27 +32,72 @@ from service import idempotency, offerings, organizations, therapists
 from service.auth import Principal, authenticate, caller_fingerprint
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
+log = logging.getLogger(__name__)
+FollowUp = Callable[[], Awaitable[BaseModel]]
+
+
+class AfterCommit:
+    """A route's follow-up, run after its transaction is committed (and only then), with no
+    session of the request open: it opens its own short ones. Its result becomes the response
+    body (same status), and the replay of the request's Idempotency-Key. Should it fail, the
+    committed change still answers with the handler's response."""
+
+    def __init__(self) -> None:
+        self.follow_up: FollowUp | None = None
+
+    def answer_with(self, follow_up: FollowUp) -> None:
+        self.follow_up = follow_up
+
 
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def run_in_transaction(request: Request) -> Response:
+            request.state.after_commit = after = AfterCommit()
             async with request.app.state.session_factory() as db:
                 request.state.db = db
                 try:
-                    response = await _run_once(request, db, handler)
+                    response, committed = await _run_once(request, db, handler)
                 except BaseException:
                     await db.rollback()
                     raise
+            if committed and after.follow_up is not None:
+                response = await _follow_up(request, response, after.follow_up)
             return response
 
         return run_in_transaction
 
 
+async def _follow_up(request: Request, response: Response, follow_up: FollowUp) -> Response:
+    try:
+        answer: Response = JSONResponse(
+            jsonable_encoder(await follow_up()), status_code=response.status_code
+        )
+    except Exception:
+        log.exception("follow-up of %s %s failed", request.method, request.url.path)
+        return response
+    key = request.headers.get(idempotency.HEADER) if request.method == "POST" else None
+    if key is not None:
+        async with request.app.state.session_factory() as db:
+            await idempotency.save_response(
+                db,
+                caller=caller_fingerprint(request.headers.get("authorization")),
+                key=key,
+                response=idempotency.StoredResponse(
+                    status=answer.status_code,
+                    body=bytes(answer.body),
+                    content_type=answer.media_type or "application/json",
+                ),
+            )
+            await db.commit()
+    return answer
+
+
 async def _run_once(
     request: Request, db: AsyncSession, handler: Callable[[Request], Awaitable[Response]]
-) -> Response:
+) -> tuple[Response, bool]:
+    """The handler's response, and whether its change was committed."""
     key = request.headers.get(idempotency.HEADER) if request.method == "POST" else None
     caller = caller_fingerprint(request.headers.get("authorization"))
     if key is not None:
@@ -68,11 +122,11 @@ async def _run_once(
                 status_code=stored.status,
                 media_type=stored.content_type,
                 headers={"Idempotent-Replayed": "true"},
-            )
+            ), False
     response = await handler(request)
     if response.status_code >= 400:
         await db.rollback()
-        return response
+        return response, False
     if key is not None:
         await idempotency.save_response(
             db,
@@ -85,7 +139,7 @@ async def _run_once(
             ),
         )
     await db.commit()
-    return response
+    return response, True
 
 
 def db_session(request: Request) -> AsyncSession:
@@ -94,6 +148,14 @@ def db_session(request: Request) -> AsyncSession:
 
 
 DbSession = Annotated[AsyncSession, Depends(db_session)]
+
+
+def after_commit(request: Request) -> AfterCommit:
+    hook: AfterCommit = request.state.after_commit
+    return hook
+
+
+ThenAfterCommit = Annotated[AfterCommit, Depends(after_commit)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer ens_...`")
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import stripe
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,6 +21,7 @@ from routers import (
     billing,
     calendar,
     health,
+    integrations,
     offerings,
     organizations,
     programs,
@@ -35,6 +37,7 @@ from service.errors import (
     ValidationFailed,
     from_database_error,
 )
+from service.integrations import stripe_api
 from service.metrics import MetricsMiddleware
 from service.settings import Settings, get_settings
 
@@ -123,9 +126,11 @@ def create_app(
     *,
     engine: AsyncEngine | None = None,
     session_factory: async_sessionmaker[AsyncSession] | None = None,
+    stripe_client: stripe.StripeClient | None = None,
 ) -> FastAPI:
     """Build the app. By default it opens an engine on DATABASE_URL for its lifetime; tests pass
-    their engine and a session factory bound to a transaction that they roll back."""
+    their engine and a session factory bound to a transaction that they roll back. The Stripe
+    client comes from the settings (none without STRIPE_API_KEY) unless one is given."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -151,6 +156,7 @@ def create_app(
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.stripe = stripe_client or stripe_api.make_client(settings)
     if engine is not None:
         app.state.engine = engine
         app.state.session_factory = session_factory or make_session_factory(engine)
@@ -165,6 +171,7 @@ def create_app(
         calendar.router,
         reports.router,
         billing.router,
+        integrations.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

@@ -99,7 +99,14 @@ def scratch_database(server_url: str) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, environment="development")
+    # Stripe stays off unless a test turns it on against the fake on loopback, even when the
+    # environment has STRIPE_API_KEY (tests/test_stripe_live.py reads that one itself).
+    return Settings(
+        database_url=database_url,
+        environment="development",
+        stripe_api_key=None,
+        stripe_webhook_secret=None,
+    )
 
 
 @pytest_asyncio.fixture(scope="session")

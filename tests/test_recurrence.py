@@ -79,8 +79,10 @@ def test_new_york_march_and_november_dst_weeks_keep_18_30_local():
 
 def test_an_ambiguous_fall_back_time_is_its_first_occurrence():
     # 01:30 happens twice on a fall-back night, first in daylight time.
-    for zone, day, first in ((NY, "2026-11-01", "2026-11-01 05:30"),
-                             (EDMONTON, "2025-11-02", "2025-11-02 07:30")):
+    for zone, day, first in (
+        (NY, "2026-11-01", "2026-11-01 05:30"),
+        (EDMONTON, "2025-11-02", "2025-11-02 07:30"),
+    ):
         once = program(zone, day, "01:30", "FREQ=DAILY;COUNT=1")
         assert starts_of(once) == at_utc(first)
 

@@ -24,15 +24,31 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from pydantic import SecretStr
 
+from service.settings import Settings
+from tests.billing_support import complete, delivered_program, period, run
 from tests.programs_support import confirmed_program, sessions_of
 from tests.support import Api, Headers, ok
 
 # --------------------------------------------------------------------------------------------
 # The world: two organizations, two therapists, one offering, a key per role, a confirmed
 # program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030,
-# and a calendar feed (made by the admin) for each organization and each therapist.
+# and a calendar feed (made by the admin) for each organization and each therapist. Billing:
+# each organization also has delivered work (past programs, made by the admin, staffed by
+# therapists of their own) billed on one issued invoice and, delivered after that issue, a draft.
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Billing:
+    """An organization's billed work: an invoice issued, then a draft (the provider's work in
+    progress, which the organization's coordinators never see)."""
+
+    programs: list[dict[str, Any]]  # delivered programs: the issued invoice's, then the draft's
+    sessions: list[dict[str, Any]]  # their sessions, all billed
+    issued: dict[str, Any]  # as issued: open, numbered INV-YYYY-NNNNNN
+    draft: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class World:
     feed_org_b: dict[str, Any]
     feed_therapist_1: dict[str, Any]
     feed_therapist_2: dict[str, Any]
+    billing_a: Billing
+    billing_b: Billing
 
 
 async def _key_id(api: Api, headers: Headers) -> str:
@@ -82,6 +100,47 @@ def unknown_calendar_token() -> str:
 
 
 _THREE_WEEKS = "FREQ=WEEKLY;COUNT=3"
+WEBHOOK_SECRET = "whsec_walk_only"
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    """The suite's settings, with Stripe's webhook secret set (and still no Stripe API key): the
+    webhook, which takes no API key, then answers an unsigned body with its signature check
+    (400), not with "not configured" (503), so the walk judges the check itself."""
+    return Settings(
+        database_url=database_url,
+        environment="development",
+        stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
+    )
+
+
+async def _billing(api: Api, org: dict[str, Any], title: str) -> Billing:
+    """Bill and issue a delivered program of `org`, then deliver and bill another: a draft."""
+    start, end = period()
+    issued_program, issued_sessions = await delivered_program(
+        api, org, sessions=2, days_ago=20, title=f"{title} issued"
+    )
+    for session in issued_sessions:
+        await complete(api, session)
+    drafts = await run(api, start, end, organization_id=org["id"])
+    assert len(drafts) == 1
+    response = await api.client.post(f"/v1/invoices/{drafts[0]['id']}/issue", headers=api.admin)
+    issued: dict[str, Any] = ok(response)
+    assert issued["status"] == "open" and issued["number"].startswith("INV-")
+    draft_program, draft_sessions = await delivered_program(
+        api, org, sessions=1, days_ago=10, title=f"{title} draft"
+    )
+    await complete(api, draft_sessions[0])
+    drafts = await run(api, start, end, organization_id=org["id"])
+    assert len(drafts) == 1 and drafts[0]["id"] != issued["id"]
+    assert drafts[0]["status"] == "draft"
+    return Billing(
+        programs=[issued_program, draft_program],
+        sessions=issued_sessions + draft_sessions,
+        issued=issued,
+        draft=drafts[0],
+    )
 
 
 @pytest_asyncio.fixture
@@ -149,6 +208,8 @@ async def world(api: Api) -> World:
         feed_org_b=await _feed(api, organization_id=org_b["id"]),
         feed_therapist_1=await _feed(api, therapist_id=therapist_1["id"]),
         feed_therapist_2=await _feed(api, therapist_id=therapist_2["id"]),
+        billing_a=await _billing(api, org_a, f"Home billed A {tag}"),
+        billing_b=await _billing(api, org_b, f"Foreign billed B {tag}"),
     )
 
 
@@ -163,6 +224,31 @@ NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role,
 # Reports are the provider's (admin, finance): aggregates over every tenant.
 REPORTS = frozenset({("GET", "/v1/reports/utilization"), ("GET", "/v1/reports/revenue")})
 CREATE_FEED = ("POST", "/v1/calendar-feeds")
+BY_ROLE = frozenset({403})  # a role that may use none of a kind, whoever's it is
+# Billing: invoice runs, invoices and whatever hangs off an invoice (a route added later too).
+BILLING_PATHS = ("/v1/invoice-runs", "/v1/invoices")
+EXPORT_INVOICES = ("GET", "/v1/invoices/export.csv")
+# Stripe calls it without an API key (the signature is the credential): an unsigned body is a
+# 400 for every caller, whatever API key it carries, and changes nothing.
+STRIPE_WEBHOOK = ("POST", "/v1/integrations/stripe/webhook")
+
+
+def billing_operations(world: World) -> frozenset[tuple[str, str]]:
+    """Every billing route the app has, from the app itself, so that one added later (a Stripe
+    sync of an invoice, say) is refused to therapists and, unless a read, to coordinators."""
+    return frozenset(
+        (op.method, op.path)
+        for op in operations(app_of(world.api.client))
+        if op.path.startswith(BILLING_PATHS)
+    )
+
+
+def coordinators_refused_billing(world: World) -> frozenset[tuple[str, str]]:
+    """Coordinators read their organization's issued invoices; every change, invoice runs and
+    the accounting export are the provider's (403)."""
+    return frozenset(
+        op for op in billing_operations(world) if op[0] != "GET" or op == EXPORT_INVOICES
+    )
 
 
 def unknown_parameter_id() -> str:
@@ -246,6 +332,19 @@ def _markers_of_therapist_2(world: World) -> dict[str, str]:
     }
 
 
+def _markers_of_billing(billing: Billing, whose: str) -> dict[str, str]:
+    """An organization's invoices and the delivered programs they bill."""
+    return {
+        billing.issued["id"]: f"{whose} issued invoice id",
+        billing.issued["number"]: f"{whose} invoice number",
+        billing.draft["id"]: f"{whose} draft invoice id",
+        **{p["id"]: f"{whose} billed program id" for p in billing.programs},
+        **{p["title"]: f"{whose} billed program title" for p in billing.programs},
+        **{p["therapist_id"]: f"{whose} billed program's therapist id" for p in billing.programs},
+        **{s["id"]: f"{whose} billed session id" for s in billing.sessions},
+    }
+
+
 def _markers_of_program_b(world: World) -> dict[str, str]:
     """Org B's program, staffed by T2: foreign to org A's coordinator and to T1 alike."""
     return {
@@ -269,11 +368,13 @@ def coordinator_of_a(world: World) -> Walker:
             "session_id": world.sessions_b[0]["id"],
             "feed_id": world.feed_org_b["id"],
             "token": unknown_calendar_token(),
+            "invoice_id": world.billing_b.issued["id"],
         },
         foreign_markers={
             **_markers_of_org_b(world),
             **_markers_of_therapist_2(world),
             **_markers_of_program_b(world),
+            **_markers_of_billing(world.billing_b, "org B"),
             # A therapist's feed is the therapist's, even T1's (who works in org A).
             world.feed_therapist_1["id"]: "T1 calendar feed id",
             world.feed_therapist_1["token"]: "T1 calendar feed token",
@@ -291,12 +392,19 @@ def coordinator_of_a(world: World) -> Walker:
             # every therapist's are 404. An unknown token opens nothing, for anyone.
             "feed_id": NOT_FOUND,
             "token": NOT_FOUND,
+            # Visibility before role: another organization's invoice is a 404 even for a change
+            # coordinators may never make, and so is any draft, their own organization's too.
+            "invoice_id": NOT_FOUND,
         },
         also_foreign={
             "feed_id": {
                 world.feed_therapist_1["id"]: "T1's feed",
                 world.feed_therapist_2["id"]: "T2's feed",
-            }
+            },
+            "invoice_id": {
+                world.billing_b.draft["id"]: "org B's draft",
+                world.billing_a.draft["id"]: "org A's own draft (the provider's work in progress)",
+            },
         },
         own_ids={
             "organization_id": world.org_a["id"],
@@ -304,9 +412,12 @@ def coordinator_of_a(world: World) -> Walker:
             "program_id": world.program_a["id"],
             "session_id": world.sessions_a[0]["id"],
             "feed_id": world.feed_org_a["id"],
+            "invoice_id": world.billing_a.issued["id"],
         },
         # Staffing is the provider's: the ranking names and scores its therapists.
-        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")}) | REPORTS,
+        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")})
+        | REPORTS
+        | coordinators_refused_billing(world),
     )
 
 
@@ -324,11 +435,15 @@ def therapist_1(world: World) -> Walker:
             "session_id": world.sessions_b[0]["id"],
             "feed_id": world.feed_therapist_2["id"],
             "token": unknown_calendar_token(),
+            "invoice_id": world.billing_b.issued["id"],
         },
         foreign_markers={
             **_markers_of_therapist_2(world),
             **_markers_of_org_b(world),
             **_markers_of_program_b(world),
+            **_markers_of_billing(world.billing_b, "org B"),
+            # Invoices are money, and org A's billed programs are other therapists' work.
+            **_markers_of_billing(world.billing_a, "org A"),
             # An organization's feed is its coordinators', even that of org A (where T1 works).
             world.feed_org_a["id"]: "org A calendar feed id",
             world.feed_org_a["token"]: "org A calendar feed token",
@@ -346,20 +461,29 @@ def therapist_1(world: World) -> Walker:
             # A therapist reaches their own feed only: another's and organizations' are 404.
             "feed_id": NOT_FOUND,
             "token": NOT_FOUND,
+            # Therapists see no money: every billing route is a 403, whoever's the invoice.
+            "invoice_id": BY_ROLE,
         },
         also_foreign={
             "feed_id": {
                 world.feed_org_a["id"]: "org A's feed",
                 world.feed_org_b["id"]: "org B's feed",
-            }
+            },
+            "invoice_id": {
+                world.billing_a.issued["id"]: "org A's issued invoice (T1 works in org A)",
+                world.billing_a.draft["id"]: "org A's draft",
+                world.billing_b.draft["id"]: "org B's draft",
+            },
         },
         own_ids={
             "therapist_id": world.therapist_1["id"],
             "session_id": world.sessions_a[0]["id"],
             "feed_id": world.feed_therapist_1["id"],
         },
-        # Their programs come through /v1/me/programs, without the money.
-        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")}) | REPORTS,
+        # Their programs come through /v1/me/programs, without the money; billing is all money.
+        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")})
+        | REPORTS
+        | billing_operations(world),
         sees_money=False,  # "therapists see no money at all"
         feed_subject="therapist_id",
     )
@@ -369,7 +493,9 @@ def provider_staff(world: World, role: str) -> Walker:
     """Admin and finance see every tenant: they walk with real ids of org A and T1 (and of
     program A, staffed by T1, and one of its sessions). The admin rotates and revokes org A's
     feed and reads T1's by its real token (a feed the walk leaves alone); finance manages no
-    feeds (403 to make one, 404 to rotate or revoke) and gets an unknown token."""
+    feeds (403 to make one, 404 to rotate or revoke) and gets an unknown token. Both walk org A's
+    issued invoice: read first (the routes come in the app's order), then neither deleted nor
+    re-issued (409), then voided, after which payments and credit notes are a 409."""
     admin = role == "admin"
     return Walker(
         role=role,
@@ -384,6 +510,7 @@ def provider_staff(world: World, role: str) -> Walker:
             "session_id": world.sessions_a[0]["id"],
             "feed_id": world.feed_org_a["id"],
             "token": world.feed_therapist_1["token"] if admin else unknown_calendar_token(),
+            "invoice_id": world.billing_a.issued["id"],
         },
         refused=THERAPISTS_OWN_VIEW if admin else THERAPISTS_OWN_VIEW | {CREATE_FEED},
     )
@@ -454,6 +581,7 @@ def body_for(
     the walker's `feed_subject`."""
     if method not in {"POST", "PUT", "PATCH"}:
         return None
+    period_start, period_end = period()  # the delivered work of the world
     known: dict[tuple[str, str], Any] = {
         ("POST", "/v1/api-keys"): {"name": "walk key", "role": "finance"},
         ("POST", "/v1/organizations"): {
@@ -514,6 +642,27 @@ def body_for(
         ("POST", "/v1/sessions/{session_id}/no-show"): None,
         ("POST", "/v1/sessions/{session_id}/substitute"): {"therapist_id": ids.get("therapist_id")},
         CREATE_FEED: {feed_subject: ids.get(feed_subject)},
+        ("POST", "/v1/invoice-runs"): {
+            "period_start": period_start,
+            "period_end": period_end,
+            "organization_id": ids.get("organization_id"),
+        },
+        ("POST", "/v1/invoices/{invoice_id}/issue"): None,
+        ("POST", "/v1/invoices/{invoice_id}/void"): {"reason": "walk"},
+        ("POST", "/v1/invoices/{invoice_id}/payments"): {
+            "amount_cents": 1,
+            "method": "bank_transfer",
+        },
+        ("POST", "/v1/invoices/{invoice_id}/credit-notes"): {"amount_cents": 1},
+        ("POST", "/v1/invoices/{invoice_id}/stripe-sync"): None,
+        # Shaped like a Stripe event about the walked invoice, but unsigned: refused (400).
+        STRIPE_WEBHOOK: {
+            "id": "evt_walk",
+            "type": "invoice.paid",
+            "data": {
+                "object": {"id": "in_walk", "metadata": {"invoice_id": ids.get("invoice_id")}}
+            },
+        },
     }
     if (method, path) in known:
         return known[(method, path)]
@@ -684,9 +833,19 @@ def refusal_failures(walker: Walker, request: Request, response: httpx.Response)
     return [f"expected 403 (not for this role): {describe(walker, request, response)}"]
 
 
+def webhook_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
+    """The Stripe webhook takes no API key (the signature is its credential): the walk's body is
+    unsigned, so it is a 400 for everyone (the answer, not a leak), and never acted on."""
+    if (request.method, request.template) != STRIPE_WEBHOOK or response.status_code == 400:
+        return []
+    return [f"unsigned webhook not refused with 400: {describe(walker, request, response)}"]
+
+
 def isolation_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
     what = describe(walker, request, response)
-    failures = refusal_failures(walker, request, response)
+    failures = refusal_failures(walker, request, response) + webhook_failures(
+        walker, request, response
+    )
     if response.status_code >= 500:
         failures.append(f"server error: {what}")
     sent = request.url + json.dumps(request.params) + json.dumps(request.body)
@@ -796,6 +955,7 @@ async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_serv
     for operation in operations(app_of(client)):
         for request in requests_for(operation, walker):
             response = await send(client, request, walker.headers)
+            failures += webhook_failures(walker, request, response)
             if response.status_code >= 500:
                 failures.append(f"server error: {describe(walker, request, response)}")
             elif _is_refused(walker, request):
@@ -956,7 +1116,8 @@ async def test_coordinator_lists_sessions_and_sees_only_their_organizations(
     page = ok(
         await client.get("/v1/sessions", params={"limit": "200"}, headers=world.coordinator_a)
     )
-    assert {s["id"] for s in page["data"]} == {s["id"] for s in world.sessions_a}
+    own = world.sessions_a + world.billing_a.sessions
+    assert {s["id"] for s in page["data"]} == {s["id"] for s in own}
     assert {s["organization_id"] for s in page["data"]} == {world.org_a["id"]}
     for foreign_filter in (
         {"organization_id": world.org_b["id"]},
@@ -974,7 +1135,8 @@ async def test_coordinator_lists_programs_and_sees_only_their_organizations(
 ) -> None:
     client = world.api.client
     page = ok(await client.get("/v1/programs", headers=world.coordinator_a))
-    assert [p["id"] for p in page["data"]] == [world.program_a["id"]]
+    own = [world.program_a, *world.billing_a.programs]
+    assert [p["id"] for p in page["data"]] == [p["id"] for p in own]
     response = await client.get(
         "/v1/programs",
         params={"organization_id": world.org_b["id"]},
@@ -1265,3 +1427,186 @@ async def test_reports_are_refused_to_scoped_keys(world: World, path: str, calle
     )
     assert response.status_code == 403, response.text
     assert world.therapist_2["name"] not in response.text
+
+
+# Billing. Admin and finance do everything; a coordinator reads their organization's issued
+# invoices (drafts are the provider's work in progress: 404) and changes none (403); another
+# organization's invoice is a 404, whatever the action. Therapists see no money: 403 throughout.
+
+
+async def test_coordinator_lists_only_their_organizations_issued_invoices(world: World) -> None:
+    client = world.api.client
+    a, b = world.billing_a, world.billing_b
+    everything = ok(await client.get("/v1/invoices", headers=world.api.admin))
+    assert {a.issued["id"], a.draft["id"], b.issued["id"], b.draft["id"]} <= {
+        i["id"] for i in everything["data"]
+    }
+    page = ok(await client.get("/v1/invoices", headers=world.coordinator_a))
+    assert [i["id"] for i in page["data"]] == [a.issued["id"]]
+    text = json.dumps(page)
+    for marker in (
+        a.draft["id"],
+        b.issued["id"],
+        b.issued["number"],
+        b.draft["id"],
+        world.org_b["id"],
+        world.org_b["name"],
+    ):
+        assert marker not in text
+    for query in (
+        {"status": "draft"},
+        {"organization_id": world.org_b["id"]},
+        {"organization_id": world.org_b["id"], "status": "open"},
+    ):
+        response = await client.get("/v1/invoices", params=query, headers=world.coordinator_a)
+        assert ok(response)["data"] == [], query
+
+
+async def test_coordinator_reads_their_organizations_issued_invoice(world: World) -> None:
+    issued = world.billing_a.issued
+    got = ok(
+        await world.api.client.get(f"/v1/invoices/{issued['id']}", headers=world.coordinator_a)
+    )
+    assert (got["id"], got["number"], got["organization_id"]) == (
+        issued["id"],
+        issued["number"],
+        world.org_a["id"],
+    )
+    assert {line["session_id"] for line in got["lines"]} == {
+        s["id"] for s in world.billing_a.sessions[:2]
+    }
+
+
+@pytest.mark.parametrize(
+    "invoice", ["org B's issued invoice", "org B's draft", "org A's own draft"]
+)
+async def test_coordinator_gets_404_for_another_organizations_invoice_and_for_drafts(
+    world: World, invoice: str
+) -> None:
+    target = {
+        "org B's issued invoice": world.billing_b.issued,
+        "org B's draft": world.billing_b.draft,
+        "org A's own draft": world.billing_a.draft,
+    }[invoice]
+    response = await world.api.client.get(
+        f"/v1/invoices/{target['id']}", headers=world.coordinator_a
+    )
+    assert response.status_code == 404, response.text
+    assert world.org_b["name"] not in response.text
+    assert world.billing_b.issued["number"] not in response.text
+    assert "_cents" not in response.text
+
+
+INVOICE_CHANGES = [
+    ("POST", "/payments", {"amount_cents": 1, "method": "bank_transfer"}),
+    ("POST", "/credit-notes", {"amount_cents": 1}),
+    ("POST", "/void", {"reason": "not ours to void"}),
+    ("POST", "/issue", None),
+    ("DELETE", "", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    INVOICE_CHANGES,
+    ids=[s.lstrip("/") or "delete" for _, s, _ in INVOICE_CHANGES],
+)
+@pytest.mark.parametrize(("whose", "status"), [("billing_a", 403), ("billing_b", 404)])
+async def test_coordinator_changes_no_invoice_and_nothing_is_recorded(
+    world: World, method: str, suffix: str, body: Any, whose: str, status: int
+) -> None:
+    """Their own organization's issued invoice: 403 (a change is the provider's); another
+    organization's: 404 (visibility before role). Re-read as admin, nothing moved."""
+    client = world.api.client
+    invoice = getattr(world, whose).issued
+    before = ok(await client.get(f"/v1/invoices/{invoice['id']}", headers=world.api.admin))
+    response = await client.request(
+        method, f"/v1/invoices/{invoice['id']}{suffix}", json=body, headers=world.coordinator_a
+    )
+    assert response.status_code == status, response.text
+    after = ok(await client.get(f"/v1/invoices/{invoice['id']}", headers=world.api.admin))
+    assert after == before
+    assert (after["status"], after["payments"], after["credit_notes"]) == ("open", [], [])
+    assert after["amount_paid_cents"] == after["amount_credited_cents"] == 0
+
+
+@pytest.mark.parametrize("caller", ["coordinator_a", "therapist_1_key"])
+async def test_invoice_runs_and_the_export_are_refused_to_scoped_keys(
+    world: World, caller: str
+) -> None:
+    client = world.api.client
+    headers = getattr(world, caller)
+    start, end = period()
+    export = await client.get(
+        "/v1/invoices/export.csv", params={"from": start, "to": end}, headers=headers
+    )
+    assert export.status_code == 403, export.text
+    assert "invoice_number" not in export.text
+    assert world.billing_a.issued["number"] not in export.text
+    drafts_before = ok(
+        await client.get("/v1/invoices", params={"status": "draft"}, headers=world.api.admin)
+    )
+    response = await client.post(
+        "/v1/invoice-runs",
+        json={"period_start": start, "period_end": end, "organization_id": world.org_a["id"]},
+        headers=headers,
+    )
+    assert response.status_code == 403, response.text
+    drafts_after = ok(
+        await client.get("/v1/invoices", params={"status": "draft"}, headers=world.api.admin)
+    )
+    assert drafts_after == drafts_before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/invoices",
+        "/v1/invoices/{a_issued}",
+        "/v1/invoices/{a_draft}",
+        "/v1/invoices/{b_issued}",
+    ],
+)
+async def test_therapist_reads_no_invoice_at_all(world: World, path: str) -> None:
+    """T1 works in org A, and still sees none of its invoices: 403, never a 404 or the money."""
+    url = path.format(
+        a_issued=world.billing_a.issued["id"],
+        a_draft=world.billing_a.draft["id"],
+        b_issued=world.billing_b.issued["id"],
+    )
+    response = await world.api.client.get(url, headers=world.therapist_1_key)
+    assert response.status_code == 403, response.text
+    assert "_cents" not in response.text
+    assert "INV-" not in response.text
+
+
+# Stripe's webhook takes no API key: the signature is the only credential.
+
+
+@pytest.mark.parametrize(
+    ("signature", "caller"),
+    [(None, None), ("t=1,v1=0000", None), (f"t=1,v1={'0' * 64}", "coordinator_a")],
+    ids=["unsigned", "malformed-signature", "forged-signature-with-a-coordinator-key"],
+)
+async def test_an_unsigned_webhook_event_is_400_and_pays_nothing(
+    world: World, signature: str | None, caller: str | None
+) -> None:
+    """An `invoice.paid` about org A's invoice, unsigned or badly signed: an API key adds
+    nothing (the walk sends every role's)."""
+    client = world.api.client
+    invoice = world.billing_a.issued
+    before = ok(await client.get(f"/v1/invoices/{invoice['id']}", headers=world.api.admin))
+    event = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": "invoice.paid",
+        "data": {"object": {"id": "in_walk", "metadata": {"invoice_id": invoice["id"]}}},
+    }
+    headers = {} if caller is None else dict(getattr(world, caller))
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    response = await client.post("/v1/integrations/stripe/webhook", json=event, headers=headers)
+    assert response.status_code == 400, response.text
+    assert invoice["number"] not in response.text
+    assert "_cents" not in response.text
+    after = ok(await client.get(f"/v1/invoices/{invoice['id']}", headers=world.api.admin))
+    assert after == before

@@ -215,9 +215,12 @@ def provider_today() -> date:
     return utcnow().astimezone(ZoneInfo(get_settings().timezone)).date()
 
 
-async def issue(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -> InvoiceDetail:
+async def issue(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, *, stripe_enabled: bool
+) -> InvoiceDetail:
     """Number the draft (INV-YYYY-NNNNNN, gapless per year of issue in the provider's zone),
-    freeze its lines and amounts, set the due date."""
+    freeze its lines and amounts, set the due date. With Stripe, the push is `pending`: it
+    happens after this transaction commits (service.integrations.stripe_sync)."""
     invoice = await _locked_for_change(db, principal, invoice_id)
     if invoice.status != InvoiceStatus.draft:
         raise InvalidState(f"Invoice {invoice.number} is already issued ({invoice.status})")
@@ -240,7 +243,7 @@ async def issue(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -
     invoice.issued_at = now
     invoice.due_date = today + timedelta(days=org.payment_terms_days)
     invoice.stripe_sync_status = (
-        StripeSyncStatus.pending if get_settings().stripe_api_key else StripeSyncStatus.disabled
+        StripeSyncStatus.pending if stripe_enabled else StripeSyncStatus.disabled
     ).value
     if invoice.total_cents == 0:
         invoice.status, invoice.paid_at = InvoiceStatus.paid.value, now
@@ -248,10 +251,16 @@ async def issue(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -
 
 
 async def void(
-    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: VoidInvoice
+    db: AsyncSession,
+    principal: Principal,
+    invoice_id: uuid.UUID,
+    data: VoidInvoice,
+    *,
+    voided_in_stripe: bool = False,
 ) -> InvoiceDetail:
     """Void an open invoice with nothing paid or credited. The number stays used; the
-    sessions become billable again."""
+    sessions become billable again. An invoice pushed to Stripe (or on its way) is voided
+    there too, after this transaction commits, unless Stripe is where it was voided."""
     invoice = await _locked_for_change(db, principal, invoice_id)
     if invoice.status != InvoiceStatus.open:
         raise InvalidState(f"Only an open invoice can be voided; this one is {invoice.status}")
@@ -266,7 +275,27 @@ async def void(
     )
     invoice.status = InvoiceStatus.void.value
     invoice.voided_at, invoice.void_reason = utcnow(), data.reason
+    if invoice.stripe_sync_status != StripeSyncStatus.disabled:
+        invoice.stripe_sync_status = (
+            StripeSyncStatus.synced if voided_in_stripe else StripeSyncStatus.pending
+        ).value
     return await _changed(db, principal, invoice, before, "invoice.voided")
+
+
+async def request_stripe_sync(
+    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, *, stripe_enabled: bool
+) -> InvoiceDetail:
+    """Mark an issued invoice for a push to Stripe (a failed one, or one issued before Stripe
+    was configured); the push itself runs after this transaction commits."""
+    invoice = await _locked_for_change(db, principal, invoice_id)
+    if not stripe_enabled:
+        raise InvalidState("Stripe is not configured on this server (STRIPE_API_KEY)")
+    if invoice.status == InvoiceStatus.draft:
+        raise InvalidState("A draft is pushed to Stripe when it is issued")
+    before = to_read(invoice)
+    if invoice.stripe_sync_status in (StripeSyncStatus.disabled, StripeSyncStatus.failed):
+        invoice.stripe_sync_status = StripeSyncStatus.pending.value
+    return await _changed(db, principal, invoice, before, "invoice.stripe_sync_requested")
 
 
 def _require_open_with_room(invoice: Invoice, amount_cents: int, what: str) -> None:

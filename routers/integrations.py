@@ -1,0 +1,51 @@
+"""Integrations: Stripe's webhook endpoint, and the Stripe push that billing routes hand off."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from models.billing import StripeWebhookAck
+from routers.deps import DbSession, UnitOfWorkRoute
+from service.integrations import stripe_webhooks
+from service.integrations.stripe_sync import StripeSync
+
+router = APIRouter(prefix="/v1/integrations", tags=["integrations"], route_class=UnitOfWorkRoute)
+
+
+def stripe_sync(request: Request) -> StripeSync:
+    return StripeSync(
+        client=request.app.state.stripe, session_factory=request.app.state.session_factory
+    )
+
+
+StripePush = Annotated[StripeSync, Depends(stripe_sync)]
+
+_SIGNED_EVENT = {
+    "requestBody": {
+        "required": True,
+        "description": "A Stripe event, exactly as Stripe sent it (the signature covers the bytes)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.post("/stripe/webhook", openapi_extra=_SIGNED_EVENT)
+async def receive_stripe_webhook(
+    request: Request,
+    db: DbSession,
+    stripe_signature: Annotated[str | None, Header()] = None,
+) -> StripeWebhookAck:
+    """Stripe's webhook (no API key: the `Stripe-Signature` header, checked against
+    STRIPE_WEBHOOK_SECRET with a 300 s tolerance, is the proof; else 400 and nothing changes).
+    Each event is handled once. `invoice.paid` records a `stripe` payment, `invoice.voided`
+    voids an open unpaid invoice, `invoice.payment_failed` and `invoice.marked_uncollectible`
+    are audited; a paid invoice never goes back. Other events, and events about invoices that
+    are not ours, are answered 200 and change nothing."""
+    return await stripe_webhooks.receive(
+        db,
+        payload=await request.body(),
+        signature=stripe_signature,
+        secret=request.app.state.settings.stripe_webhook_secret,
+    )
