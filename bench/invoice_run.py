@@ -82,7 +82,6 @@ WHERE s.status IN ('completed', 'late_cancelled', 'no_show');
 """
 
 RESET = """
-UPDATE sessions SET invoice_id = NULL;
 DELETE FROM invoice_lines;
 DELETE FROM invoices;
 """

@@ -81,9 +81,6 @@ class Session(SQLModel, table=True):
     cancelled_by: str | None = Field(default=None, sa_type=String(20))
     cancel_reason: str | None = Field(default=None, sa_type=String(2000))
     cancelled_at: datetime | None = timestamp_field(nullable=True)
-    invoice_id: uuid.UUID | None = Field(
-        default=None, foreign_key="invoices.id", ondelete="SET NULL", index=True
-    )
     sequence: int = 0
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()

@@ -52,8 +52,7 @@ async def get_session(
     session_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
 ) -> SessionRead:
     """One session, with its program's time zone."""
-    session, program = await sessions.get_visible(db, principal, session_id)
-    return sessions.to_read(session, program.timezone)
+    return await sessions.read(db, principal, session_id)
 
 
 @router.patch("/{session_id}")

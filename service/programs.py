@@ -7,11 +7,12 @@ import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import Page, utcnow
+from models.billing import InvoiceLine
 from models.offerings import Offering
 from models.organizations import Location, Organization
 from models.programs import (
@@ -268,7 +269,11 @@ async def summary(db: AsyncSession, principal: Principal, program: Program) -> P
             col(Session.status).label("status"),
             func.count().label("sessions"),
             func.coalesce(func.sum(Session.attendance), 0).label("attended"),
-            func.count(col(Session.invoice_id)).label("billed"),
+            func.count(col(InvoiceLine.id)).label("billed"),
+        )
+        .select_from(Session)
+        .outerjoin(
+            InvoiceLine, and_(col(InvoiceLine.session_id) == Session.id, col(InvoiceLine.live))
         )
         .where(col(Session.program_id) == program.id)
         .group_by(col(Session.status))

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Date, Select, cast, func, select
+from sqlalchemy import Date, Select, and_, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import Page, utcnow
+from models.billing import Invoice, InvoiceLine, InvoiceStatus
 from models.offerings import Offering
 from models.programs import Program
 from models.sessions import (
@@ -59,10 +60,26 @@ class SessionFilters:
     status: SessionStatus | None = None
 
 
-def to_read(session: Session, timezone: str) -> SessionRead:
+def to_read(session: Session, timezone: str, invoice_id: uuid.UUID | None = None) -> SessionRead:
     return SessionRead.model_validate(
-        {**session.model_dump(), "timezone": timezone}, from_attributes=False
+        {**session.model_dump(), "timezone": timezone, "invoice_id": invoice_id}
     )
+
+
+def _with_invoice(stmt: S) -> S:
+    """Join the session's live invoice line (a session's invoice is its live line's)."""
+    return stmt.outerjoin(
+        InvoiceLine, and_(col(InvoiceLine.session_id) == Session.id, col(InvoiceLine.live))
+    ).outerjoin(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
+
+
+def _invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.UUID | None:
+    """Staff see every invoice; an organization only what it was sent; therapists no billing."""
+    if invoice_id is None or principal.role == Role.therapist:
+        return None
+    if principal.role == Role.coordinator and status == InvoiceStatus.draft.value:
+        return None
+    return uuid.UUID(str(invoice_id))
 
 
 def _local_date(zone_column: Any) -> Any:
@@ -89,8 +106,10 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """Sessions the caller may see, by start time. Dates in `from`/`to` are the sessions' own
     local dates (inclusive); date-times are instants (`from` inclusive, `to` exclusive)."""
-    stmt = select(Session, col(Program.timezone)).join(
-        Program, col(Program.id) == Session.program_id
+    stmt = _with_invoice(
+        select(
+            Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
+        ).join(Program, col(Program.id) == Session.program_id)
     )
     stmt = scope_to_tenant(
         stmt,
@@ -113,9 +132,22 @@ async def list_sessions(
         order_by=Session.starts_at,
         id_column=Session.id,
         page=page,
-        to_read=lambda row: to_read(row[0], row[1]),
+        to_read=lambda row: to_read(row[0], row[1], _invoice_seen_by(principal, row[2], row[3])),
         rows_are_tuples=True,
     )
+
+
+async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
+    """One session as the caller may see it, with its invoice where they may see that."""
+    session, program = await get_visible(db, principal, session_id)
+    row = (
+        await db.execute(
+            _with_invoice(
+                select(col(InvoiceLine.invoice_id), col(Invoice.status)).select_from(Session)
+            ).where(col(Session.id) == session.id)
+        )
+    ).one()
+    return to_read(session, program.timezone, _invoice_seen_by(principal, row[0], row[1]))
 
 
 async def get_visible(

@@ -234,3 +234,22 @@ async def test_a_run_with_an_inverted_period_is_refused(api: Api):
         json={"period_start": "2026-02-01", "period_end": "2026-01-01"},
     )
     assert invalid_fields(response) == ["period_end"]
+
+
+async def test_a_session_shows_its_invoice_to_whoever_may_see_that_invoice(api: Api):
+    org = await api.make_org()
+    _, sessions = await delivered_program(api, org)
+    await complete(api, sessions[0])
+    draft = (await run(api, *period()))[0]
+    coordinator = await api.coordinator(org["id"])
+    path = f"/v1/sessions/{sessions[0]['id']}"
+    assert ok(await api.client.get(path, headers=api.admin))["invoice_id"] == draft["id"]
+    assert ok(await api.client.get(path, headers=coordinator))["invoice_id"] is None
+    ok(await api.client.post(f"/v1/invoices/{draft['id']}/issue", headers=api.admin))
+    assert ok(await api.client.get(path, headers=coordinator))["invoice_id"] == draft["id"]
+    listed = ok(
+        await api.client.get(
+            f"/v1/sessions?program_id={sessions[0]['program_id']}", headers=coordinator
+        )
+    )["data"]
+    assert [s["invoice_id"] for s in listed] == [draft["id"], None, None, None]

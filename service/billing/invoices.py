@@ -35,7 +35,6 @@ from models.billing import (
     VoidInvoice,
 )
 from models.organizations import Organization
-from models.sessions import Session
 from models.types import Role
 from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
@@ -190,14 +189,11 @@ async def run(db: AsyncSession, principal: Principal, data: InvoiceRunCreate) ->
 
 
 async def delete_draft(db: AsyncSession, principal: Principal, invoice_id: uuid.UUID) -> None:
-    """Discard a draft; its sessions become billable again (lines go, sessions unlink)."""
+    """Discard a draft; its lines go with it, so its sessions become billable again."""
     invoice = await _locked_for_change(db, principal, invoice_id)
     if invoice.status != InvoiceStatus.draft:
         raise InvalidState(f"Only a draft can be deleted; this invoice is {invoice.status}")
     before = to_read(invoice)
-    await db.execute(
-        sa.update(Session).where(col(Session.invoice_id) == invoice.id).values(invoice_id=None)
-    )
     await db.delete(invoice)
     await db.flush()
     await audit.record(
@@ -269,9 +265,6 @@ async def void(
     before = to_read(invoice)
     await db.execute(
         sa.update(InvoiceLine).where(col(InvoiceLine.invoice_id) == invoice.id).values(live=False)
-    )
-    await db.execute(
-        sa.update(Session).where(col(Session.invoice_id) == invoice.id).values(invoice_id=None)
     )
     invoice.status = InvoiceStatus.void.value
     invoice.voided_at, invoice.void_reason = utcnow(), data.reason

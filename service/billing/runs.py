@@ -2,8 +2,8 @@
 
 A fixed number of statements whatever the number of sessions: upsert one draft per
 organization and currency, insert the lines with INSERT ... SELECT (ON CONFLICT on the
-one-live-line-per-session index skips what a concurrent run billed first) while pointing the
-sessions at their invoice, then recompute the touched drafts' totals."""
+one-live-line-per-session index skips what a concurrent run billed first), then recompute the
+touched drafts' totals. Sessions are not rewritten: a session's invoice is its live line's."""
 
 from __future__ import annotations
 
@@ -64,11 +64,9 @@ _BILL_SESSIONS = text(
                        AND i.status = 'draft'
         {_BILLABLE}
         ON CONFLICT (session_id) WHERE live DO NOTHING
-        RETURNING session_id, invoice_id
+        RETURNING invoice_id
     )
-    UPDATE sessions SET invoice_id = billed.invoice_id
-    FROM billed WHERE sessions.id = billed.session_id
-    RETURNING billed.invoice_id
+    SELECT DISTINCT invoice_id FROM billed
     """
 )
 
