@@ -2,7 +2,14 @@
 
 from models.api_keys import ApiKey
 from models.audit import AuditEvent
-from models.billing import CreditNote, DocumentCounter, Invoice, InvoiceLine, Payment
+from models.billing import (
+    CreditNote,
+    DocumentCounter,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    StripeEvent,
+)
 from models.calendar_feeds import CalendarFeed
 from models.idempotency import IdempotencyRecord
 from models.offerings import Offering
@@ -27,6 +34,7 @@ __all__ = [
     "Payment",
     "Program",
     "Session",
+    "StripeEvent",
     "Therapist",
     "TimeOff",
 ]
