@@ -53,7 +53,7 @@ _EXPORT = text(
     JOIN invoice_lines l ON l.invoice_id = i.id
     JOIN sessions s ON s.id = l.session_id
     WHERE i.status <> 'draft' AND i.issued_at >= :start AND i.issued_at < :end
-    ORDER BY i.issued_at, i.number, l.created_at, l.id
+    ORDER BY i.issued_at, i.number, s.starts_at, l.id
     """
 )
 

@@ -35,6 +35,7 @@ from models.billing import (
     VoidInvoice,
 )
 from models.organizations import Organization
+from models.sessions import Session
 from models.types import Role
 from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
@@ -56,8 +57,9 @@ async def detail(db: AsyncSession, invoice: Invoice) -> InvoiceDetail:
     lines = (
         await db.execute(
             select(InvoiceLine)
+            .join(Session, col(Session.id) == InvoiceLine.session_id)
             .where(col(InvoiceLine.invoice_id) == invoice.id)
-            .order_by(col(InvoiceLine.created_at), col(InvoiceLine.id))
+            .order_by(col(Session.starts_at), col(InvoiceLine.id))
         )
     ).scalars()
     payments = (

@@ -36,6 +36,7 @@ from models.billing import (
     StripeSyncStatus,
 )
 from models.organizations import Organization
+from models.sessions import Session
 from service import audit
 from service.auth import SYSTEM, Principal
 from service.billing import invoices
@@ -194,8 +195,9 @@ async def _claim(session_factory: SessionFactory, invoice_id: uuid.UUID) -> _Cla
         lines = (
             await db.execute(
                 select(InvoiceLine)
+                .join(Session, col(Session.id) == InvoiceLine.session_id)
                 .where(col(InvoiceLine.invoice_id) == invoice_id)
-                .order_by(col(InvoiceLine.created_at), col(InvoiceLine.id))
+                .order_by(col(Session.starts_at), col(InvoiceLine.id))
             )
         ).scalars()
         return _Claim(session_factory, _to_push(invoice, org, list(lines)), lease_until)
