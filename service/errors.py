@@ -62,10 +62,6 @@ class NotFound(DomainError):
     status, slug, title = 404, "not-found", "Not found"
 
 
-class MethodNotAllowed(DomainError):
-    status, slug, title = 405, "method-not-allowed", "Method not allowed"
-
-
 class Conflict(DomainError):
     """A change that clashes with existing data; `conflicts` names what it clashes with."""
 
@@ -88,10 +84,6 @@ class ValidationFailed(DomainError):
         names = ", ".join(e.field for e in errors)
         super().__init__(f"Invalid fields: {names}", errors=[e.as_dict() for e in errors])
         self.errors = errors
-
-
-def invalid(field_name: str, message: str, *, type_: str = "invalid") -> ValidationFailed:
-    return ValidationFailed([FieldError(field_name, message, type_)])
 
 
 class IdempotencyMismatch(DomainError):

@@ -13,8 +13,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.errors import Conflict
-
 _OVERLAPS = text(
     """
     SELECT s.id, s.program_id, s.therapist_id, s.starts_at, s.ends_at, s.original_starts_at,
@@ -98,23 +96,3 @@ async def overlapping_bookings(
         )
         for row in rows
     ]
-
-
-async def ensure_free(
-    db: AsyncSession,
-    *,
-    therapist_id: uuid.UUID,
-    slots: Sequence[Slot],
-    ignored_session_ids: Collection[uuid.UUID] = (),
-) -> None:
-    """Raise one Conflict listing every clash, or return if the therapist is free."""
-    clashes = await overlapping_bookings(
-        db,
-        bookings=[(therapist_id, slot) for slot in slots],
-        ignored_session_ids=ignored_session_ids,
-    )
-    if clashes:
-        raise Conflict(
-            f"The therapist already has {len(clashes)} overlapping session(s)",
-            conflicts=[clash.as_problem() for clash in clashes],
-        )

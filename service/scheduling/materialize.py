@@ -64,10 +64,6 @@ def plan(
     )
 
 
-def slots(occurrences: Sequence[recurrence.Occurrence]) -> list[Slot]:
-    return [Slot(o.starts_at, o.ends_at) for o in occurrences]
-
-
 def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> dict[str, Any]:
     assert program.therapist_id is not None
     return {
