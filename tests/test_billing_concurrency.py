@@ -11,12 +11,7 @@ import httpx
 import psycopg
 
 from tests.conftest import LiveServer
-from tests.support import ok
-
-ALL_WEEK = [
-    {"weekday": d, "start": "00:00", "end": "23:59"}
-    for d in ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-]
+from tests.support import ALL_WEEK, ok
 
 
 class World:
