@@ -100,6 +100,13 @@ class Invoice(SQLModel, table=True):
     # While set and in the future, one process is pushing this invoice to Stripe: others leave
     # it alone (a lease, not a row lock: no lock is ever held across a network call).
     stripe_sync_lease_until: datetime | None = timestamp_field(nullable=True)
+    # Failed pushes in a row, and when the scheduler may try again (longer after each).
+    stripe_sync_failures: int = Field(
+        default=0, sa_type=Integer, sa_column_kwargs={"server_default": "0"}
+    )
+    stripe_sync_retry_at: datetime | None = timestamp_field(nullable=True)
+    # `invoice.overdue` was emitted (once, the first day after the due date while open).
+    overdue_notified_at: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 

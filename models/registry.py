@@ -12,11 +12,13 @@ from models.billing import (
 )
 from models.calendar_feeds import CalendarFeed
 from models.idempotency import IdempotencyRecord
+from models.jobs import JobState, SchedulerLeader
 from models.offerings import Offering
 from models.organizations import Location, Organization
 from models.programs import Program
-from models.sessions import Session
+from models.sessions import Session, SessionReminder
 from models.therapists import AvailabilityRow, Therapist, TimeOff
+from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "ApiKey",
@@ -28,13 +30,20 @@ __all__ = [
     "IdempotencyRecord",
     "Invoice",
     "InvoiceLine",
+    "JobState",
     "Location",
     "Offering",
     "Organization",
     "Payment",
     "Program",
+    "SchedulerLeader",
     "Session",
+    "SessionReminder",
     "StripeEvent",
     "Therapist",
     "TimeOff",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

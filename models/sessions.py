@@ -105,6 +105,17 @@ class SessionRead(SQLModel):
     updated_at: datetime
 
 
+class SessionReminder(SQLModel, table=True):
+    """`session.upcoming` was emitted for this session at this start: once per start, so a
+    session moved after its reminder gets one for its new time."""
+
+    __tablename__ = "session_reminders"
+
+    session_id: uuid.UUID = Field(primary_key=True, foreign_key="sessions.id", ondelete="CASCADE")
+    starts_at: datetime = Field(primary_key=True, sa_type=DateTime(timezone=True))
+    sent_at: datetime = timestamp_field()
+
+
 class RescheduleSession(SQLModel):
     model_config = FORBID_EXTRA
 

@@ -31,6 +31,7 @@ from models.therapists import Therapist
 from service import idempotency, offerings, organizations, therapists
 from service.auth import Principal, authenticate, caller_fingerprint
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 FollowUp = Callable[[], Awaitable[BaseModel]]
@@ -148,6 +149,14 @@ def db_session(request: Request) -> AsyncSession:
 
 
 DbSession = Annotated[AsyncSession, Depends(db_session)]
+
+
+def app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]
 
 
 def after_commit(request: Request) -> AfterCommit:

@@ -22,12 +22,14 @@ from routers import (
     calendar,
     health,
     integrations,
+    jobs,
     offerings,
     organizations,
     programs,
     reports,
     sessions,
     therapists,
+    webhooks,
 )
 from service.db import make_async_engine, make_session_factory
 from service.errors import (
@@ -38,6 +40,7 @@ from service.errors import (
     from_database_error,
 )
 from service.integrations import stripe_api
+from service.jobs.scheduler import Scheduler, job_context
 from service.metrics import MetricsMiddleware
 from service.settings import Settings, get_settings
 
@@ -143,9 +146,17 @@ def create_app(
         own_engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = own_engine
         app.state.session_factory = make_session_factory(own_engine)
+        background = None
+        if settings.scheduler:
+            background = Scheduler(
+                job_context(settings, app.state.session_factory, app.state.stripe)
+            )
+            await background.start()
         try:
             yield
         finally:
+            if background is not None:
+                await background.stop()
             await own_engine.dispose()
 
     app = FastAPI(
@@ -172,6 +183,8 @@ def create_app(
         reports.router,
         billing.router,
         integrations.router,
+        webhooks.router,
+        jobs.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)

@@ -1,4 +1,4 @@
-"""The `ensemble` command: serve, migrate, create-key, demo, openapi."""
+"""The `ensemble` command: serve, worker, jobs run, migrate, create-key, demo, openapi."""
 
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service import bootstrap, migrate
 
+    if args.no_scheduler:
+        os.environ["ENSEMBLE_SCHEDULER"] = "false"  # read by every uvicorn worker process
     with database(get_settings()) as url:
         settings = _use_url(url)
         migrate.upgrade(url)  # serialized across replicas by an advisory lock in env.py
@@ -116,6 +118,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="info",
         )
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service import migrate
+    from service.jobs import worker
+
+    with database(get_settings()) as url:
+        settings = _use_url(url)
+        migrate.upgrade(url)
+        if args.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=args.metrics_host)
+        asyncio.run(worker.run_until_stopped(settings))
+    return 0
+
+
+def cmd_jobs_run(args: argparse.Namespace) -> int:
+    from service.jobs import worker
+    from service.jobs.definitions import JOBS
+
+    if args.name not in JOBS:
+        print(
+            f"ensemble jobs run: unknown job {args.name!r}; jobs: {', '.join(JOBS)}",
+            file=sys.stderr,
+        )
+        return 2
+    with database(get_settings()) as url:
+        outcome, summary = asyncio.run(worker.run_once(_use_url(url), args.name))
+    print(json.dumps({"job": args.name, "outcome": outcome.value, "detail": summary}))
+    return 0 if outcome.value == "succeeded" else 1
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -142,6 +175,21 @@ def parser() -> argparse.ArgumentParser:
         help="load demo data into an empty database and print an admin key",
     )
     serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run the background jobs only (one leader across all processes)"
+    )
+    worker.add_argument("--metrics-host", default="127.0.0.1")
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    jobs = commands.add_parser("jobs", help="background jobs")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    run = jobs_commands.add_parser("run", help="run one job now, in this process")
+    run.add_argument("name", help="a job name, as GET /v1/jobs lists them")
+    run.set_defaults(func=cmd_jobs_run)
 
     commands.add_parser("migrate", help="apply migrations").set_defaults(func=cmd_migrate)
 

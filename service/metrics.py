@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
@@ -15,6 +15,26 @@ LATENCY = Histogram(
     "ensemble_http_request_duration_seconds",
     "Time to answer an HTTP request",
     ["method", "route"],
+)
+
+# Background work (the scheduler's process; `ensemble worker --metrics-port` exposes them).
+WEBHOOK_DELIVERIES = Counter(
+    "ensemble_webhook_deliveries_total",
+    "Webhook delivery attempts by result: sent (2xx), retried (failed, will try again), "
+    "failed (retry schedule used up)",
+    ["result"],
+)
+WEBHOOK_DURATION = Histogram(
+    "ensemble_webhook_attempt_duration_seconds", "Time for one webhook attempt to answer"
+)
+OUTBOX_LAG = Gauge(
+    "ensemble_outbox_lag_seconds",
+    "How late the oldest webhook delivery picked up in the last pass was (0 when idle)",
+)
+JOB_RUNS = Counter("ensemble_job_runs_total", "Scheduled job runs by outcome", ["job", "outcome"])
+JOB_DURATION = Histogram("ensemble_job_duration_seconds", "Time a job run took", ["job"])
+SCHEDULER_LEADER = Gauge(
+    "ensemble_scheduler_leader", "1 while this process holds the scheduler lock and runs jobs"
 )
 
 

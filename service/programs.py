@@ -26,9 +26,11 @@ from models.programs import (
 )
 from models.sessions import Session, SessionStatus
 from models.types import OfferingFormat, Role
+from models.webhooks import EventType
 from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
 from service.errors import FieldError, NotFound, ValidationFailed
+from service.integrations import outbox
 from service.pagination import PageRequest, paginate
 from service.scheduling import materialize, recurrence
 from service.settings import get_settings
@@ -169,6 +171,7 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
         organization_id=program.organization_id,
         after=read,
     )
+    await outbox.publish(db, EventType.program_requested, read)
     return read
 
 
@@ -230,6 +233,8 @@ async def record_change(
         before=before,
         after=after,
     )
+    if outbox.is_event(action):
+        await outbox.publish(db, action, after)
     return after
 
 

@@ -40,6 +40,7 @@ from models.types import Role
 from service import audit
 from service.auth import Principal, require_role, scope_to_tenant
 from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.integrations import outbox
 from service.pagination import PageRequest, paginate
 from service.scheduling import staffing
 from service.scheduling.conflicts import Slot
@@ -199,6 +200,8 @@ async def _changed(
         before=before,
         after=after,
     )
+    if outbox.is_event(action):
+        await outbox.publish(db, action, after)
     return after
 
 

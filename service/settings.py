@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,22 @@ class Settings(BaseSettings):
     stripe_api_base: str = Field(
         default="https://api.stripe.com", validation_alias="STRIPE_API_BASE"
     )
+    # Background work. `ensemble serve --no-scheduler` sets ENSEMBLE_SCHEDULER=false.
+    scheduler: bool = True
+    auto_invoice: Literal["off", "draft", "issue"] = "off"
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
+    # Lets webhook URLs be http and point at loopback or private addresses (development, tests).
+    webhook_allow_private: bool = False
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        parse_delays(value)
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[timedelta, ...]:
+        return parse_delays(self.webhook_retry_schedule)
 
     @field_validator("timezone")
     @classmethod
@@ -48,6 +65,22 @@ class Settings(BaseSettings):
         if self.environment == "production" and not self.database_url:
             raise ValueError("DATABASE_URL is required when ENSEMBLE_ENVIRONMENT=production")
         return self
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_delays(text: str) -> tuple[timedelta, ...]:
+    """`5s,5m,30m,2h` → the waits before each retry; an empty schedule means no retries."""
+    delays = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        number, unit = part[:-1], part[-1:]
+        if unit not in _UNITS or not number.isdigit() or int(number) == 0:
+            raise ValueError(f"{part!r} is not a delay like 5s, 5m, 2h or 1d")
+        delays.append(timedelta(seconds=int(number) * _UNITS[unit]))
+    if len(delays) > 20:
+        raise ValueError("at most 20 retries")
+    return tuple(delays)
 
 
 @lru_cache

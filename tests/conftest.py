@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -26,8 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from service import migrate
 from service.app import create_app
 from service.db import make_async_engine
+from service.integrations.webhook_delivery import Deliverer
 from service.settings import Settings
 from tests.support import Api, Headers, bearer
+from tests.webhook_receiver import Receiver
 
 
 def _reset_schema(url: str) -> None:
@@ -106,6 +109,10 @@ def settings(database_url: str) -> Settings:
         environment="development",
         stripe_api_key=None,
         stripe_webhook_secret=None,
+        # The app under test never starts its own scheduler; tests run jobs and workers
+        # themselves. Webhook receivers in tests listen on loopback over http.
+        scheduler=False,
+        webhook_allow_private=True,
     )
 
 
@@ -201,3 +208,23 @@ def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
         thread.join(timeout=20)
         sock.close()
         _truncate_all(database_url)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback that verifies signatures with `standardwebhooks`."""
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest_asyncio.fixture
+async def deliverer(connection: AsyncConnection) -> AsyncIterator[Deliverer]:
+    """The real deliverer inside the test's transaction; retries are due at once (no waits),
+    so one `deliver_due()` runs a delivery's whole retry schedule."""
+    factory = async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    sender = Deliverer(factory, allow_private=True, retry_delays=(timedelta(0),) * 3)
+    yield sender
+    await sender.aclose()

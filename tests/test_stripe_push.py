@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
+from models.billing import Invoice
 from service.app import create_app
 from service.integrations import stripe_api, stripe_sync
 from service.settings import Settings
@@ -139,6 +141,15 @@ async def test_a_push_that_fails_at_any_step_resumes_without_duplicates(
     failed = await issue(api, draft["id"])
     assert (failed["status"], failed["stripe_sync_status"]) == ("open", "failed")
     assert failed["number"] is not None
+    # The scheduler backs off after a failure (a minute after the first), then resumes it.
+    assert await stripe_sync.invoices_to_resume(db) == []
+    backing_off = await db.get(Invoice, uuid.UUID(failed["id"]))
+    await db.refresh(backing_off)
+    assert backing_off.stripe_sync_failures == 1
+    wait = backing_off.stripe_sync_retry_at - datetime.now(UTC)
+    assert timedelta(seconds=50) < wait <= timedelta(minutes=1)
+    backing_off.stripe_sync_retry_at = datetime.now(UTC) - timedelta(seconds=1)
+    await db.flush()
     assert await stripe_sync.invoices_to_resume(db) == [uuid.UUID(failed["id"])]
     audit = ok(
         await api.client.get(f"/v1/audit-events?entity_id={failed['id']}", headers=api.admin)

@@ -37,10 +37,12 @@ from models.billing import (
 from models.organizations import Organization
 from models.sessions import Session
 from models.types import Role
+from models.webhooks import EventType
 from service import audit, organizations
 from service.auth import Principal, require_role, scope_to_organizations
 from service.billing import numbering, runs
 from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.integrations import outbox
 from service.pagination import PageRequest, paginate
 from service.settings import get_settings
 
@@ -149,7 +151,12 @@ async def _changed(
         before=before,
         after=after,
     )
-    return await detail(db, invoice)
+    shown = await detail(db, invoice)
+    if outbox.is_event(action):
+        await outbox.publish(db, action, shown)
+    if after.status == InvoiceStatus.paid and before.status != InvoiceStatus.paid:
+        await outbox.publish(db, EventType.invoice_paid, shown)
+    return shown
 
 
 async def run(db: AsyncSession, principal: Principal, data: InvoiceRunCreate) -> InvoiceList:

@@ -50,6 +50,8 @@ LEASE = timedelta(minutes=10)
 RESUMABLE = (StripeSyncStatus.pending.value, StripeSyncStatus.failed.value)
 # A push that finds our invoice changed under it pushes again; a few rounds settle any race.
 MAX_ROUNDS = 3
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_MAX = timedelta(hours=6)
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -148,9 +150,14 @@ async def sync_invoice(
     return status
 
 
+def backoff(failures: int) -> timedelta:
+    """1, 2, 4, ... minutes after each failure in a row, at most six hours."""
+    return min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+
+
 async def invoices_to_resume(db: AsyncSession, *, limit: int = 50) -> list[uuid.UUID]:
-    """Issued invoices whose push is pending or failed and not in progress, oldest first
-    (for the scheduler, which then calls `sync_invoice` on each)."""
+    """Issued invoices whose push is pending or failed, not in progress and not backing off
+    after a failure, oldest first (for the scheduler, which calls `sync_invoice` on each)."""
     rows = await db.execute(
         select(col(Invoice.id))
         .where(
@@ -159,6 +166,10 @@ async def invoices_to_resume(db: AsyncSession, *, limit: int = 50) -> list[uuid.
             or_(
                 col(Invoice.stripe_sync_lease_until).is_(None),
                 col(Invoice.stripe_sync_lease_until) < func.now(),
+            ),
+            or_(
+                col(Invoice.stripe_sync_retry_at).is_(None),
+                col(Invoice.stripe_sync_retry_at) <= func.now(),
             ),
         )
         .order_by(col(Invoice.updated_at), col(Invoice.id))
@@ -251,6 +262,13 @@ async def _record(
         invoice.stripe_sync_status = status.value
         if invoice.stripe_sync_lease_until == claim.lease_until:
             invoice.stripe_sync_lease_until = None
+        if failure is not None:
+            # The scheduler leaves it alone until then; a person's change still pushes at once.
+            invoice.stripe_sync_failures += 1
+            invoice.stripe_sync_retry_at = utcnow() + backoff(invoice.stripe_sync_failures)
+        else:
+            invoice.stripe_sync_failures = 0
+            invoice.stripe_sync_retry_at = None
         invoice.updated_at = utcnow()
         await db.flush()
         await audit.record(

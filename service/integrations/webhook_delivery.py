@@ -1,0 +1,321 @@
+"""Sending the outbox: signed per Standard Webhooks, retried on a schedule, never twice at once.
+
+A pass claims due deliveries with `FOR UPDATE SKIP LOCKED` in a short transaction that raises
+each one's attempt count and pushes its due time out by a lease, then sends with no transaction
+open, then records results (in batches) only for the attempt it claimed. So two deliverers never
+send one delivery at the same time, and a deliverer killed mid-send leaves the delivery to be
+retried when the lease runs out — with the same `webhook-id`, which receivers deduplicate on.
+
+Each endpoint gets at most a few attempts in flight, so one slow or dead endpoint holds only its
+own slots and never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models.base import utcnow
+from service import metrics
+from service.db import transaction
+from service.integrations import address_guard
+from service.integrations.webhook_endpoints import webhook_id
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=10.0, pool=5.0)
+# Longer than any attempt can take with TIMEOUT, so a live sender always records first.
+LEASE = timedelta(seconds=60)
+MAX_IN_FLIGHT = 64
+PER_ENDPOINT = 8
+EXCERPT = 500
+JITTER = 0.1  # each retry waits its scheduled delay ±10%, so retries of a burst spread out
+
+_CLAIM = text(
+    """
+    WITH candidate AS (
+        SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
+        WHERE status = 'pending' AND next_attempt_at <= statement_timestamp()
+          AND NOT (endpoint_id = ANY(CAST(:busy AS uuid[])))
+        ORDER BY next_attempt_at
+        LIMIT :scan
+    ), ranked AS (
+        SELECT id, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS n
+        FROM candidate
+    ), claimable AS (
+        SELECT d.id, d.next_attempt_at AS due_at FROM webhook_deliveries AS d
+        JOIN ranked ON ranked.id = d.id
+        WHERE ranked.n <= :per_endpoint
+          AND d.status = 'pending' AND d.next_attempt_at <= statement_timestamp()
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT :limit
+        FOR UPDATE OF d SKIP LOCKED
+    )
+    UPDATE webhook_deliveries AS d
+    SET attempt_count = d.attempt_count + 1,
+        next_attempt_at = statement_timestamp() + make_interval(secs => :lease)
+    FROM claimable, webhook_events AS e, webhook_endpoints AS p
+    WHERE d.id = claimable.id AND e.id = d.event_id AND p.id = d.endpoint_id
+    RETURNING d.id, d.attempt_count, d.endpoint_id, p.url, p.secret, p.previous_secret,
+              p.previous_secret_expires_at, e.type, e.created_at, e.data,
+              extract(epoch FROM statement_timestamp() - claimable.due_at) AS lag
+    """
+)
+
+# Results apply only to the attempt that was claimed: a delivery whose lease ran out and was
+# claimed again belongs to the newer attempt.
+_RECORD = text(
+    """
+    WITH result AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:results AS jsonb)) AS r(
+            delivery_id uuid, attempt int, attempted_at timestamptz, duration_ms int,
+            status_code int, error text, excerpt text, status text, next_attempt_at timestamptz)
+    ), updated AS (
+        UPDATE webhook_deliveries AS d
+        SET status = result.status,
+            next_attempt_at = result.next_attempt_at,
+            last_status_code = result.status_code,
+            last_error = result.error,
+            delivered_at = CASE WHEN result.status = 'succeeded' THEN now() END
+        FROM result
+        WHERE d.id = result.delivery_id AND d.attempt_count = result.attempt
+          AND d.status = 'pending'
+        RETURNING d.id
+    )
+    INSERT INTO webhook_attempts (id, delivery_id, attempt, attempted_at, duration_ms,
+                                  status_code, error, response_excerpt, next_attempt_at)
+    SELECT gen_random_uuid(), result.delivery_id, result.attempt, result.attempted_at,
+           result.duration_ms, result.status_code, result.error, result.excerpt,
+           result.next_attempt_at
+    FROM result
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+    """
+)
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` (Standard Webhooks, "Signature
+    scheme"); the key is the base64 part of `whsec_...`."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: uuid.UUID
+    attempt: int
+    endpoint_id: uuid.UUID
+    url: str
+    secrets: tuple[str, ...]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Result:
+    claimed: Claimed
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    excerpt: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"sent": self.sent, "retried": self.retried, "failed": self.failed}
+
+
+def body_of(event_type: str, created_at: datetime, data: dict[str, Any]) -> bytes:
+    payload = {"type": event_type, "timestamp": created_at.isoformat(), "data": data}
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class Deliverer:
+    """Delivers what is due. One per scheduler process; `deliver_due` is the job."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        allow_private: bool,
+        retry_delays: tuple[timedelta, ...],
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._factory = session_factory
+        self._delays = retry_delays
+        self._client = client or address_guard.webhook_client(
+            allow_private=allow_private, timeout=TIMEOUT
+        )
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def deliver_due(self) -> DeliveryReport:
+        """Send everything due now and anything that becomes due while sending; return when
+        nothing due is left and every attempt started here is recorded."""
+        async with self._lock:  # one pass per process at a time; other processes: SKIP LOCKED
+            return await self._pass()
+
+    async def _pass(self) -> DeliveryReport:
+        report = DeliveryReport()
+        in_flight: dict[asyncio.Task[Result], uuid.UUID] = {}
+        per_endpoint: Counter[uuid.UUID] = Counter()
+        try:
+            while True:
+                claimed = []
+                free = MAX_IN_FLIGHT - len(in_flight)
+                if free > 0:
+                    busy = [e for e, n in per_endpoint.items() if n >= PER_ENDPOINT]
+                    claimed = await self._claim(free, busy)
+                for item in claimed:
+                    task = asyncio.create_task(self._attempt(item))
+                    in_flight[task] = item.endpoint_id
+                    per_endpoint[item.endpoint_id] += 1
+                if not in_flight:
+                    return report
+                if claimed and len(in_flight) < MAX_IN_FLIGHT:
+                    continue  # maybe more is due: claim again before waiting
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.sleep(0)  # let attempts finishing together join this batch
+                done |= {t for t in in_flight if t.done()}
+                results = []
+                for task in done:
+                    per_endpoint[in_flight.pop(task)] -= 1
+                    results.append(task.result())
+                await self._record(results, report)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _claim(self, limit: int, busy: list[uuid.UUID]) -> list[Claimed]:
+        async with transaction(self._factory) as db:
+            rows = (
+                await db.execute(
+                    _CLAIM,
+                    {
+                        "busy": busy,
+                        "scan": limit * 4,
+                        "per_endpoint": PER_ENDPOINT,
+                        "limit": limit,
+                        "lease": LEASE.total_seconds(),
+                    },
+                )
+            ).all()
+        metrics.OUTBOX_LAG.set(max((float(r.lag) for r in rows), default=0.0))
+        now = utcnow()
+        return [
+            Claimed(
+                delivery_id=r.id,
+                attempt=r.attempt_count,
+                endpoint_id=r.endpoint_id,
+                url=r.url,
+                secrets=(r.secret,)
+                + (
+                    (r.previous_secret,)
+                    if r.previous_secret and r.previous_secret_expires_at > now
+                    else ()
+                ),
+                body=body_of(r.type, r.created_at, r.data),
+            )
+            for r in rows
+        ]
+
+    async def _attempt(self, claimed: Claimed) -> Result:
+        msg_id = webhook_id(claimed.delivery_id)
+        attempted_at = utcnow()
+        timestamp = int(attempted_at.timestamp())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "Ensemble-Webhooks/1",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": " ".join(
+                sign(secret, msg_id, timestamp, claimed.body) for secret in claimed.secrets
+            ),
+        }
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        excerpt: str | None = None
+        try:
+            async with self._client.stream(
+                "POST", claimed.url, content=claimed.body, headers=headers
+            ) as response:
+                status_code = response.status_code
+                excerpt = await _excerpt(response)
+            if not 200 <= status_code < 300:
+                error = f"answered {status_code}"
+        except httpx.TimeoutException as exc:
+            error = f"timed out ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:EXCERPT]
+        duration = time.perf_counter() - started
+        metrics.WEBHOOK_DURATION.observe(duration)
+        return Result(claimed, attempted_at, round(duration * 1000), status_code, error, excerpt)
+
+    def _next_attempt(self, attempt: int) -> datetime | None:
+        """When to try again after failed attempt number `attempt`; None when it is the last."""
+        if attempt > len(self._delays):
+            return None
+        delay = self._delays[attempt - 1].total_seconds()
+        return utcnow() + timedelta(seconds=delay * random.uniform(1 - JITTER, 1 + JITTER))  # noqa: S311
+
+    async def _record(self, results: list[Result], report: DeliveryReport) -> None:
+        rows = []
+        for result in results:
+            next_at = None if result.ok else self._next_attempt(result.claimed.attempt)
+            status = "succeeded" if result.ok else ("pending" if next_at else "failed")
+            outcome = {"succeeded": "sent", "pending": "retried", "failed": "failed"}[status]
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+            rows.append(
+                {
+                    "delivery_id": str(result.claimed.delivery_id),
+                    "attempt": result.claimed.attempt,
+                    "attempted_at": result.attempted_at.isoformat(),
+                    "duration_ms": result.duration_ms,
+                    "status_code": result.status_code,
+                    "error": result.error,
+                    "excerpt": result.excerpt,
+                    "status": status,
+                    "next_attempt_at": next_at.isoformat() if next_at else None,
+                }
+            )
+        async with transaction(self._factory) as db:
+            await db.execute(_RECORD, {"results": json.dumps(rows)})
+
+
+async def _excerpt(response: httpx.Response) -> str | None:
+    """The start of the answer, for the delivery log; the rest is never read."""
+    kept = b""
+    async for chunk in response.aiter_raw():
+        kept += chunk
+        if len(kept) >= EXCERPT:
+            break
+    return kept[:EXCERPT].decode("utf-8", "replace").replace("\x00", "") or None

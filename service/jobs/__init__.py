@@ -1,0 +1,1 @@
+"""Background work: the job definitions, the leader-elected scheduler and their state."""

@@ -1,0 +1,203 @@
+"""APScheduler with one leader across every process and machine.
+
+Each process runs an APScheduler 3 `AsyncIOScheduler` (in-memory job store, jobs from
+`definitions.JOBS`), started paused. A dedicated PostgreSQL connection — not one from the pool,
+whose connections come and go — tries `pg_try_advisory_lock`; the process that gets it resumes
+its scheduler and is the leader until that connection ends. PostgreSQL releases a session lock
+when its connection closes, so a leader that is killed (`kill -9`), or whose connection dies,
+frees the lock at once; standbys try every few seconds and one takes over well within 15 s.
+TCP keepalives bound how long a silently vanished leader can keep the lock.
+
+The same connection LISTENs for new outbox events and wakes the `deliver-webhooks` job, and
+beats a heartbeat (the leader row for `GET /v1/jobs`, each job's next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import stripe
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models.base import utcnow
+from models.jobs import JobOutcome
+from service import metrics
+from service.integrations.outbox import CHANNEL
+from service.integrations.webhook_delivery import Deliverer
+from service.jobs import state
+from service.jobs.definitions import JOBS, JobContext, Summary
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x656E_7365_6D62  # "ensemb": the one scheduler lock
+RETRY_EVERY = 3.0  # a standby asks for the lock this often
+HEARTBEAT_EVERY = 5.0
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+
+
+def job_context(
+    settings: Settings,
+    factory: async_sessionmaker[AsyncSession],
+    stripe_client: stripe.StripeClient | None,
+) -> JobContext:
+    return JobContext(
+        settings=settings,
+        session_factory=factory,
+        deliverer=Deliverer(
+            factory,
+            allow_private=settings.webhook_allow_private,
+            retry_delays=settings.webhook_retry_delays,
+        ),
+        stripe=stripe_client,
+    )
+
+
+async def run_job(
+    ctx: JobContext, name: str, *, next_run_at: datetime | None = None
+) -> tuple[JobOutcome, Summary]:
+    """Run one job now, record its outcome for `GET /v1/jobs`, and never raise."""
+    job = JOBS[name]
+    started, clock = utcnow(), time.perf_counter()
+    try:
+        summary = await job.run(ctx)
+        outcome = JobOutcome.succeeded
+    except Exception as exc:
+        log.exception("job %s failed", name)
+        summary, outcome = {"error": f"{type(exc).__name__}: {exc}"[:500]}, JobOutcome.failed
+    metrics.JOB_RUNS.labels(name, outcome.value).inc()
+    metrics.JOB_DURATION.labels(name).observe(time.perf_counter() - clock)
+    try:
+        await state.record_run(
+            ctx.session_factory,
+            name,
+            started=started,
+            outcome=outcome,
+            detail=summary,
+            next_run_at=next_run_at,
+        )
+    except Exception:
+        log.exception("could not record the run of job %s", name)
+    return outcome, summary
+
+
+class Scheduler:
+    """The jobs of one process, run only while this process holds the scheduler lock."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.is_leader = False
+        self._apscheduler = AsyncIOScheduler(
+            timezone=ctx.settings.timezone,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for job in JOBS.values():
+            self._apscheduler.add_job(
+                self._run,
+                job.trigger(self.ctx.settings),
+                args=[job.name],
+                id=job.name,
+                name=job.name,
+            )
+        # A pass still running when the next second comes is normal for deliver-webhooks.
+        logging.getLogger("apscheduler.scheduler").addFilter(_SKIP_BUSY_RUNS)
+        self._apscheduler.start(paused=True)
+        self._task = asyncio.create_task(self._lead_when_possible(), name="scheduler-leader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._apscheduler.shutdown(wait=False)
+        await self.ctx.deliverer.aclose()
+
+    async def _run(self, name: str) -> None:
+        if not self.is_leader:
+            return
+        job = self._apscheduler.get_job(name)
+        await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
+
+    def wake_deliverer(self) -> None:
+        if self.is_leader:
+            self._apscheduler.modify_job("deliver-webhooks", next_run_time=datetime.now(UTC))
+
+    async def _lead_when_possible(self) -> None:
+        url = self.ctx.settings.database_url
+        assert url, "the scheduler needs DATABASE_URL"
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    url, autocommit=True, application_name="ensemble-scheduler", **KEEPALIVE
+                ) as conn:
+                    # Polling the database, not an in-process flag: an Event cannot help.
+                    while not await _try_lock(conn):  # noqa: ASYNC110
+                        await asyncio.sleep(RETRY_EVERY)
+                    await self._lead(conn)
+            except asyncio.CancelledError:
+                self._step_down()
+                raise
+            except (psycopg.Error, OSError) as exc:
+                self._step_down()
+                log.warning("scheduler lock connection lost (%s); retrying", exc)
+            await asyncio.sleep(RETRY_EVERY)
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(f"LISTEN {CHANNEL}")
+        await state.record_leader(self.ctx.session_factory)
+        log.info("this process leads the scheduler")
+        self.is_leader = True
+        metrics.SCHEDULER_LEADER.set(1)
+        self._apscheduler.resume()
+        self.wake_deliverer()  # events committed while nobody led
+        while True:
+            await self._heartbeat(conn)
+            async for _ in conn.notifies(timeout=HEARTBEAT_EVERY):
+                self.wake_deliverer()
+
+    async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT 1")  # raises if the lock's connection is gone
+        try:
+            await state.record_leader(self.ctx.session_factory)
+            await state.record_next_runs(
+                self.ctx.session_factory,
+                {job.id: job.next_run_time for job in self._apscheduler.get_jobs()},
+            )
+        except Exception:  # the pool's trouble is not the lock's: keep leading
+            log.exception("scheduler heartbeat could not be recorded")
+
+    def _step_down(self) -> None:
+        if self.is_leader:
+            log.warning("this process no longer leads the scheduler")
+        self.is_leader = False
+        metrics.SCHEDULER_LEADER.set(0)
+        if self._apscheduler.running:
+            self._apscheduler.pause()
+
+
+async def _try_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))).fetchone()
+    return bool(row and row[0])
+
+
+class _SkipBusyRuns(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIP_BUSY_RUNS = _SkipBusyRuns()

@@ -1,0 +1,118 @@
+"""A finance system's webhook receiver, on loopback: it verifies every request with the
+`standardwebhooks` package (as a real consumer would) and records what it got."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks import Webhook
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+    at: float  # time.time() when it arrived
+    answered: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.body)
+        return loaded
+
+
+@dataclass
+class Receiver:
+    """Answers 2xx unless told otherwise: `fail_first` answers 500 to the first N attempts of
+    each webhook-id, `status` answers that to everything, `delay` sleeps before answering."""
+
+    secret: str | None = None
+    fail_first: int = 0
+    status: int = 204
+    delay: float = 0.0
+    received: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/hooks"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                answered = receiver._answer(headers, body)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(answered)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _answer(self, headers: dict[str, str], body: bytes) -> int:
+        verified = False
+        if self.secret is not None:
+            try:
+                Webhook(self.secret).verify(body, headers)
+                verified = True
+            except Exception:
+                verified = False
+        msg_id = headers.get("webhook-id", "")
+        with self._lock:
+            earlier = sum(1 for r in self.received if r.webhook_id == msg_id)
+            answered = 400 if not verified else self.status
+            if verified and earlier < self.fail_first:
+                answered = 500
+            self.received.append(Received(msg_id, headers, body, verified, time.time(), answered))
+        return answered
+
+    def accepted(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if 200 <= r.answered < 300]
+
+    def ids_accepted(self) -> Counter[str]:
+        return Counter(r.webhook_id for r in self.accepted())
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until `count` requests were accepted (or time runs out); answer them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.accepted()) < count:
+            time.sleep(0.02)
+        return self.accepted()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
