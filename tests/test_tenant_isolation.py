@@ -37,6 +37,8 @@ from tests.support import Api, Headers, ok
 # and a calendar feed (made by the admin) for each organization and each therapist. Billing:
 # each organization also has delivered work (past programs, made by the admin, staffed by
 # therapists of their own) billed on one issued invoice and, delivered after that issue, a draft.
+# Webhooks (the provider's, for its finance systems): an endpoint registered by the admin before
+# anything else, so every event of the world has a delivery to it (pending: nothing sends them).
 # --------------------------------------------------------------------------------------------
 
 
@@ -79,6 +81,8 @@ class World:
     feed_therapist_2: dict[str, Any]
     billing_a: Billing
     billing_b: Billing
+    webhook_endpoint: dict[str, Any]  # as created: with its secret, shown once
+    webhook_delivery: dict[str, Any]  # one of the endpoint's deliveries (the first event's)
 
 
 async def _key_id(api: Api, headers: Headers) -> str:
@@ -101,6 +105,33 @@ def unknown_calendar_token() -> str:
 
 _THREE_WEEKS = "FREQ=WEEKLY;COUNT=3"
 WEBHOOK_SECRET = "whsec_walk_only"
+# A public literal address: accepted without ENSEMBLE_WEBHOOK_ALLOW_PRIVATE (this module's
+# settings leave it off) and without a DNS lookup. Nothing is ever sent to it: the walk runs no
+# deliverer.
+WEBHOOK_URL = "https://8.8.8.8/ensemble-walk"
+
+
+async def _webhook_endpoint(api: Api, tag: str) -> dict[str, Any]:
+    response = await api.client.post(
+        "/v1/webhook-endpoints",
+        json={"url": WEBHOOK_URL, "events": ["*"], "description": f"Provider ledger {tag}"},
+        headers=api.admin,
+    )
+    endpoint: dict[str, Any] = ok(response, 201)
+    return endpoint
+
+
+async def _first_delivery(api: Api, endpoint: dict[str, Any]) -> dict[str, Any]:
+    page = ok(
+        await api.client.get(
+            f"/v1/webhook-endpoints/{endpoint['id']}/deliveries",
+            params={"limit": "1"},
+            headers=api.admin,
+        )
+    )
+    [delivery] = page["data"]
+    assert delivery["status"] == "pending"
+    return dict(delivery)
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +177,7 @@ async def _billing(api: Api, org: dict[str, Any], title: str) -> Billing:
 @pytest_asyncio.fixture
 async def world(api: Api) -> World:
     tag = uuid.uuid4().hex[:10]
+    webhook_endpoint = await _webhook_endpoint(api, tag)
     org_a = await api.make_org(
         name=f"Home Org A {tag}", billing_email=f"billing-a-{tag}@home.example"
     )
@@ -210,6 +242,8 @@ async def world(api: Api) -> World:
         feed_therapist_2=await _feed(api, therapist_id=therapist_2["id"]),
         billing_a=await _billing(api, org_a, f"Home billed A {tag}"),
         billing_b=await _billing(api, org_b, f"Foreign billed B {tag}"),
+        webhook_endpoint=webhook_endpoint,
+        webhook_delivery=await _first_delivery(api, webhook_endpoint),
     )
 
 
@@ -248,6 +282,21 @@ def coordinators_refused_billing(world: World) -> frozenset[tuple[str, str]]:
     the accounting export are the provider's (403)."""
     return frozenset(
         op for op in billing_operations(world) if op[0] != "GET" or op == EXPORT_INVOICES
+    )
+
+
+# Outbound webhooks and the scheduler's jobs are the provider's: endpoints and their deliveries
+# (admin, finance), the jobs (admin).
+WEBHOOK_PATHS = ("/v1/webhook-endpoints", "/v1/webhook-deliveries")
+JOBS = ("GET", "/v1/jobs")
+
+
+def webhook_operations(world: World) -> frozenset[tuple[str, str]]:
+    """Every webhook route the app has (one added later too): a scoped key uses none."""
+    return frozenset(
+        (op.method, op.path)
+        for op in operations(app_of(world.api.client))
+        if op.path.startswith(WEBHOOK_PATHS)
     )
 
 
@@ -345,6 +394,19 @@ def _markers_of_billing(billing: Billing, whose: str) -> dict[str, str]:
     }
 
 
+def _markers_of_webhooks(world: World) -> dict[str, str]:
+    """The provider's webhook endpoint: where finance data goes and the key that signs it."""
+    endpoint, delivery = world.webhook_endpoint, world.webhook_delivery
+    return {
+        endpoint["id"]: "webhook endpoint id",
+        endpoint["url"]: "webhook endpoint url",
+        endpoint["secret"]: "webhook signing secret",
+        endpoint["description"]: "webhook endpoint description",
+        delivery["id"]: "webhook delivery id",
+        delivery["webhook_id"]: "webhook delivery's webhook-id",
+    }
+
+
 def _markers_of_program_b(world: World) -> dict[str, str]:
     """Org B's program, staffed by T2: foreign to org A's coordinator and to T1 alike."""
     return {
@@ -369,12 +431,16 @@ def coordinator_of_a(world: World) -> Walker:
             "feed_id": world.feed_org_b["id"],
             "token": unknown_calendar_token(),
             "invoice_id": world.billing_b.issued["id"],
+            # The provider's (no organization's): real ids, refused by role.
+            "endpoint_id": world.webhook_endpoint["id"],
+            "delivery_id": world.webhook_delivery["id"],
         },
         foreign_markers={
             **_markers_of_org_b(world),
             **_markers_of_therapist_2(world),
             **_markers_of_program_b(world),
             **_markers_of_billing(world.billing_b, "org B"),
+            **_markers_of_webhooks(world),
             # A therapist's feed is the therapist's, even T1's (who works in org A).
             world.feed_therapist_1["id"]: "T1 calendar feed id",
             world.feed_therapist_1["token"]: "T1 calendar feed token",
@@ -395,6 +461,9 @@ def coordinator_of_a(world: World) -> Walker:
             # Visibility before role: another organization's invoice is a 404 even for a change
             # coordinators may never make, and so is any draft, their own organization's too.
             "invoice_id": NOT_FOUND,
+            # Webhooks are the provider's alone: 403 by role, whichever endpoint or delivery.
+            "endpoint_id": BY_ROLE,
+            "delivery_id": BY_ROLE,
         },
         also_foreign={
             "feed_id": {
@@ -415,9 +484,10 @@ def coordinator_of_a(world: World) -> Walker:
             "invoice_id": world.billing_a.issued["id"],
         },
         # Staffing is the provider's: the ranking names and scores its therapists.
-        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions")})
+        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions"), JOBS})
         | REPORTS
-        | coordinators_refused_billing(world),
+        | coordinators_refused_billing(world)
+        | webhook_operations(world),
     )
 
 
@@ -436,9 +506,12 @@ def therapist_1(world: World) -> Walker:
             "feed_id": world.feed_therapist_2["id"],
             "token": unknown_calendar_token(),
             "invoice_id": world.billing_b.issued["id"],
+            "endpoint_id": world.webhook_endpoint["id"],
+            "delivery_id": world.webhook_delivery["id"],
         },
         foreign_markers={
             **_markers_of_therapist_2(world),
+            **_markers_of_webhooks(world),
             **_markers_of_org_b(world),
             **_markers_of_program_b(world),
             **_markers_of_billing(world.billing_b, "org B"),
@@ -463,6 +536,8 @@ def therapist_1(world: World) -> Walker:
             "token": NOT_FOUND,
             # Therapists see no money: every billing route is a 403, whoever's the invoice.
             "invoice_id": BY_ROLE,
+            "endpoint_id": BY_ROLE,
+            "delivery_id": BY_ROLE,
         },
         also_foreign={
             "feed_id": {
@@ -481,9 +556,10 @@ def therapist_1(world: World) -> Walker:
             "feed_id": world.feed_therapist_1["id"],
         },
         # Their programs come through /v1/me/programs, without the money; billing is all money.
-        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs")})
+        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs"), JOBS})
         | REPORTS
-        | billing_operations(world),
+        | billing_operations(world)
+        | webhook_operations(world),
         sees_money=False,  # "therapists see no money at all"
         feed_subject="therapist_id",
     )
@@ -494,8 +570,10 @@ def provider_staff(world: World, role: str) -> Walker:
     program A, staffed by T1, and one of its sessions). The admin rotates and revokes org A's
     feed and reads T1's by its real token (a feed the walk leaves alone); finance manages no
     feeds (403 to make one, 404 to rotate or revoke) and gets an unknown token. Both walk org A's
-    issued invoice: read first (the routes come in the app's order), then neither deleted nor
-    re-issued (409), then voided, after which payments and credit notes are a 409."""
+    issued invoice: read first (the routes come in the app's order, deletions last), then not
+    re-issued (409), then voided, after which payments and credit notes are a 409, and last not
+    deleted (409). Both walk the webhook endpoint: read, its secret rotated, its deliveries read,
+    the delivery not retried (409: still pending), and last the endpoint deleted."""
     admin = role == "admin"
     return Walker(
         role=role,
@@ -511,8 +589,10 @@ def provider_staff(world: World, role: str) -> Walker:
             "feed_id": world.feed_org_a["id"],
             "token": world.feed_therapist_1["token"] if admin else unknown_calendar_token(),
             "invoice_id": world.billing_a.issued["id"],
+            "endpoint_id": world.webhook_endpoint["id"],
+            "delivery_id": world.webhook_delivery["id"],
         },
-        refused=THERAPISTS_OWN_VIEW if admin else THERAPISTS_OWN_VIEW | {CREATE_FEED},
+        refused=THERAPISTS_OWN_VIEW if admin else THERAPISTS_OWN_VIEW | {CREATE_FEED, JOBS},
     )
 
 
@@ -531,6 +611,13 @@ class Operation:
     path_params: tuple[str, ...]
     required_query: tuple[str, ...]
     optional_query: tuple[str, ...]
+
+
+def deletions_last(found: list[Operation]) -> list[Operation]:
+    """The app's order with every DELETE moved to the end (a stable sort): a walk that deletes
+    what it walks would otherwise turn the reads after it into 404s (a webhook endpoint's
+    deliveries, read after the endpoint was deleted)."""
+    return sorted(found, key=lambda op: op.method == "DELETE")
 
 
 def app_of(client: httpx.AsyncClient) -> FastAPI:
@@ -655,6 +742,9 @@ def body_for(
         },
         ("POST", "/v1/invoices/{invoice_id}/credit-notes"): {"amount_cents": 1},
         ("POST", "/v1/invoices/{invoice_id}/stripe-sync"): None,
+        ("POST", "/v1/webhook-endpoints"): {"url": WEBHOOK_URL, "events": ["invoice.paid"]},
+        ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): None,
+        ("POST", "/v1/webhook-deliveries/{delivery_id}/retry"): None,
         # Shaped like a Stripe event about the walked invoice, but unsigned: refused (400).
         STRIPE_WEBHOOK: {
             "id": "evt_walk",
@@ -952,7 +1042,7 @@ async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_serv
     walker = provider_staff(world, role)
     client = world.api.client
     failures: list[str] = []
-    for operation in operations(app_of(client)):
+    for operation in deletions_last(operations(app_of(client))):
         for request in requests_for(operation, walker):
             response = await send(client, request, walker.headers)
             failures += webhook_failures(walker, request, response)
@@ -968,6 +1058,26 @@ async def test_provider_staff_walking_every_route_with_real_ids_never_get_a_serv
             ):
                 failures.append(f"admin GET refused: {describe(walker, request, response)}")
     assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "make_walker",
+    [coordinator_of_a, therapist_1, lambda w: provider_staff(w, "admin")],
+    ids=["coordinator", "therapist", "provider staff"],
+)
+async def test_every_walker_knows_every_path_parameter_the_app_has(
+    world: World, make_walker: Callable[[World], Walker]
+) -> None:
+    """A parameter no table knows is walked with a random UUID, which proves little: a route
+    added later (webhook endpoints and deliveries, say) needs its ids in the tables."""
+    walker = make_walker(world)
+    unknown = {
+        f"{request.method} {request.template}: {', '.join(request.random_params)}"
+        for operation in operations(app_of(world.api.client))
+        for request in requests_for(operation, walker)
+        if request.random_params
+    }
+    assert unknown == set()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1578,6 +1688,64 @@ async def test_therapist_reads_no_invoice_at_all(world: World, path: str) -> Non
     assert response.status_code == 403, response.text
     assert "_cents" not in response.text
     assert "INV-" not in response.text
+
+
+# Outbound webhooks and the scheduler are the provider's: a scoped key is refused by role (403),
+# with the real ids of the provider's endpoint and delivery, and changes nothing.
+
+
+@pytest.mark.parametrize("caller", ["coordinator_a", "therapist_1_key"])
+async def test_scoped_keys_get_403_on_every_webhook_route_and_the_jobs(
+    world: World, caller: str
+) -> None:
+    client = world.api.client
+    headers = getattr(world, caller)
+    endpoint, delivery = world.webhook_endpoint, world.webhook_delivery
+    endpoint_path = f"/v1/webhook-endpoints/{endpoint['id']}"
+    before = ok(await client.get(f"{endpoint_path}/deliveries", headers=world.api.admin))
+    responses = [
+        await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": WEBHOOK_URL, "events": ["*"]},
+            headers=headers,
+        ),
+        await client.get("/v1/webhook-endpoints", headers=headers),
+        await client.get(endpoint_path, headers=headers),
+        await client.post(f"{endpoint_path}/rotate-secret", headers=headers),
+        await client.get(f"{endpoint_path}/deliveries", headers=headers),
+        await client.post(f"/v1/webhook-deliveries/{delivery['id']}/retry", headers=headers),
+        await client.delete(endpoint_path, headers=headers),
+        await client.get("/v1/jobs", headers=headers),
+    ]
+    assert [r.status_code for r in responses] == [403] * len(responses)
+    for response in responses:
+        assert endpoint["url"] not in response.text
+        assert endpoint["secret"] not in response.text
+        assert "whsec_" not in response.text
+    listed = ok(await client.get("/v1/webhook-endpoints", headers=world.api.admin))
+    assert [e["id"] for e in listed["data"]] == [endpoint["id"]]
+    shown = ok(await client.get(endpoint_path, headers=world.api.admin))
+    assert shown["updated_at"] == endpoint["updated_at"]  # the secret was not rotated
+    after = ok(await client.get(f"{endpoint_path}/deliveries", headers=world.api.admin))
+    assert after == before
+
+
+async def test_the_world_has_a_delivery_for_every_event_since_the_endpoint_was_registered(
+    world: World,
+) -> None:
+    """The walk's delivery id is a real one: the endpoint (subscribed to "*") was registered
+    first, so the world's programs and invoices each left one behind, waiting."""
+    page = ok(
+        await world.api.client.get(
+            f"/v1/webhook-endpoints/{world.webhook_endpoint['id']}/deliveries",
+            params={"limit": "200"},
+            headers=world.api.admin,
+        )
+    )
+    types = {d["event_type"] for d in page["data"]}
+    assert {"program.requested", "program.confirmed", "invoice.issued"} <= types
+    assert {d["status"] for d in page["data"]} == {"pending"}
+    assert world.webhook_delivery["id"] in {d["id"] for d in page["data"]}
 
 
 # Stripe's webhook takes no API key: the signature is the only credential.
