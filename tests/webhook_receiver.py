@@ -61,10 +61,11 @@ class Receiver:
                 answered = receiver._answer(headers, body)
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                reply = b"" if answered == 204 else b"ok"  # a 204 carries no body
                 self.send_response(answered)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(reply)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -27,6 +27,7 @@ from service import sessions
 from service.auth import SYSTEM
 from service.billing import invoices
 from service.db import transaction
+from service.errors import DomainError
 from service.integrations import outbox, stripe_sync
 from service.integrations.webhook_delivery import Deliverer
 from service.scheduling import materialize
@@ -99,10 +100,19 @@ async def draft_invoices(ctx: JobContext) -> Summary:
                 )
             ).scalars()
             to_issue = list(due)
+        issued, refused = 0, {}
         for invoice_id in to_issue:
-            async with transaction(ctx.session_factory) as db:
-                await invoices.issue(db, SYSTEM, invoice_id, stripe_enabled=ctx.stripe is not None)
-        summary["issued"] = len(to_issue)
+            try:
+                async with transaction(ctx.session_factory) as db:
+                    await invoices.issue(
+                        db, SYSTEM, invoice_id, stripe_enabled=ctx.stripe is not None
+                    )
+                issued += 1
+            except DomainError as exc:  # e.g. issued by hand meanwhile; the others go on
+                refused[str(invoice_id)] = exc.detail
+        summary["issued"] = issued
+        if refused:
+            summary["not_issued"] = refused
     return summary
 
 

@@ -29,7 +29,7 @@ _FINISHED = text(
     """
     INSERT INTO job_states AS s
         (name, last_started_at, last_finished_at, last_outcome, last_detail, next_run_at)
-    VALUES (:name, :started, now(), :outcome, CAST(:detail AS jsonb), :next_run_at)
+    VALUES (:name, :started, clock_timestamp(), :outcome, CAST(:detail AS jsonb), :next_run_at)
     ON CONFLICT (name) DO UPDATE SET
         last_started_at = excluded.last_started_at,
         last_finished_at = excluded.last_finished_at,
