@@ -587,7 +587,7 @@ async def test_jobs_name_the_leader_while_a_scheduler_beats_its_heartbeat(
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    await state.record_leader(factory)
+    await state.record_leader(factory, acquired=True)
 
     response = ok(await api.client.get("/v1/jobs", headers=api.admin))
 

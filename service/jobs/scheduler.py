@@ -160,7 +160,7 @@ class Scheduler:
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(f"LISTEN {CHANNEL}")
-        await state.record_leader(self.ctx.session_factory)
+        await state.record_leader(self.ctx.session_factory, acquired=True)
         log.info("this process leads the scheduler")
         self.is_leader = True
         metrics.SCHEDULER_LEADER.set(1)
@@ -192,7 +192,7 @@ class Scheduler:
     async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SELECT 1")  # raises if the lock's connection is gone
         try:
-            await state.record_leader(self.ctx.session_factory)
+            await state.record_leader(self.ctx.session_factory, acquired=False)
             await state.record_next_runs(
                 self.ctx.session_factory,
                 {job.id: job.next_run_time for job in self._apscheduler.get_jobs()},

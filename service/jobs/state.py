@@ -52,7 +52,8 @@ _LEAD = text(
     VALUES (1, :pid, :hostname, now(), now())
     ON CONFLICT (id) DO UPDATE SET
         pid = excluded.pid, hostname = excluded.hostname,
-        since = CASE WHEN l.pid = excluded.pid AND l.hostname = excluded.hostname
+        since = CASE WHEN NOT :acquired AND l.pid = excluded.pid
+                          AND l.hostname = excluded.hostname
                      THEN l.since ELSE excluded.since END,
         heartbeat_at = now()
     """
@@ -99,10 +100,13 @@ async def last_runs(factory: async_sessionmaker[AsyncSession]) -> dict[str, date
         return {name: started for name, started in rows.all() if started is not None}
 
 
-async def record_leader(factory: async_sessionmaker[AsyncSession]) -> None:
-    """Claim (or refresh) the leader row for this process; only the lock holder calls it."""
+async def record_leader(factory: async_sessionmaker[AsyncSession], *, acquired: bool) -> None:
+    """Claim (just `acquired` the lock) or refresh (heartbeat) the leader row for this process;
+    only the lock holder calls it."""
     async with transaction(factory) as db:
-        await db.execute(_LEAD, {"pid": os.getpid(), "hostname": socket.gethostname()})
+        await db.execute(
+            _LEAD, {"pid": os.getpid(), "hostname": socket.gethostname(), "acquired": acquired}
+        )
 
 
 async def list_jobs(db: AsyncSession, principal: Principal, settings: Settings) -> JobList:
