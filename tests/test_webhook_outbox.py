@@ -84,3 +84,43 @@ async def test_an_endpoint_gets_only_the_events_it_subscribed_to(
     await confirmed_program(api, org, await api.make_offering(), therapist)
     await asyncio.gather(deliverer.deliver_due(), deliverer.deliver_due())
     assert [r.payload["type"] for r in receiver.accepted()] == ["program.confirmed"]
+
+
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
+    api: Api, receiver: Receiver, deliverer: Deliverer
+) -> None:
+    receiver.status = 307
+    endpoint = await subscribe(api, receiver, ["program.requested"])
+    await make_program(api, await api.make_org(), await api.make_offering())
+
+    await deliverer.deliver_due()
+
+    [delivery] = await deliveries(api, endpoint["id"])
+    assert delivery["status"] == "failed"
+    assert [a["status_code"] for a in delivery["attempts"]] == [307, 307, 307, 307]
+    assert len(receiver.received) == 4  # one request per attempt: nothing followed a Location
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    found = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+async def test_metrics_count_sent_retried_and_failed_deliveries(
+    api: Api, receiver: Receiver, deliverer: Deliverer
+) -> None:
+    before = (await api.client.get("/metrics")).text
+    receiver.fail_first = 1
+    await subscribe(api, receiver, ["program.requested"])
+    await make_program(api, await api.make_org(), await api.make_offering())
+
+    await deliverer.deliver_due()
+
+    after = (await api.client.get("/metrics")).text
+    counter = "ensemble_webhook_deliveries_total"
+    for result, more in (("sent", 1), ("retried", 1), ("failed", 0)):
+        grown = _sample(after, counter, result=result) - _sample(before, counter, result=result)
+        assert grown == more, result
+    assert _sample(after, "ensemble_outbox_lag_seconds") >= 0

@@ -64,6 +64,8 @@ class Receiver:
                 reply = b"" if answered == 204 else b"ok"  # a 204 carries no body
                 self.send_response(answered)
                 self.send_header("content-length", str(len(reply)))
+                if 300 <= answered < 400:
+                    self.send_header("location", "/moved")
                 self.end_headers()
                 self.wfile.write(reply)
 
