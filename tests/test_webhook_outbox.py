@@ -4,8 +4,17 @@ Webhooks), with one webhook-id per event and endpoint across every attempt."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
 
-from service.integrations.webhook_delivery import Deliverer
+import pytest
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.webhooks import EventType
+from service.integrations import outbox, webhook_delivery
+from service.integrations.webhook_delivery import PER_ENDPOINT, Claimed, Deliverer
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import ALL_WEEK, Api, ok, problem
 from tests.webhook_receiver import Receiver
@@ -124,3 +133,72 @@ async def test_metrics_count_sent_retried_and_failed_deliveries(
         grown = _sample(after, counter, result=result) - _sample(before, counter, result=result)
         assert grown == more, result
     assert _sample(after, "ensemble_outbox_lag_seconds") >= 0
+
+
+# Bursts: a few attempts in flight per endpoint, more claimed and queued behind them.
+
+
+class Issued(BaseModel):
+    id: uuid.UUID
+    number: int
+
+
+async def publish_burst(db: AsyncSession, count: int) -> None:
+    """`count` invoice.issued events committed at once, as an invoice run would."""
+    await outbox.publish_many(
+        db, EventType.invoice_issued, [Issued(id=uuid.uuid4(), number=n) for n in range(count)]
+    )
+    await db.commit()
+
+
+async def test_a_burst_to_one_endpoint_goes_a_few_at_a_time_each_event_once_in_one_pass(
+    api: Api, receiver: Receiver, deliverer: Deliverer, db: AsyncSession
+) -> None:
+    receiver.delay = 0.05
+    endpoint = await subscribe(api, receiver, ["invoice.issued"])
+    await publish_burst(db, 5 * PER_ENDPOINT)
+
+    report = await deliverer.deliver_due()
+
+    assert report.as_dict() == {"sent": 5 * PER_ENDPOINT, "retried": 0, "failed": 0}
+    assert 1 < receiver.most_in_flight <= PER_ENDPOINT
+    ids = receiver.ids_accepted()
+    assert len(ids) == 5 * PER_ENDPOINT and set(ids.values()) == {1}
+    numbers = sorted(r.payload["data"]["number"] for r in receiver.accepted())
+    assert numbers == list(range(5 * PER_ENDPOINT))
+    logged = await deliveries(api, endpoint["id"])
+    assert {d["status"] for d in logged} == {"succeeded"}
+    assert {tuple(a["attempt"] for a in d["attempts"]) for d in logged} == {(1,)}
+
+
+async def test_a_delivery_queued_too_long_is_given_back_unsent_and_later_sent_as_attempt_one(
+    api: Api,
+    receiver: Receiver,
+    deliverer: Deliverer,
+    db: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first attempts take longer than a queued delivery may wait to start, so the ones
+    # claimed behind them go back unsent and are claimed again.
+    monkeypatch.setattr(webhook_delivery, "START_WITHIN", timedelta(seconds=0.1))
+    receiver.delay = 0.3
+    claims: list[uuid.UUID] = []
+    claim = deliverer._claim
+
+    async def counted(*args: Any) -> tuple[list[Claimed], bool]:
+        claimed, more = await claim(*args)
+        claims.extend(item.delivery_id for item in claimed)
+        return claimed, more
+
+    monkeypatch.setattr(deliverer, "_claim", counted)
+    endpoint = await subscribe(api, receiver, ["invoice.issued"])
+    await publish_burst(db, PER_ENDPOINT + 3)
+
+    report = await deliverer.deliver_due()
+
+    assert report.as_dict() == {"sent": PER_ENDPOINT + 3, "retried": 0, "failed": 0}
+    assert len(claims) > len(set(claims)) == PER_ENDPOINT + 3  # some were claimed twice
+    assert set(receiver.ids_accepted().values()) == {1}
+    logged = await deliveries(api, endpoint["id"])
+    assert len(logged) == PER_ENDPOINT + 3
+    assert {tuple(a["attempt"] for a in d["attempts"]) for d in logged} == {(1,)}

@@ -40,6 +40,8 @@ class Receiver:
     status: int = 204
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    most_in_flight: int = 0  # requests being answered at once, at most so far
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -61,6 +63,8 @@ class Receiver:
                 answered = receiver._answer(headers, body)
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                with receiver._lock:
+                    receiver._in_flight -= 1
                 reply = b"" if answered == 204 else b"ok"  # a 204 carries no body
                 self.send_response(answered)
                 self.send_header("content-length", str(len(reply)))
@@ -97,6 +101,8 @@ class Receiver:
             if verified and earlier < self.fail_first:
                 answered = 500
             self.received.append(Received(msg_id, headers, body, verified, time.time(), answered))
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
         return answered
 
     def accepted(self) -> list[Received]:

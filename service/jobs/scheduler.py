@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x656E_7365_6D62  # "ensemb": the one scheduler lock
 RETRY_EVERY = 3.0  # a standby asks for the lock this often
 HEARTBEAT_EVERY = 5.0
+# On stop, running jobs get this long to finish (the deliverer sends what is in flight and
+# gives back what it claimed ahead) before they are cancelled; well inside `docker stop`'s 10 s.
+STOP_GRACE = 5.0
 KEEPALIVE: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 5,
@@ -94,6 +97,9 @@ async def run_job(
     return outcome, summary
 
 
+DELIVER = "deliver-webhooks"
+
+
 class Scheduler:
     """The jobs of one process, run only while this process holds the scheduler lock."""
 
@@ -105,6 +111,10 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self._task: asyncio.Task[None] | None = None
+        self._delivering = False
+        self._woken_while_delivering = False
+        self._stopping = False
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         for job in JOBS.values():
@@ -121,6 +131,18 @@ class Scheduler:
         self._task = asyncio.create_task(self._lead_when_possible(), name="scheduler-leader")
 
     async def stop(self) -> None:
+        """Start no more jobs, let the running ones finish (cancelled after STOP_GRACE), then
+        give up the lead. A job cut off mid-way is safe (each is idempotent and transactional),
+        but a delivery claimed and not recorded would wait out its lease before it is resent."""
+        self._stopping = True
+        if self._apscheduler.running:
+            self._apscheduler.pause()
+        self.ctx.deliverer.stop_claiming()
+        if self._running:
+            _, late = await asyncio.wait(self._running, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -129,14 +151,41 @@ class Scheduler:
         await self.ctx.deliverer.aclose()
 
     async def _run(self, name: str) -> None:
-        if not self.is_leader:
+        if not self.is_leader or self._stopping:
             return
-        job = self._apscheduler.get_job(name)
-        await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await self._run_job(name)
+        finally:
+            self._running.discard(task)
+
+    async def _run_job(self, name: str) -> None:
+        if name != DELIVER:
+            job = self._apscheduler.get_job(name)
+            await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
+            return
+        # An event committed after a pass made its last claim would wait for the next second:
+        # APScheduler skips the wake-up while this run is still on. So pass again instead.
+        self._delivering = True
+        try:
+            again = True
+            while again and self.is_leader and not self._stopping:
+                self._woken_while_delivering = False
+                job = self._apscheduler.get_job(name)
+                await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
+                again = self._woken_while_delivering
+        finally:
+            self._delivering = False
 
     def wake_deliverer(self) -> None:
-        if self.is_leader:
-            self._apscheduler.modify_job("deliver-webhooks", next_run_time=datetime.now(UTC))
+        if not self.is_leader or self._stopping:
+            return
+        if self._delivering:
+            self._woken_while_delivering = True
+        else:
+            self._apscheduler.modify_job(DELIVER, next_run_time=datetime.now(UTC))
 
     async def _lead_when_possible(self) -> None:
         url = self.ctx.settings.database_url
@@ -151,7 +200,7 @@ class Scheduler:
                         await asyncio.sleep(RETRY_EVERY)
                     await self._lead(conn)
             except asyncio.CancelledError:
-                self._step_down()
+                self._step_down(stopping=True)
                 raise
             except (psycopg.Error, OSError) as exc:
                 self._step_down()
@@ -200,9 +249,12 @@ class Scheduler:
         except Exception:  # the pool's trouble is not the lock's: keep leading
             log.exception("scheduler heartbeat could not be recorded")
 
-    def _step_down(self) -> None:
+    def _step_down(self, *, stopping: bool = False) -> None:
         if self.is_leader:
-            log.warning("this process no longer leads the scheduler")
+            if stopping:
+                log.info("this process stops and gives up leading the scheduler")
+            else:
+                log.warning("this process no longer leads the scheduler")
         self.is_leader = False
         metrics.SCHEDULER_LEADER.set(0)
         if self._apscheduler.running:

@@ -1,0 +1,158 @@
+"""The scheduler of this process on a committed database: a committed event wakes the deliverer
+at once, also when it lands while the previous delivery run is still finishing; a scheduler that
+stops hands its claimed deliveries back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from models.webhooks import EventType, WebhookEndpointCreate
+from service.auth import SYSTEM
+from service.db import make_async_engine, make_session_factory, transaction
+from service.integrations import outbox, webhook_endpoints
+from service.jobs import state
+from service.jobs.definitions import JOBS
+from service.jobs.scheduler import DELIVER, Scheduler, job_context
+from service.settings import Settings
+from tests.conftest import _truncate_all
+from tests.webhook_receiver import Receiver
+
+COMMIT_TO_RECEIPT_LIMIT = 2.0
+
+
+class Issued(BaseModel):
+    id: uuid.UUID
+
+
+@pytest_asyncio.fixture
+async def factory(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_async_engine(database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+        _truncate_all(database_url)
+
+
+async def publish_one(factory: async_sessionmaker[AsyncSession]) -> float:
+    """Commit one invoice.issued event; the time.time() of the commit."""
+    async with transaction(factory) as db:
+        await outbox.publish_many(db, EventType.invoice_issued, [Issued(id=uuid.uuid4())])
+    return time.time()
+
+
+async def accepted(receiver: Receiver, count: int, within: float) -> float:
+    """The time.time() at which the receiver had accepted `count` requests."""
+    deadline = time.monotonic() + within
+    while len(receiver.accepted()) < count:
+        assert time.monotonic() < deadline, f"{count} deliveries did not arrive in {within} s"
+        await asyncio.sleep(0.01)
+    return receiver.accepted()[count - 1].at
+
+
+async def test_an_event_committed_while_a_delivery_run_finishes_is_sent_without_waiting_a_poll(
+    database_url: str,
+    factory: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only a wake-up can start a delivery run here: the poll comes once an hour.
+    hourly = dataclasses.replace(
+        JOBS[DELIVER], trigger=lambda s: IntervalTrigger(hours=1, timezone=s.timezone)
+    )
+    monkeypatch.setitem(JOBS, DELIVER, hourly)
+    # Each delivery run is still on for a while after its pass, while its outcome is recorded.
+    recording = asyncio.Event()
+    record_run = state.record_run
+
+    async def slow_record_run(session_factory: Any, name: str, **details: Any) -> None:
+        if name == DELIVER:
+            recording.set()
+            await asyncio.sleep(0.5)
+        await record_run(session_factory, name, **details)
+
+    monkeypatch.setattr(state, "record_run", slow_record_run)
+    async with transaction(factory) as db:
+        endpoint = await webhook_endpoints.create(
+            db, SYSTEM, WebhookEndpointCreate(url=receiver.url, events=["*"]), allow_private=True
+        )
+    receiver.secret = endpoint.secret
+    settings = Settings(database_url=database_url, webhook_allow_private=True, scheduler=True)
+    scheduler = Scheduler(job_context(settings, factory, None))
+    await scheduler.start()
+    try:
+        await asyncio.wait_for(recording.wait(), 15)  # it leads, and caught up on deliveries
+        await asyncio.sleep(0.6)
+        recording.clear()
+        first_committed = await publish_one(factory)
+        assert await accepted(receiver, 1, 5) - first_committed < COMMIT_TO_RECEIPT_LIMIT
+        await asyncio.wait_for(recording.wait(), 5)  # that run has sent it and now records
+
+        second_committed = await publish_one(factory)
+
+        second_received = await accepted(receiver, 2, 5)
+        assert second_received - second_committed < COMMIT_TO_RECEIPT_LIMIT
+        assert all(r.verified for r in receiver.accepted())
+        assert len(receiver.ids_accepted()) == 2
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_stopping_scheduler_finishes_its_sends_and_gives_back_the_rest_for_the_next(
+    database_url: str, factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    receiver.delay = 0.2
+    async with transaction(factory) as db:
+        endpoint = await webhook_endpoints.create(
+            db, SYSTEM, WebhookEndpointCreate(url=receiver.url, events=["*"]), allow_private=True
+        )
+        await outbox.publish_many(
+            db, EventType.invoice_issued, [Issued(id=uuid.uuid4()) for _ in range(40)]
+        )
+    receiver.secret = endpoint.secret
+    settings = Settings(database_url=database_url, webhook_allow_private=True, scheduler=True)
+    first = Scheduler(job_context(settings, factory, None))
+    await first.start()
+    try:
+        await accepted(receiver, 1, 15)
+    finally:
+        await first.stop()
+    sent_by_first = len(receiver.accepted())
+    assert 0 < sent_by_first < 40
+
+    async with factory() as db:
+        rows = await db.execute(
+            text(
+                "SELECT d.status, d.next_attempt_at <= now() AS due, d.attempt_count,"
+                " (SELECT count(*) FROM webhook_attempts AS a WHERE a.delivery_id = d.id) AS tried"
+                " FROM webhook_deliveries AS d"
+            )
+        )
+        deliveries = rows.all()
+    # Nothing is left leased to the stopped process, and every attempt it made is recorded.
+    assert sum(1 for d in deliveries if d.status == "succeeded") == sent_by_first
+    assert all(d.due for d in deliveries if d.status == "pending")
+    assert all(d.attempt_count == d.tried for d in deliveries)
+
+    second = Scheduler(job_context(settings, factory, None))
+    started = time.monotonic()
+    await second.start()
+    try:
+        await accepted(receiver, 40, 15)
+    finally:
+        await second.stop()
+    assert time.monotonic() - started < 10  # not after the 60 s lease
+    assert set(receiver.ids_accepted().values()) == {1}
+    assert len(receiver.ids_accepted()) == 40
