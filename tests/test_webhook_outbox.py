@@ -202,3 +202,42 @@ async def test_a_delivery_queued_too_long_is_given_back_unsent_and_later_sent_as
     logged = await deliveries(api, endpoint["id"])
     assert len(logged) == PER_ENDPOINT + 3
     assert {tuple(a["attempt"] for a in d["attempts"]) for d in logged} == {(1,)}
+
+
+async def test_a_receiver_that_closes_idle_connections_gets_the_next_event_at_the_first_attempt(
+    api: Api, deliverer: Deliverer, db: AsyncSession
+) -> None:
+    # The deliverer keeps connections alive; a server may close one while it is idle. Sending
+    # on it anyway would fail the attempt, so the pool must notice and connect afresh.
+    bodies: list[bytes] = []
+
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        bodies.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    body = {"url": f"http://127.0.0.1:{port}/hooks", "events": ["invoice.issued"]}
+    ok(await api.client.post("/v1/webhook-endpoints", json=body, headers=api.admin), 201)
+    try:
+        await publish_burst(db, 1)
+        assert (await deliverer.deliver_due()).as_dict()["sent"] == 1
+        await asyncio.sleep(0.2)  # the receiver has closed that connection by now
+
+        await publish_burst(db, 1)
+        report = await deliverer.deliver_due()
+
+        assert report.as_dict() == {"sent": 1, "retried": 0, "failed": 0}
+        assert len(bodies) == 2
+    finally:
+        server.close()
+        await server.wait_closed()
