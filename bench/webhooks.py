@@ -48,7 +48,7 @@ from service.auth import SYSTEM
 from service.db import make_async_engine, make_session_factory, transaction
 from service.embedded import EmbeddedPostgres
 from service.integrations import address_guard, outbox, webhook_endpoints
-from service.integrations.webhook_delivery import PER_ENDPOINT, TIMEOUT, body_of, sign
+from service.integrations.webhook_delivery import PER_ENDPOINT, TIMEOUT, body_of, signed_headers
 from service.integrations.webhook_endpoints import webhook_id
 from service.jobs.scheduler import Scheduler, job_context
 from service.settings import Settings
@@ -267,13 +267,7 @@ async def baseline(
     async def post(body: bytes) -> None:
         msg_id = webhook_id(uuid.uuid4())
         timestamp = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "Ensemble-Webhooks/1",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body),
-        }
+        headers = signed_headers([secret], msg_id, timestamp, body)
         async with client.stream("POST", receiver.url, content=body, headers=headers) as answer:
             assert answer.status_code == 204
             async for _ in answer.aiter_raw():

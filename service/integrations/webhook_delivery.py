@@ -26,6 +26,7 @@ import random
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -147,6 +148,19 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(
+    secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The headers of one attempt, signed with each secret (two while a rotation overlaps)."""
+    return {
+        "content-type": "application/json",
+        "user-agent": "Ensemble-Webhooks/1",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets),
+    }
 
 
 @dataclass(frozen=True)
@@ -380,15 +394,7 @@ class Deliverer:
         msg_id = webhook_id(claimed.delivery_id)
         attempted_at = utcnow()
         timestamp = int(attempted_at.timestamp())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "Ensemble-Webhooks/1",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(
-                sign(secret, msg_id, timestamp, claimed.body) for secret in claimed.secrets
-            ),
-        }
+        headers = signed_headers(claimed.secrets, msg_id, timestamp, claimed.body)
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
