@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.webhooks import EventType
@@ -18,7 +17,7 @@ from service.integrations.webhook_delivery import PER_ENDPOINT, Claimed, Deliver
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import ALL_WEEK, Api, ok, problem
 from tests.webhook_receiver import Receiver
-from tests.webhooks_support import deliveries, subscribe
+from tests.webhooks_support import deliveries, issued, subscribe
 
 
 async def test_a_confirmed_program_reaches_the_receiver_signed_with_the_program_as_finance_sees_it(
@@ -138,16 +137,9 @@ async def test_metrics_count_sent_retried_and_failed_deliveries(
 # Bursts: a few attempts in flight per endpoint, more claimed and queued behind them.
 
 
-class Issued(BaseModel):
-    id: uuid.UUID
-    number: int
-
-
 async def publish_burst(db: AsyncSession, count: int) -> None:
     """`count` invoice.issued events committed at once, as an invoice run would."""
-    await outbox.publish_many(
-        db, EventType.invoice_issued, [Issued(id=uuid.uuid4(), number=n) for n in range(count)]
-    )
+    await outbox.publish_many(db, EventType.invoice_issued, issued(count))
     await db.commit()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+
+from pydantic import BaseModel
 
 from tests.support import Api, ok
 from tests.webhook_receiver import Receiver
@@ -28,3 +31,14 @@ async def deliveries(api: Api, endpoint_id: str) -> list[dict[str, Any]]:
     )
     found: list[dict[str, Any]] = ok(page)["data"]
     return found
+
+
+class Issued(BaseModel):
+    """An event's resource, for tests that publish straight to the outbox."""
+
+    id: uuid.UUID
+    number: int
+
+
+def issued(count: int) -> list[Issued]:
+    return [Issued(id=uuid.uuid4(), number=n) for n in range(count)]

@@ -53,6 +53,7 @@ PER_ENDPOINT = 8
 # MAX_IN_FLIGHT). `bench/webhooks.py` to one endpoint: 1 x PER_ENDPOINT took 0.29 transactions
 # per event, 3 x 0.18 and a fifth more events/s.
 AHEAD = 3 * PER_ENDPOINT
+MOST_HELD = MAX_IN_FLIGHT + AHEAD * MAX_IN_FLIGHT // PER_ENDPOINT  # claimed, not recorded
 # A queued delivery starts only this soon after its claim, so that its attempt too ends within
 # the lease; later, it is given back unsent.
 START_WITHIN = timedelta(seconds=20)
@@ -264,10 +265,6 @@ class Deliverer:
             while True:
                 if run.error is not None:
                     raise run.error
-                if self._stopping:
-                    for queue in run.queued.values():
-                        run.unsent.extend(queue)
-                        queue.clear()
                 finished, run.finished = run.finished, []
                 unsent, run.unsent = run.unsent, []
                 for item in await self._record_and_claim(finished, unsent, report, run.held()):
@@ -283,8 +280,12 @@ class Deliverer:
                 task.cancel()
 
     def _start(self, run: _Pass) -> None:
-        """Start queued deliveries while their endpoints (and the pass) have free slots."""
+        """Start queued deliveries while their endpoints (and the pass) have free slots; one
+        that waited past START_WITHIN, or any once the deliverer stops claiming, goes back."""
         for endpoint_id, queue in run.queued.items():
+            if self._stopping:
+                run.unsent.extend(queue)
+                queue.clear()
             while (
                 queue
                 and run.per_endpoint[endpoint_id] < PER_ENDPOINT
@@ -324,8 +325,7 @@ class Deliverer:
         A claim looks at the oldest due deliveries only (4 per free place). When that filled an
         endpoint's places, more was due than it looked at, and other endpoints exist, it claims
         again without the full ones: another endpoint's deliveries may be next."""
-        most = MAX_IN_FLIGHT + AHEAD * MAX_IN_FLIGHT // PER_ENDPOINT
-        if not (finished or unsent) and sum(held.values()) >= most:
+        if not (finished or unsent) and sum(held.values()) >= MOST_HELD:
             return []
         claimed: list[Claimed] = []
         async with transaction(self._factory) as db:
@@ -333,7 +333,7 @@ class Deliverer:
                 await self._record(db, finished, report)
             if unsent:
                 await db.execute(_GIVE_BACK, {"unsent": json.dumps([_unsent(c) for c in unsent])})
-            while not self._stopping and (free := most - sum(held.values())) > 0:
+            while not self._stopping and (free := MOST_HELD - sum(held.values())) > 0:
                 batch, others_may_be_due = await self._claim(db, free, held)
                 claimed += batch
                 held.update(item.endpoint_id for item in batch)

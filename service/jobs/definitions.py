@@ -207,6 +207,9 @@ def _cron(**fields: str | int) -> Callable[[Settings], BaseTrigger]:
     return lambda settings: CronTrigger(**fields, timezone=settings.timezone)
 
 
+# The job that new events wake (see `scheduler.Scheduler.wake_deliverer`).
+DELIVER_WEBHOOKS = "deliver-webhooks"
+
 JOBS: dict[str, Job] = {
     job.name: job
     for job in (
@@ -232,7 +235,7 @@ JOBS: dict[str, Job] = {
             sync_stripe,
         ),
         Job(
-            "deliver-webhooks",
+            DELIVER_WEBHOOKS,
             "Send due webhook deliveries (also woken at once by each committed event)",
             "every second, and on every new event",
             _every(seconds=1),

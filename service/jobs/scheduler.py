@@ -33,7 +33,7 @@ from service import metrics
 from service.integrations.outbox import CHANNEL
 from service.integrations.webhook_delivery import Deliverer
 from service.jobs import state
-from service.jobs.definitions import JOBS, JobContext, Summary
+from service.jobs.definitions import DELIVER_WEBHOOKS, JOBS, JobContext, Summary
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,6 @@ async def run_job(
     return outcome, summary
 
 
-DELIVER = "deliver-webhooks"
-
-
 class Scheduler:
     """The jobs of one process, run only while this process holds the scheduler lock."""
 
@@ -111,10 +108,9 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self._task: asyncio.Task[None] | None = None
-        self._delivering = False
         self._woken_while_delivering = False
         self._stopping = False
-        self._running: set[asyncio.Task[Any]] = set()
+        self._running: dict[asyncio.Task[Any], str] = {}  # job runs under way, by job name
 
     async def start(self) -> None:
         for job in JOBS.values():
@@ -151,41 +147,29 @@ class Scheduler:
         await self.ctx.deliverer.aclose()
 
     async def _run(self, name: str) -> None:
-        if not self.is_leader or self._stopping:
-            return
         task = asyncio.current_task()
         assert task is not None
-        self._running.add(task)
+        self._running[task] = name
         try:
-            await self._run_job(name)
-        finally:
-            self._running.discard(task)
-
-    async def _run_job(self, name: str) -> None:
-        if name != DELIVER:
-            job = self._apscheduler.get_job(name)
-            await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
-            return
-        # An event committed after a pass made its last claim would wait for the next second:
-        # APScheduler skips the wake-up while this run is still on. So pass again instead.
-        self._delivering = True
-        try:
-            again = True
-            while again and self.is_leader and not self._stopping:
+            # A delivery run woken while under way passes again: APScheduler skips a wake-up
+            # while the run is on, so an event committed after its last claim would otherwise
+            # wait for the next second.
+            while self.is_leader and not self._stopping:
                 self._woken_while_delivering = False
                 job = self._apscheduler.get_job(name)
                 await run_job(self.ctx, name, next_run_at=job.next_run_time if job else None)
-                again = self._woken_while_delivering
+                if not (name == DELIVER_WEBHOOKS and self._woken_while_delivering):
+                    break
         finally:
-            self._delivering = False
+            del self._running[task]
 
     def wake_deliverer(self) -> None:
         if not self.is_leader or self._stopping:
             return
-        if self._delivering:
+        if DELIVER_WEBHOOKS in self._running.values():
             self._woken_while_delivering = True
         else:
-            self._apscheduler.modify_job(DELIVER, next_run_time=datetime.now(UTC))
+            self._apscheduler.modify_job(DELIVER_WEBHOOKS, next_run_time=datetime.now(UTC))
 
     async def _lead_when_possible(self) -> None:
         url = self.ctx.settings.database_url
