@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 
-from service import bootstrap, migrate
+from service import bootstrap
 from service.app import create_app
-from service.embedded import EmbeddedPostgres
-from service.settings import Settings
+from service.core import migrate
+from service.core.embedded import EmbeddedPostgres
+from service.core.settings import Settings
 
 
 async def run(url: str, repeat: int) -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import psycopg
 
-from service import migrate
 from service.billing import runs
-from service.db import make_async_engine, make_session_factory, transaction
-from service.embedded import EmbeddedPostgres
+from service.core import migrate
+from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.embedded import EmbeddedPostgres
 
 SEED = """
 INSERT INTO organizations (id, name, kind, timezone, currency, tax_rate_bps, payment_terms_days,

@@ -43,15 +43,15 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from models.webhooks import EventType, WebhookEndpointCreate
-from service import migrate
-from service.auth import SYSTEM
-from service.db import make_async_engine, make_session_factory, transaction
-from service.embedded import EmbeddedPostgres
-from service.integrations import address_guard, outbox, webhook_endpoints
+from service.core import migrate, outbox
+from service.core.auth import SYSTEM
+from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.embedded import EmbeddedPostgres
+from service.core.settings import Settings
+from service.integrations import address_guard, webhook_endpoints
 from service.integrations.webhook_delivery import PER_ENDPOINT, TIMEOUT, body_of, signed_headers
 from service.integrations.webhook_endpoints import webhook_id
 from service.jobs.scheduler import Scheduler, job_context
-from service.settings import Settings
 
 GOAL = 500.0  # events/s end to end
 WARMUP = 200

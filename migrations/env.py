@@ -7,8 +7,8 @@ from sqlalchemy import Connection, text
 from sqlmodel import SQLModel
 
 import models.registry  # noqa: F401  (registers every table on the metadata)
-from service.db import make_sync_engine
-from service.settings import get_settings
+from service.core.db import make_sync_engine
+from service.core.settings import get_settings
 
 target_metadata = SQLModel.metadata
 # Several replicas may start at once; they take turns so the schema is migrated exactly once.

@@ -14,7 +14,9 @@ from models.sessions import SessionStatus
 from models.therapist_view import MyProgramRead, MySessionRead
 from models.types import DateOrInstant
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service import api_keys, audit, therapist_view
+from service.catalog import api_keys
+from service.core import audit
+from service.programs import therapist_view
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute)
 

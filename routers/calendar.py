@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from models.calendar_feeds import CalendarFeedCreate, CalendarFeedCreated, CalendarFeedRead
 from routers.deps import CurrentPrincipal, DbSession, UnitOfWorkRoute
-from service import calendar_feeds
+from service.programs import calendar_feeds
 
 router = APIRouter(prefix="/v1", tags=["calendar"], route_class=UnitOfWorkRoute)
 

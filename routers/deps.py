@@ -28,10 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.offerings import Offering
 from models.organizations import Organization
 from models.therapists import Therapist
-from service import idempotency, offerings, organizations, therapists
-from service.auth import Principal, authenticate, caller_fingerprint
-from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
-from service.settings import Settings
+from service.catalog import offerings, organizations, therapists
+from service.core import idempotency
+from service.core.auth import Principal, authenticate, caller_fingerprint
+from service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 FollowUp = Callable[[], Awaitable[BaseModel]]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import metrics, migrate
+from service.core import metrics, migrate
 
 router = APIRouter(tags=["operations"])
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, status
 from models.base import Page
 from models.offerings import OfferingCreate, OfferingRead, OfferingUpdate
 from routers.deps import CurrentPrincipal, DbSession, OfferingInPath, PageParams, UnitOfWorkRoute
-from service import offerings
+from service.catalog import offerings
 
 router = APIRouter(prefix="/v1/offerings", tags=["offerings"], route_class=UnitOfWorkRoute)
 

@@ -17,7 +17,7 @@ from routers.deps import (
     PageParams,
     UnitOfWorkRoute,
 )
-from service import organizations
+from service.catalog import organizations
 
 router = APIRouter(prefix="/v1/organizations", tags=["organizations"], route_class=UnitOfWorkRoute)
 

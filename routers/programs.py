@@ -19,7 +19,9 @@ from models.programs import (
     SuggestionList,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service import program_changes, program_staffing, programs
+from service.programs import changes as program_changes
+from service.programs import records as programs
+from service.programs import staffing as program_staffing
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"], route_class=UnitOfWorkRoute)
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query
 
 from models.reports import RevenueReport, UtilizationReport
 from routers.deps import CurrentPrincipal, DbSession, UnitOfWorkRoute
-from service import reports
 from service.billing import exports
+from service.reports import utilization as reports
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], route_class=UnitOfWorkRoute)
 

@@ -16,7 +16,7 @@ from models.sessions import (
 )
 from models.types import DateOrInstant
 from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service import sessions
+from service.programs import sessions
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=UnitOfWorkRoute)
 

@@ -14,7 +14,7 @@ from models.therapists import (
     TimeOffRead,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, TherapistInPath, UnitOfWorkRoute
-from service import therapists
+from service.catalog import therapists
 
 router = APIRouter(prefix="/v1/therapists", tags=["therapists"], route_class=UnitOfWorkRoute)
 

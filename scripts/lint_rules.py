@@ -2,7 +2,7 @@
 
 - The unit of work is the request: `.commit()` only in routers/deps.py (tests excepted).
 - Tenant scoping has one home: comparisons with `principal.organization_id` or
-  `principal.therapist_id` only in service/auth.py.
+  `principal.therapist_id` only in service/core/auth.py.
 - Dependencies point one way: routers -> service -> models. models/ imports neither; service/
   imports routers/ only in the app factory; only service/app.py and service/metrics.py touch
   the web framework.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT_ALLOWED = {"routers/deps.py"}
-SCOPING_HOME = "service/auth.py"
-WEB_FRAMEWORK_IN_SERVICE = {"service/app.py", "service/metrics.py"}
+SCOPING_HOME = "service/core/auth.py"
+WEB_FRAMEWORK_IN_SERVICE = {"service/app.py", "service/core/metrics.py"}
 # DESIGN.md puts create_app in service/app.py: the composition root that mounts the routers.
 COMPOSITION_ROOT = "service/app.py"
 ROUTER_SQLALCHEMY_ALLOWED = ("sqlalchemy.ext.asyncio", "sqlalchemy.exc")

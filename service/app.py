@@ -31,18 +31,18 @@ from routers import (
     therapists,
     webhooks,
 )
-from service.db import make_async_engine, make_session_factory
-from service.errors import (
+from service.core.db import make_async_engine, make_session_factory
+from service.core.errors import (
     PROBLEM_BASE,
     DomainError,
     FieldError,
     ValidationFailed,
     from_database_error,
 )
+from service.core.metrics import MetricsMiddleware
+from service.core.settings import Settings, get_settings
 from service.integrations import stripe_api
 from service.jobs.scheduler import Scheduler, job_context
-from service.metrics import MetricsMiddleware
-from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

@@ -13,10 +13,10 @@ from models.offerings import OfferingCreate
 from models.organizations import LocationCreate, Organization, OrganizationCreate
 from models.therapists import AvailabilityWindow, TherapistCreate
 from models.types import FocusArea, OfferingFormat, OrganizationKind, Role, Weekday
-from service import api_keys, offerings, organizations, therapists
-from service.auth import SYSTEM
-from service.db import make_async_engine, make_session_factory, transaction
-from service.settings import Settings
+from service.catalog import api_keys, offerings, organizations, therapists
+from service.core.auth import SYSTEM
+from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.settings import Settings
 
 LOCAL_ADMIN_KEY_FILE = "admin-key"
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.settings import Settings, get_settings
+from service.core.settings import Settings, get_settings
 
 log = logging.getLogger("ensemble")
 EMBEDDED_DATABASE = "ensemble"
@@ -24,7 +24,7 @@ def database(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from service.embedded import EmbeddedPostgres
+    from service.core.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(settings.data_dir / "pgdata")
     server.start()
@@ -42,7 +42,7 @@ def _use_url(url: str) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from service import migrate
+    from service.core import migrate
 
     with database(get_settings()) as url:
         migrate.upgrade(url)
@@ -52,7 +52,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_create_key(args: argparse.Namespace) -> int:
     from service import bootstrap
-    from service.errors import DomainError
+    from service.core.errors import DomainError
 
     with database(get_settings()) as url:
         settings = _use_url(url)
@@ -74,7 +74,8 @@ def cmd_create_key(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service import bootstrap, migrate
+    from service import bootstrap
+    from service.core import migrate
 
     with database(get_settings()) as url:
         migrate.upgrade(url)
@@ -94,7 +95,8 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service import bootstrap, migrate
+    from service import bootstrap
+    from service.core import migrate
 
     if args.no_scheduler:
         os.environ["ENSEMBLE_SCHEDULER"] = "false"  # read by every uvicorn worker process
@@ -121,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from service import migrate
+    from service.core import migrate
     from service.jobs import worker
 
     with database(get_settings()) as url:

@@ -24,11 +24,11 @@ import pytest_asyncio
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import migrate
 from service.app import create_app
-from service.db import make_async_engine
+from service.core import migrate
+from service.core.db import make_async_engine
+from service.core.settings import Settings
 from service.integrations.webhook_delivery import Deliverer
-from service.settings import Settings
 from tests.support import Api, Headers, bearer
 from tests.webhook_receiver import Receiver
 
@@ -46,7 +46,7 @@ def server_url() -> Iterator[str]:
     if external:
         yield external
         return
-    from service.embedded import EmbeddedPostgres
+    from service.core.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(
         Path(tempfile.mkdtemp(prefix="ensemble-test-")) / "pgdata", delete_on_stop=True

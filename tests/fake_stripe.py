@@ -26,7 +26,7 @@ import pytest
 import stripe
 from pydantic import SecretStr
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 WEBHOOK_SECRET = "whsec_test_ensemble"
 Params = dict[str, Any]

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.api_keys import ApiKeyCreate
 from models.types import Role
-from service import api_keys
-from service.auth import SYSTEM
+from service.catalog import api_keys
+from service.core.auth import SYSTEM
 
 Headers = dict[str, str]
 _serial = itertools.count(1)

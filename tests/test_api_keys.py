@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.api_keys import ApiKey
-from service.auth import hash_secret
+from service.core.auth import hash_secret
 from tests.support import Api, bearer, ok
 
 

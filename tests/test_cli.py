@@ -8,7 +8,7 @@ import sys
 
 import psycopg
 
-from service.auth import hash_secret
+from service.core.auth import hash_secret
 
 
 def ensemble(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from service.db import sqlalchemy_url
-from service.settings import Settings
+from service.core.db import sqlalchemy_url
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, inspect
 from sqlmodel import SQLModel
 
 import models.registry  # noqa: F401
-from service import migrate
 from service.app import create_app
-from service.db import sqlalchemy_url
+from service.core import migrate
+from service.core.db import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

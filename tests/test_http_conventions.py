@@ -52,7 +52,7 @@ async def test_healthz_answers_without_a_key(api: Api):
 
 
 async def test_readyz_reports_the_schema_at_head(api: Api):
-    from service import migrate
+    from service.core import migrate
 
     body = ok(await api.client.get("/readyz"))
     assert body["database"] == "ok"
@@ -74,7 +74,7 @@ async def test_readyz_is_503_when_the_database_cannot_be_reached(settings):
     import httpx as http
 
     from service.app import create_app
-    from service.db import make_async_engine
+    from service.core.db import make_async_engine
 
     unreachable = make_async_engine("postgresql://postgres@127.0.0.1:1/nowhere", pool_size=1)
     app = create_app(settings, engine=unreachable)
@@ -89,7 +89,7 @@ def test_production_refuses_to_start_without_a_database_url(monkeypatch):
     import pytest
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(ValidationError, match="DATABASE_URL is required"):

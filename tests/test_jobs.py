@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from models.jobs import JobOutcome
 from service.app import create_app
+from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.integrations.webhook_delivery import Deliverer
 from service.jobs.definitions import JOBS, JobContext, Summary
 from service.jobs.scheduler import job_context, run_job
-from service.settings import Settings
 from tests.billing_support import complete, delivered_program, period, run
 from tests.conftest import LiveServer
 from tests.fake_stripe import FakeStripe, stripe_fixtures

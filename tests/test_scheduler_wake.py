@@ -17,14 +17,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.webhooks import EventType, WebhookEndpointCreate
-from service.auth import SYSTEM
-from service.db import make_async_engine, make_session_factory, transaction
-from service.integrations import outbox, webhook_endpoints
+from service.core import outbox
+from service.core.auth import SYSTEM
+from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.settings import Settings
+from service.integrations import webhook_endpoints
 from service.integrations.webhook_delivery import PER_ENDPOINT
 from service.jobs import state
 from service.jobs.definitions import DELIVER_WEBHOOKS, JOBS
 from service.jobs.scheduler import Scheduler, job_context
-from service.settings import Settings
 from tests.conftest import _truncate_all
 from tests.webhook_receiver import Receiver
 from tests.webhooks_support import issued

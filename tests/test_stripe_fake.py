@@ -6,8 +6,8 @@ import pytest
 import stripe
 from pydantic import SecretStr
 
+from service.core.settings import Settings
 from service.integrations import stripe_api
-from service.settings import Settings
 from tests.fake_stripe import FakeStripe, stripe_fixtures
 
 stripe_server, fake_stripe, settings = stripe_fixtures()

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from service.core.settings import Settings
 from service.integrations import stripe_api
-from service.settings import Settings
 from tests.billing_support import complete, delivered_program, period, run
 from tests.support import Api, ok
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from models.billing import Invoice
 from service.app import create_app
+from service.core.settings import Settings
 from service.integrations import stripe_api, stripe_sync
-from service.settings import Settings
 from tests.billing_support import complete, delivered_program, period, run
 from tests.fake_stripe import FakeStripe, stripe_fixtures
 from tests.support import Api, ok, problem

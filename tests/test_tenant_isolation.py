@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.billing_support import complete, delivered_program, period, run
 from tests.programs_support import confirmed_program, sessions_of
 from tests.support import Api, Headers, ok

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.webhooks import EventType
-from service.integrations import outbox, webhook_delivery
+from service.core import outbox
+from service.integrations import webhook_delivery
 from service.integrations.webhook_delivery import PER_ENDPOINT, Claimed, Deliverer
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import ALL_WEEK, Api, ok, problem

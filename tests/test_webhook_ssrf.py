@@ -14,9 +14,9 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.app import create_app
+from service.core.settings import Settings
 from service.integrations.address_guard import address_class
 from service.integrations.webhook_delivery import Deliverer
-from service.settings import Settings
 from tests.programs_support import make_program
 from tests.support import Api, invalid_fields, ok, problem
 from tests.webhook_receiver import Receiver

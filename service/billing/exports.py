@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.reports import RevenueReport, RevenueRow
 from models.types import Role
-from service.auth import Principal, require_role
-from service.errors import FieldError, ValidationFailed
-from service.settings import get_settings
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, ValidationFailed
+from service.core.settings import get_settings
 
 FINANCE = (Role.admin, Role.finance)
 CSV_COLUMNS = (

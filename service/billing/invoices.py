@@ -38,13 +38,13 @@ from models.organizations import Organization
 from models.sessions import Session
 from models.types import Role
 from models.webhooks import EventType
-from service import audit, organizations
-from service.auth import Principal, require_role, scope_to_organizations
 from service.billing import numbering, runs
-from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
-from service.integrations import outbox
-from service.pagination import PageRequest, paginate
-from service.settings import get_settings
+from service.catalog import organizations
+from service.core import audit, outbox
+from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
+from service.core.settings import get_settings
 
 FINANCE = (Role.admin, Role.finance)
 READERS = (Role.admin, Role.finance, Role.coordinator)

@@ -22,7 +22,7 @@ from typing import TypeVar
 import httpx
 import stripe
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 T = TypeVar("T")
 

@@ -37,13 +37,13 @@ from models.billing import (
 )
 from models.organizations import Organization
 from models.sessions import Session
-from service import audit
-from service.auth import SYSTEM, Principal
 from service.billing import invoices
-from service.db import transaction
+from service.core import audit
+from service.core.auth import SYSTEM, Principal
+from service.core.db import transaction
+from service.core.settings import get_settings
 from service.integrations.stripe_api import StripeStepFailed
 from service.integrations.stripe_push import InvoiceToPush, LineToPush, PushResult, push
-from service.settings import get_settings
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)

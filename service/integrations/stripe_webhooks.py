@@ -33,10 +33,10 @@ from models.billing import (
     StripeWebhookAck,
     VoidInvoice,
 )
-from service import audit
-from service.auth import SYSTEM
 from service.billing import invoices
-from service.errors import DomainError, ServiceUnavailable
+from service.core import audit
+from service.core.auth import SYSTEM
+from service.core.errors import DomainError, ServiceUnavailable
 
 TOLERANCE_SECONDS = 300
 

@@ -36,8 +36,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.base import utcnow
-from service import metrics
-from service.db import transaction
+from service.core import metrics
+from service.core.db import transaction
 from service.integrations import address_guard
 from service.integrations.webhook_endpoints import webhook_id
 

@@ -26,11 +26,11 @@ from models.webhooks import (
     WebhookEndpointRead,
     WebhookEvent,
 )
-from service import audit
-from service.auth import Principal, require_role
-from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
-from service.integrations import address_guard, outbox
-from service.pagination import PageRequest, paginate
+from service.core import audit, outbox
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
+from service.integrations import address_guard
 
 MANAGERS = (Role.admin, Role.finance)
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)

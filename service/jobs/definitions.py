@@ -23,15 +23,16 @@ from models.idempotency import IdempotencyRecord
 from models.programs import Program
 from models.sessions import Session
 from models.webhooks import EventType
-from service import sessions
-from service.auth import SYSTEM
 from service.billing import invoices
-from service.db import transaction
-from service.errors import DomainError
-from service.integrations import outbox, stripe_sync
+from service.core import outbox
+from service.core.auth import SYSTEM
+from service.core.db import transaction
+from service.core.errors import DomainError
+from service.core.settings import Settings
+from service.integrations import stripe_sync
 from service.integrations.webhook_delivery import Deliverer
+from service.programs import sessions
 from service.scheduling import materialize
-from service.settings import Settings
 
 Summary = dict[str, Any]
 IDEMPOTENCY_KEYS_KEPT = timedelta(hours=24)

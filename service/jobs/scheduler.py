@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.base import utcnow
 from models.jobs import JobOutcome
-from service import metrics
-from service.integrations.outbox import CHANNEL
+from service.core import metrics
+from service.core.outbox import CHANNEL
+from service.core.settings import Settings
 from service.integrations.webhook_delivery import Deliverer
 from service.jobs import state
 from service.jobs.definitions import DELIVER_WEBHOOKS, JOBS, JobContext, Summary
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

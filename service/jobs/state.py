@@ -17,10 +17,10 @@ from models.base import utcnow
 from models.jobs import JobList, JobOutcome, JobRead, JobState, LastRun, LeaderRead
 from models.jobs import SchedulerLeader as Leader
 from models.types import Role
-from service.auth import Principal, require_role
-from service.db import transaction
+from service.core.auth import Principal, require_role
+from service.core.db import transaction
+from service.core.settings import Settings
 from service.jobs.definitions import JOBS
-from service.settings import Settings
 
 # A leader whose heartbeat is older than this is gone (its lock is free for a standby).
 LEADER_STALE = timedelta(seconds=30)

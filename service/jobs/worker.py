@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from models.jobs import JobOutcome
-from service.db import make_async_engine, make_session_factory
+from service.core.db import make_async_engine, make_session_factory
+from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.jobs.definitions import JobContext, Summary
 from service.jobs.scheduler import Scheduler, job_context, run_job
-from service.settings import Settings
 
 
 @asynccontextmanager

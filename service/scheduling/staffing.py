@@ -30,9 +30,9 @@ from sqlmodel import col
 from models.offerings import Offering
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from models.types import Role
-from service import audit
-from service.auth import Principal
-from service.errors import Conflict, Forbidden
+from service.core import audit
+from service.core.auth import Principal
+from service.core.errors import Conflict, Forbidden
 from service.scheduling.conflicts import Slot, overlapping_bookings, rfc3339
 
 OVERRIDABLE = frozenset({"outside_availability", "time_off", "weekly_load"})

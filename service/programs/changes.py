@@ -25,9 +25,10 @@ from models.programs import (
 from models.sessions import Session, SessionStatus
 from models.therapists import Therapist
 from models.types import OfferingFormat, Role
-from service import program_staffing, programs
-from service.auth import Principal, require_role
-from service.errors import FieldError, InvalidState, ValidationFailed
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, InvalidState, ValidationFailed
+from service.programs import records as programs
+from service.programs import staffing as program_staffing
 from service.scheduling import materialize
 
 

@@ -14,8 +14,8 @@ from sqlmodel import col
 from models.reports import UtilizationReport, UtilizationRow
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from models.types import Role
-from service.auth import Principal, require_role
-from service.errors import FieldError, ValidationFailed
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, ValidationFailed
 from service.scheduling.recurrence import local_start
 from service.scheduling.staffing import WEEKDAYS
 

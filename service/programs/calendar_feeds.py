@@ -28,9 +28,10 @@ from models.programs import Program
 from models.sessions import Session, SessionStatus
 from models.therapists import Therapist
 from models.types import Role
-from service import audit, organizations, therapists
-from service.auth import Principal, hash_secret, require_role, scope_to_tenant
-from service.errors import InvalidState, NotFound
+from service.catalog import organizations, therapists
+from service.core import audit
+from service.core.auth import Principal, hash_secret, require_role, scope_to_tenant
+from service.core.errors import InvalidState, NotFound
 
 TOKEN_PREFIX = "cal_"  # noqa: S105 (a label, not a secret)
 FEED_PAST = timedelta(days=90)  # how far back a feed still shows sessions

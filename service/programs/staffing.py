@@ -24,9 +24,9 @@ from models.programs import (
 )
 from models.sessions import Session
 from models.therapists import Therapist
-from service import programs
-from service.auth import Principal, require_role
-from service.errors import FieldError, InvalidState, ValidationFailed
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, InvalidState, ValidationFailed
+from service.programs import records as programs
 from service.scheduling import materialize, recurrence, staffing, suggestions
 from service.scheduling.conflicts import Slot
 

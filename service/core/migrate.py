@@ -11,14 +11,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if database_url:
-        from service.db import sqlalchemy_url
+        from service.core.db import sqlalchemy_url
 
         # ConfigParser interpolation: a literal % must be doubled.
         config.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))

@@ -20,10 +20,10 @@ from models.organizations import (
     OrganizationUpdate,
 )
 from models.types import Role
-from service import audit
-from service.auth import Principal, require_role, scope_to_organizations
-from service.errors import Forbidden, NotFound
-from service.pagination import PageRequest, paginate
+from service.core import audit
+from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.errors import Forbidden, NotFound
+from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.coordinator)
 EDITORS = (Role.admin, Role.coordinator)

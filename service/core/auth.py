@@ -21,7 +21,7 @@ from sqlmodel import col
 
 from models.api_keys import ApiKey
 from models.types import Role
-from service.errors import Forbidden, Unauthorized
+from service.core.errors import Forbidden, Unauthorized
 
 KEY_PREFIX = "ens_"
 SECRET_BYTES = 32  # 256 bits of randomness: a hash lookup is then as safe as a password check

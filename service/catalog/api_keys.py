@@ -13,10 +13,10 @@ from models.base import Page, utcnow
 from models.organizations import Organization
 from models.therapists import Therapist
 from models.types import Role
-from service import audit
-from service.auth import Principal, hash_secret, new_secret, require_role
-from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
-from service.pagination import PageRequest, paginate
+from service.core import audit
+from service.core.auth import Principal, hash_secret, new_secret, require_role
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
 
 ADMINS = (Role.admin,)
 

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.base import Page, utcnow
 from models.offerings import Offering, OfferingCreate, OfferingRead, OfferingUpdate
 from models.types import OfferingFormat, Role
-from service import audit
-from service.auth import Principal, require_role
-from service.errors import FieldError, NotFound, ValidationFailed
-from service.pagination import PageRequest, paginate
+from service.core import audit
+from service.core.auth import Principal, require_role
+from service.core.errors import FieldError, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
 
 # The catalog carries prices, and therapists see no money: they learn an offering's name
 # through their own programs (/v1/me/programs).

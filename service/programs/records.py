@@ -27,13 +27,13 @@ from models.programs import (
 from models.sessions import Session, SessionStatus
 from models.types import OfferingFormat, Role
 from models.webhooks import EventType
-from service import audit, organizations
-from service.auth import Principal, require_role, scope_to_organizations
-from service.errors import FieldError, NotFound, ValidationFailed
-from service.integrations import outbox
-from service.pagination import PageRequest, paginate
+from service.catalog import organizations
+from service.core import audit, outbox
+from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.errors import FieldError, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
+from service.core.settings import get_settings
 from service.scheduling import materialize, recurrence
-from service.settings import get_settings
 
 READERS = (Role.admin, Role.finance, Role.coordinator)
 BOOKERS = (Role.admin, Role.coordinator)

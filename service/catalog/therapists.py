@@ -26,10 +26,10 @@ from models.therapists import (
     WeeklyAvailability,
 )
 from models.types import Role, Weekday
-from service import audit
-from service.auth import Principal, require_role, scope_to_therapist
-from service.errors import FieldError, NotFound, ValidationFailed
-from service.pagination import PageRequest, paginate
+from service.core import audit
+from service.core.auth import Principal, require_role, scope_to_therapist
+from service.core.errors import FieldError, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.therapist)
 # Availability and time off are the therapist's own calendar: they may keep it themselves.

@@ -17,10 +17,10 @@ from models.programs import Program
 from models.sessions import Session, SessionStatus
 from models.therapist_view import MyProgramRead, MySessionRead, PlaceRead
 from models.types import Role
-from service import programs
-from service.auth import Principal, require_role, scope_to_therapist
-from service.pagination import PageRequest, paginate
-from service.sessions import SessionFilters, local_date_filter
+from service.core.auth import Principal, require_role, scope_to_therapist
+from service.core.pagination import PageRequest, paginate
+from service.programs import records as programs
+from service.programs.sessions import SessionFilters, local_date_filter
 
 
 def _place(location: Location | None) -> PlaceRead | None:

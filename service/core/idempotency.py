@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.idempotency import IdempotencyRecord
-from service.errors import Conflict, FieldError, IdempotencyMismatch, ValidationFailed
+from service.core.errors import Conflict, FieldError, IdempotencyMismatch, ValidationFailed
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

@@ -37,11 +37,10 @@ from models.sessions import (
 )
 from models.therapists import Therapist
 from models.types import Role
-from service import audit
-from service.auth import Principal, require_role, scope_to_tenant
-from service.errors import FieldError, InvalidState, NotFound, ValidationFailed
-from service.integrations import outbox
-from service.pagination import PageRequest, paginate
+from service.core import audit, outbox
+from service.core.auth import Principal, require_role, scope_to_tenant
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.pagination import PageRequest, paginate
 from service.scheduling import staffing
 from service.scheduling.conflicts import Slot
 

@@ -13,8 +13,8 @@ from sqlmodel import col
 from models.audit import AuditEvent, AuditEventRead
 from models.base import Page
 from models.types import Role
-from service.auth import Principal, require_role
-from service.pagination import PageRequest, paginate
+from service.core.auth import Principal, require_role
+from service.core.pagination import PageRequest, paginate
 
 
 def snapshot(read_model: BaseModel | None) -> dict[str, Any] | None:

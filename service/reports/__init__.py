@@ -1,0 +1,1 @@
+"""Reports for the provider, read-only aggregates."""
