@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 
 import models.registry  # noqa: F401  (registers every table on the metadata)
 from service.core.db import make_sync_engine
-from service.core.settings import get_settings
+from service.core.settings import Settings
 
 target_metadata = SQLModel.metadata
 # Several replicas may start at once; they take turns so the schema is migrated exactly once.
@@ -27,7 +27,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    url = context.config.get_main_option("sqlalchemy.url") or Settings().database_url
     if not url:
         raise RuntimeError("set DATABASE_URL (the CLI starts the embedded server for you)")
     engine = make_sync_engine(url)

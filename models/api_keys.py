@@ -9,7 +9,7 @@ from pydantic import model_validator
 from sqlalchemy import CheckConstraint, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import Name, Role
 
 
@@ -28,7 +28,7 @@ class ApiKey(ApiKeyBase, table=True):
     __tablename__ = "api_keys"
     __table_args__ = (
         UniqueConstraint("secret_hash"),
-        CheckConstraint("role IN ('admin', 'coordinator', 'therapist', 'finance')", name="role"),
+        CheckConstraint(f"role IN ({sql_values(Role)})", name="role"),
         # A key's scope matches its role: exactly the coordinator has an organization and
         # exactly the therapist has a therapist record.
         CheckConstraint(

@@ -4,7 +4,9 @@ the input-model configuration and the one page envelope for lists."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +26,12 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 FORBID_EXTRA: Any = ConfigDict(extra="forbid")  # Any: SQLModel types model_config its own way
 """Input schemas reject unknown fields: a typo is a 422, never silently dropped."""
+
+
+def sql_values(values: Iterable[StrEnum]) -> str:
+    """Enum members as a SQL list of literals (`'scheduled', 'completed'`), for statements
+    composed from constant fragments; the members are code, never input."""
+    return ", ".join(f"'{value.value}'" for value in values)
 
 
 def utcnow() -> datetime:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import Cents, Instant, LongText, ShortText
 
 
@@ -59,7 +59,7 @@ class Invoice(SQLModel, table=True):
             postgresql_where=text("status = 'draft'"),
         ),
         UniqueConstraint("number"),
-        CheckConstraint("status IN ('draft', 'open', 'paid', 'void')", name="status"),
+        CheckConstraint(f"status IN ({sql_values(InvoiceStatus)})", name="status"),
         CheckConstraint("(status = 'draft') = (number IS NULL)", name="numbered_once_issued"),
         CheckConstraint("subtotal_cents >= 0 AND tax_cents >= 0", name="amounts"),
         CheckConstraint("total_cents = subtotal_cents + tax_cents", name="total"),
@@ -69,7 +69,7 @@ class Invoice(SQLModel, table=True):
             name="never_overpaid",
         ),
         CheckConstraint(
-            "stripe_sync_status IN ('disabled', 'pending', 'synced', 'failed')",
+            f"stripe_sync_status IN ({sql_values(StripeSyncStatus)})",
             name="stripe_sync_status",
         ),
     )

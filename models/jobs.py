@@ -11,7 +11,7 @@ from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.base import timestamp_field
+from models.base import sql_values, timestamp_field
 
 
 class JobOutcome(StrEnum):
@@ -21,7 +21,9 @@ class JobOutcome(StrEnum):
 
 class JobState(SQLModel, table=True):
     __tablename__ = "job_states"
-    __table_args__ = (CheckConstraint("last_outcome IN ('succeeded', 'failed')", name="outcome"),)
+    __table_args__ = (
+        CheckConstraint(f"last_outcome IN ({sql_values(JobOutcome)})", name="outcome"),
+    )
 
     name: str = Field(primary_key=True, sa_type=String(40))
     next_run_at: datetime | None = timestamp_field(nullable=True)

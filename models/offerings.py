@@ -9,7 +9,7 @@ from pydantic import ValidationInfo, field_validator
 from sqlalchemy import ARRAY, BigInteger, CheckConstraint, String
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import Cents, CurrencyCode, Name, OfferingFormat, Percent, Tags
 
 DURATION_MIN, DURATION_MAX = 15, 240
@@ -31,7 +31,7 @@ class OfferingBase(SQLModel):
 class Offering(OfferingBase, table=True):
     __tablename__ = "offerings"
     __table_args__ = (
-        CheckConstraint("format IN ('individual', 'group')", name="format"),
+        CheckConstraint(f"format IN ({sql_values(OfferingFormat)})", name="format"),
         CheckConstraint("rate_cents >= 0", name="rate_cents"),
         CheckConstraint(
             f"duration_minutes BETWEEN {DURATION_MIN} AND {DURATION_MAX}", name="duration_minutes"

@@ -10,7 +10,7 @@ from pydantic import field_validator
 from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, String, Time
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.offerings import DURATION_MAX, DURATION_MIN, MAX_PARTICIPANTS
 from models.types import Cents, ClockTime, FocusArea, LongText, Name, TimeZoneName
 
@@ -52,10 +52,8 @@ class Schedule(SQLModel):
 class Program(SQLModel, table=True):
     __tablename__ = "programs"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('requested', 'confirmed', 'completed', 'cancelled')", name="status"
-        ),
-        CheckConstraint("modality IN ('in_person', 'online')", name="modality"),
+        CheckConstraint(f"status IN ({sql_values(ProgramStatus)})", name="status"),
+        CheckConstraint(f"modality IN ({sql_values(Modality)})", name="modality"),
         CheckConstraint(
             "(modality = 'in_person' AND location_id IS NOT NULL) OR "
             "(modality = 'online' AND video_url IS NOT NULL)",

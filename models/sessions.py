@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import Instant, LongText
 
 
@@ -31,9 +31,12 @@ class SessionStatus(StrEnum):
     no_show = "no_show"
 
 
-# Statuses in which a session holds its therapist's time. A cancelled session frees it.
-LIVE_STATUSES = ("scheduled", "completed", "no_show")
-_LIVE_SQL = "status IN ('scheduled', 'completed', 'no_show')"
+# A session holds its therapist's time while live; a cancelled one frees it.
+LIVE_STATUSES = (SessionStatus.scheduled, SessionStatus.completed, SessionStatus.no_show)
+CANCELLED_STATUSES = (SessionStatus.cancelled, SessionStatus.late_cancelled)
+# Billed when delivered, late-cancelled or a no-show (service.billing).
+BILLABLE_STATUSES = (SessionStatus.completed, SessionStatus.late_cancelled, SessionStatus.no_show)
+LIVE_SQL = f"status IN ({sql_values(LIVE_STATUSES)})"
 
 
 class CancelledBy(StrEnum):
@@ -50,14 +53,14 @@ class Session(SQLModel, table=True):
             ("therapist_id", "="),
             (func.tstzrange(text("starts_at"), text("ends_at")), "&&"),
             using="gist",
-            where=text(_LIVE_SQL),
+            where=text(LIVE_SQL),
             name="ex_sessions_therapist_overlap",
         ),
         # Materializing twice adds nothing: one row per program and originally planned start.
         UniqueConstraint("program_id", "original_starts_at"),
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint(
-            "status IN ('scheduled', 'completed', 'cancelled', 'late_cancelled', 'no_show')",
+            f"status IN ({sql_values(SessionStatus)})",
             name="status",
         ),
         CheckConstraint("attendance IS NULL OR attendance >= 0", name="attendance"),

@@ -9,7 +9,7 @@ from pydantic import ValidationInfo, field_validator
 from sqlalchemy import ARRAY, CheckConstraint, DateTime, String, Time, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import (
     ClockTime,
     Email,
@@ -97,7 +97,7 @@ class AvailabilityRow(SQLModel, table=True):
     __tablename__ = "therapist_availability"
     __table_args__ = (
         CheckConstraint("start_time < end_time", name="start_before_end"),
-        CheckConstraint("weekday IN ('MO','TU','WE','TH','FR','SA','SU')", name="weekday"),
+        CheckConstraint(f"weekday IN ({sql_values(Weekday)})", name="weekday"),
     )
 
     id: uuid.UUID = id_field()

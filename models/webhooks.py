@@ -13,7 +13,7 @@ from sqlalchemy import ARRAY, CheckConstraint, Index, Integer, String, UniqueCon
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, timestamp_field
+from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import LongText, _reject_nul
 
 
@@ -93,7 +93,7 @@ class WebhookDelivery(SQLModel, table=True):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("event_id", "endpoint_id"),
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'cancelled')", name="status"),
+        CheckConstraint(f"status IN ({sql_values(DeliveryStatus)})", name="status"),
         CheckConstraint("(status = 'pending') = (next_attempt_at IS NOT NULL)", name="scheduled"),
         # The deliverer's claim scans only what is waiting.
         Index(

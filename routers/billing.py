@@ -21,16 +21,16 @@ from models.billing import (
     VoidInvoice,
 )
 from routers.deps import (
+    AppSettings,
     CurrentPrincipal,
     DbSession,
     PageParams,
     ThenAfterCommit,
-    UnitOfWorkRoute,
 )
 from routers.integrations import StripePush
 from service.billing import exports, invoices
 
-router = APIRouter(prefix="/v1", tags=["billing"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1", tags=["billing"])
 
 
 @router.post("/invoice-runs", status_code=status.HTTP_201_CREATED)
@@ -66,12 +66,13 @@ async def list_invoices(
 async def export_invoices(
     request: Request,
     principal: CurrentPrincipal,
+    settings: AppSettings,
     start: Annotated[date, Query(alias="from")],
     end: Annotated[date, Query(alias="to")],
 ) -> StreamingResponse:
     """Issued invoices by issue date (`from`..`to`, inclusive, provider's zone), one row per
     line, streamed (admin, finance). Cells a spreadsheet would run as formulas are quoted."""
-    window = exports.authorize_export(principal, start, end)
+    window = exports.authorize_export(principal, start, end, settings=settings)
     return StreamingResponse(
         exports.csv_chunks(request.app.state.session_factory, window),
         media_type="text/csv; charset=utf-8",
@@ -101,6 +102,7 @@ async def issue_invoice(
     invoice_id: uuid.UUID,
     db: DbSession,
     principal: CurrentPrincipal,
+    settings: AppSettings,
     stripe: StripePush,
     then: ThenAfterCommit,
 ) -> InvoiceDetail:
@@ -108,7 +110,9 @@ async def issue_invoice(
     With Stripe configured, the issued invoice is then pushed to Stripe; the answer shows the
     outcome (`stripe_sync_status` `synced`, or `failed`: the invoice is issued all the same,
     and `POST /v1/invoices/{id}/stripe-sync` resumes the push)."""
-    issued = await invoices.issue(db, principal, invoice_id, stripe_enabled=stripe.enabled)
+    issued = await invoices.issue(
+        db, principal, invoice_id, stripe_enabled=stripe.enabled, settings=settings
+    )
     if stripe.enabled:
         then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
     return issued
@@ -159,7 +163,11 @@ async def record_payment(
 
 @router.post("/invoices/{invoice_id}/credit-notes", status_code=status.HTTP_201_CREATED)
 async def add_credit_note(
-    invoice_id: uuid.UUID, body: CreditNoteCreate, db: DbSession, principal: CurrentPrincipal
+    invoice_id: uuid.UUID,
+    body: CreditNoteCreate,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
 ) -> InvoiceDetail:
     """Credit an open invoice, at most the amount due (CN-YYYY-NNNNNN, its own gapless series)."""
-    return await invoices.add_credit_note(db, principal, invoice_id, body)
+    return await invoices.add_credit_note(db, principal, invoice_id, body, settings=settings)

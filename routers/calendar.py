@@ -7,10 +7,10 @@ import uuid
 from fastapi import APIRouter, Request, Response, status
 
 from models.calendar_feeds import CalendarFeedCreate, CalendarFeedCreated, CalendarFeedRead
-from routers.deps import CurrentPrincipal, DbSession, UnitOfWorkRoute
+from routers.deps import CurrentPrincipal, DbSession
 from service.programs import calendar_feeds
 
-router = APIRouter(prefix="/v1", tags=["calendar"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1", tags=["calendar"])
 
 
 @router.post("/calendar-feeds", status_code=status.HTTP_201_CREATED)

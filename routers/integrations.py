@@ -7,16 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 
 from models.billing import StripeWebhookAck
-from routers.deps import DbSession, UnitOfWorkRoute
+from routers.deps import DbSession
 from service.integrations import stripe_webhooks
 from service.integrations.stripe_sync import StripeSync
 
-router = APIRouter(prefix="/v1/integrations", tags=["integrations"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/integrations", tags=["integrations"])
 
 
 def stripe_sync(request: Request) -> StripeSync:
     return StripeSync(
-        client=request.app.state.stripe, session_factory=request.app.state.session_factory
+        client=request.app.state.stripe,
+        session_factory=request.app.state.session_factory,
+        provider_zone=request.app.state.settings.timezone,
     )
 
 

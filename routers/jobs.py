@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from models.jobs import JobList
-from routers.deps import AppSettings, CurrentPrincipal, DbSession, UnitOfWorkRoute
+from routers.deps import AppSettings, CurrentPrincipal, DbSession
 from service.jobs import state
 
-router = APIRouter(prefix="/v1", tags=["jobs"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 @router.get("/jobs")

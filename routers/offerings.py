@@ -4,10 +4,10 @@ from fastapi import APIRouter, status
 
 from models.base import Page
 from models.offerings import OfferingCreate, OfferingRead, OfferingUpdate
-from routers.deps import CurrentPrincipal, DbSession, OfferingInPath, PageParams, UnitOfWorkRoute
+from routers.deps import CurrentPrincipal, DbSession, OfferingInPath, PageParams
 from service.catalog import offerings
 
-router = APIRouter(prefix="/v1/offerings", tags=["offerings"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/offerings", tags=["offerings"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

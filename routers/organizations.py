@@ -15,11 +15,10 @@ from routers.deps import (
     DbSession,
     OrganizationInPath,
     PageParams,
-    UnitOfWorkRoute,
 )
 from service.catalog import organizations
 
-router = APIRouter(prefix="/v1/organizations", tags=["organizations"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/organizations", tags=["organizations"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -18,18 +18,16 @@ from models.programs import (
     ProgramUpdate,
     SuggestionList,
 )
-from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
-from service.programs import changes as program_changes
-from service.programs import records as programs
-from service.programs import staffing as program_staffing
+from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
+from service.programs import booking, changes, records, staffing
 
-router = APIRouter(prefix="/v1/programs", tags=["programs"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/programs", tags=["programs"])
 
 
 async def program_in_path(
     program_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
 ) -> Program:
-    return await programs.get_visible(db, principal, program_id, for_update=True)
+    return await records.get_visible(db, principal, program_id, for_update=True)
 
 
 ProgramInPath = Annotated[Program, Depends(program_in_path)]
@@ -41,7 +39,7 @@ async def create_program(
 ) -> ProgramRead:
     """Book a program (status `requested`). Coordinators book for their own organization from
     today on; admins for any, including a program already under way."""
-    return await programs.book(db, principal, body)
+    return await booking.book(db, principal, body)
 
 
 @router.get("")
@@ -53,7 +51,7 @@ async def list_programs(
     status: Annotated[ProgramStatus | None, Query()] = None,
 ) -> Page[ProgramRead]:
     """Programs the caller may see (admin, finance: all; coordinator: their organization's)."""
-    return await programs.list_programs(
+    return await records.list_programs(
         db, principal, page, organization_id=organization_id, status=status
     )
 
@@ -61,37 +59,45 @@ async def list_programs(
 @router.get("/{program_id}")
 async def get_program(program: ProgramInPath) -> ProgramRead:
     """One program."""
-    return programs.to_read(program)
+    return records.to_read(program)
 
 
 @router.patch("/{program_id}")
 async def update_program(
-    program: ProgramInPath, body: ProgramUpdate, db: DbSession, principal: CurrentPrincipal
+    program: ProgramInPath,
+    body: ProgramUpdate,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
 ) -> ProgramRead:
     """Change a program (admin). On a confirmed program, a new schedule, rate or therapist needs
     `effective_date`: scheduled sessions from that date are rebuilt; completed, cancelled and
     individually rescheduled sessions are kept."""
-    return await program_changes.update(db, principal, program, body)
+    return await changes.update(db, principal, program, body, settings=settings)
 
 
 @router.post("/{program_id}/assign")
 async def assign_therapist(
-    program: ProgramInPath, body: AssignTherapist, db: DbSession, principal: CurrentPrincipal
+    program: ProgramInPath,
+    body: AssignTherapist,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
 ) -> ProgramRead:
     """Staff the program (admin). On a confirmed program the scheduled sessions from
     `effective_date` (default today) go to the new therapist. A clash is a 409 listing every
     conflicting session, and nothing changes."""
-    return await program_staffing.assign(db, principal, program, body)
+    return await staffing.assign(db, principal, program, body, settings=settings)
 
 
 @router.get("/{program_id}/therapist-suggestions")
 async def therapist_suggestions(
-    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
+    program: ProgramInPath, db: DbSession, principal: CurrentPrincipal, settings: AppSettings
 ) -> SuggestionList:
     """Active therapists ranked for the whole program (admin): those who can take every
     session first, by score (specialty match with the focus areas, spare weekly capacity,
     continuity with the organization), then the others with why they cannot."""
-    return await program_staffing.suggest_therapists(db, principal, program)
+    return await staffing.suggest_therapists(db, principal, program, settings=settings)
 
 
 @router.post("/{program_id}/confirm")
@@ -99,11 +105,14 @@ async def confirm_program(
     program: ProgramInPath,
     db: DbSession,
     principal: CurrentPrincipal,
+    settings: AppSettings,
     body: Annotated[ConfirmProgram | None, Body()] = None,
 ) -> ProgramRead:
     """Confirm a staffed program (admin): its sessions are created, or a 409 lists every
     conflicting session and nothing is written."""
-    return await program_staffing.confirm(db, principal, program, body or ConfirmProgram())
+    return await staffing.confirm(
+        db, principal, program, body or ConfirmProgram(), settings=settings
+    )
 
 
 @router.post("/{program_id}/cancel")
@@ -112,7 +121,7 @@ async def cancel_program(
 ) -> ProgramRead:
     """Cancel from `effective_date` on (admin, or the organization's coordinator). Sessions
     before that date are kept."""
-    return await program_changes.cancel(db, principal, program, body)
+    return await changes.cancel(db, principal, program, body)
 
 
 @router.get("/{program_id}/summary")
@@ -120,4 +129,4 @@ async def program_summary(
     program: ProgramInPath, db: DbSession, principal: CurrentPrincipal
 ) -> ProgramSummary:
     """Planned, delivered and cancelled sessions, attendance rate and billed sessions."""
-    return await programs.summary(db, principal, program)
+    return await records.summary(db, principal, program)

@@ -15,10 +15,11 @@ from models.sessions import (
     SubstituteSession,
 )
 from models.types import DateOrInstant
-from routers.deps import CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
+from routers.deps import CurrentPrincipal, DbSession, PageParams
 from service.programs import sessions
+from service.programs.session_records import SessionFilters
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.get("")
@@ -36,7 +37,7 @@ async def list_sessions(
     """Sessions by start time. `from`/`to` take dates (the sessions' local dates, inclusive)
     or date-times with an offset (`from` inclusive, `to` exclusive). Coordinators see their
     organization's sessions, therapists their own."""
-    filters = sessions.SessionFilters(
+    filters = SessionFilters(
         start=start,
         end=end,
         program_id=program_id,

@@ -13,10 +13,10 @@ from models.therapists import (
     TimeOffCreate,
     TimeOffRead,
 )
-from routers.deps import CurrentPrincipal, DbSession, PageParams, TherapistInPath, UnitOfWorkRoute
+from routers.deps import CurrentPrincipal, DbSession, PageParams, TherapistInPath
 from service.catalog import therapists
 
-router = APIRouter(prefix="/v1/therapists", tags=["therapists"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1/therapists", tags=["therapists"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -13,10 +13,10 @@ from models.webhooks import (
     WebhookEndpointCreated,
     WebhookEndpointRead,
 )
-from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams, UnitOfWorkRoute
+from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
 from service.integrations import webhook_endpoints
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=UnitOfWorkRoute)
+router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 
 @router.post("/webhook-endpoints", status_code=status.HTTP_201_CREATED)

@@ -1,6 +1,6 @@
 """House rules that ruff and mypy cannot see (run by `make lint` and CI).
 
-- The unit of work is the request: `.commit()` only in routers/deps.py (tests excepted).
+- The unit of work is the request: `.commit()` only in routers/unit_of_work.py (tests excepted).
 - Tenant scoping has one home: comparisons with `principal.organization_id` or
   `principal.therapist_id` only in service/core/auth.py.
 - Dependencies point one way: routers -> service -> models. models/ imports neither; service/
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMIT_ALLOWED = {"routers/deps.py"}
+COMMIT_ALLOWED = {"routers/unit_of_work.py"}
 SCOPING_HOME = "service/core/auth.py"
 WEB_FRAMEWORK_IN_SERVICE = {"service/app.py", "service/core/metrics.py"}
 # DESIGN.md puts create_app in service/app.py: the composition root that mounts the routers.

@@ -1,28 +1,25 @@
-"""The FastAPI application: routers, the one error renderer, metrics, and the engine's life."""
+"""The composition root: builds the FastAPI application from its routers, the unit of work, the
+error renderers and metrics, and owns the engine (and the scheduler) for the app's lifetime."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import stripe
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routers import (
-    access,
+    api_keys,
+    audit,
     billing,
     calendar,
     health,
     integrations,
     jobs,
+    me,
     offerings,
     organizations,
     programs,
@@ -31,92 +28,31 @@ from routers import (
     therapists,
     webhooks,
 )
+from routers.problems import HANDLERS
+from routers.unit_of_work import UnitOfWork
 from service.core.db import make_async_engine, make_session_factory
-from service.core.errors import (
-    PROBLEM_BASE,
-    DomainError,
-    FieldError,
-    ValidationFailed,
-    from_database_error,
-)
 from service.core.metrics import MetricsMiddleware
-from service.core.settings import Settings, get_settings
+from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.jobs.scheduler import Scheduler, job_context
 
-log = logging.getLogger(__name__)
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem_response(error: DomainError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return JSONResponse(
-        error.problem(), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
-    )
-
-
-def _validation_problem(exc: RequestValidationError) -> ValidationFailed:
-    errors = []
-    for item in exc.errors():
-        loc = [str(part) for part in item.get("loc", ())]
-        where = loc[0] if loc else "body"
-        field = ".".join(loc[1:]) or where
-        message = str(item.get("msg", "is invalid")).removeprefix("Value error, ")
-        errors.append(FieldError(field, message, str(item.get("type", "invalid")), where))
-    return ValidationFailed(errors)
-
-
-async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
-    return problem_response(exc)
-
-
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return problem_response(_validation_problem(exc))
-
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    titles = {404: "Not found", 405: "Method not allowed"}
-    details = {
-        404: f"No resource at {request.url.path}",
-        405: f"{request.method} is not allowed on {request.url.path}",
-    }
-    error = DomainError(details.get(exc.status_code, str(exc.detail)))
-    error.status = exc.status_code
-    error.title = titles.get(exc.status_code, str(exc.detail))
-    error.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-    response = problem_response(error)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
-    orig: Any = exc.orig
-    diag = getattr(orig, "diag", None)
-    mapped = from_database_error(
-        getattr(orig, "sqlstate", None), getattr(diag, "constraint_name", None)
-    )
-    if mapped is None:
-        return await _on_unexpected_error(request, exc)
-    return problem_response(mapped)
-
-
-async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {
-            "type": PROBLEM_BASE + "internal",
-            "title": "Internal server error",
-            "status": 500,
-            "detail": "The server failed to answer; the change, if any, was not saved.",
-        },
-        status_code=500,
-        media_type=PROBLEM_JSON,
-    )
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    me.router,
+    api_keys.router,
+    audit.router,
+    organizations.router,
+    therapists.router,
+    offerings.router,
+    programs.router,
+    sessions.router,
+    calendar.router,
+    reports.router,
+    billing.router,
+    integrations.router,
+    webhooks.router,
+    jobs.router,
+)
 
 
 def operation_id(route: APIRoute) -> str:
@@ -130,11 +66,15 @@ def create_app(
     engine: AsyncEngine | None = None,
     session_factory: async_sessionmaker[AsyncSession] | None = None,
     stripe_client: stripe.StripeClient | None = None,
+    routers: Sequence[APIRouter] = ROUTERS,
 ) -> FastAPI:
-    """Build the app. By default it opens an engine on DATABASE_URL for its lifetime; tests pass
-    their engine and a session factory bound to a transaction that they roll back. The Stripe
-    client comes from the settings (none without STRIPE_API_KEY) unless one is given."""
-    settings = settings or get_settings()
+    """Build the app. Settings come from the environment unless given (each app keeps its
+    own: two apps with different settings can live in one process). By default it opens an
+    engine on DATABASE_URL for its lifetime; tests pass their engine and a session factory
+    bound to a transaction that they roll back. The Stripe client comes from the settings
+    (none without STRIPE_API_KEY) unless one is given. Every route of every router runs in
+    the unit of work (routers.unit_of_work); no router opts in."""
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,26 +111,10 @@ def create_app(
     if engine is not None:
         app.state.engine = engine
         app.state.session_factory = session_factory or make_session_factory(engine)
-    for router in (
-        health.router,
-        access.router,
-        organizations.router,
-        therapists.router,
-        offerings.router,
-        programs.router,
-        sessions.router,
-        calendar.router,
-        reports.router,
-        billing.router,
-        integrations.router,
-        webhooks.router,
-        jobs.router,
-    ):
+    for router in routers:
         app.include_router(router)
+    app.add_middleware(UnitOfWork)
     app.add_middleware(MetricsMiddleware)
-    app.add_exception_handler(DomainError, _on_domain_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(DBAPIError, _on_database_error)
-    app.add_exception_handler(Exception, _on_unexpected_error)
+    for error, handler in HANDLERS:
+        app.add_exception_handler(error, handler)
     return app

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.core.settings import Settings, get_settings
+from service.core.settings import Settings
 
 log = logging.getLogger("ensemble")
 EMBEDDED_DATABASE = "ensemble"
@@ -37,14 +37,13 @@ def database(settings: Settings) -> Iterator[str]:
 def _use_url(url: str) -> Settings:
     """Make `url` the DATABASE_URL for this process and any worker processes it starts."""
     os.environ["DATABASE_URL"] = url
-    get_settings.cache_clear()
-    return get_settings()
+    return Settings()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from service.core import migrate
 
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         migrate.upgrade(url)
         print(f"schema at {migrate.head_revision()}")
     return 0
@@ -54,7 +53,7 @@ def cmd_create_key(args: argparse.Namespace) -> int:
     from service import bootstrap
     from service.core.errors import DomainError
 
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         settings = _use_url(url)
         try:
             secret = asyncio.run(
@@ -77,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from service import bootstrap
     from service.core import migrate
 
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         migrate.upgrade(url)
         loaded = asyncio.run(bootstrap.load_demo_if_empty(_use_url(url)))
     print("demo data loaded" if loaded else "database not empty; demo data left alone")
@@ -100,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.no_scheduler:
         os.environ["ENSEMBLE_SCHEDULER"] = "false"  # read by every uvicorn worker process
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         settings = _use_url(url)
         migrate.upgrade(url)  # serialized across replicas by an advisory lock in env.py
         if args.demo:
@@ -126,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from service.core import migrate
     from service.jobs import worker
 
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         settings = _use_url(url)
         migrate.upgrade(url)
         if args.metrics_port is not None:
@@ -147,7 +146,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    with database(get_settings()) as url:
+    with database(Settings()) as url:
         outcome, summary = asyncio.run(worker.run_once(_use_url(url), args.name))
     print(json.dumps({"job": args.name, "outcome": outcome.value, "detail": summary}))
     return 0 if outcome.value == "succeeded" else 1

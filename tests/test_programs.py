@@ -361,7 +361,7 @@ async def test_a_monday_program_skips_family_day_and_makes_it_up_at_the_end(api:
 async def test_open_ended_programs_are_filled_to_the_horizon_once(api: Api, db):
     from datetime import UTC, datetime, timedelta
 
-    from service.scheduling import materialize
+    from service.programs import materialize
 
     org, offering, therapist = (
         await api.make_org(),

@@ -250,7 +250,10 @@ async def test_a_timed_out_call_fails_the_push_and_a_resume_finds_what_stripe_di
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     invoice_id = uuid.UUID(draft["id"])
-    assert await stripe_sync.sync_invoice(factory, impatient, invoice_id) == "failed"
+    status = await stripe_sync.sync_invoice(
+        factory, impatient, invoice_id, provider_zone=settings.timezone
+    )
+    assert status == "failed"
     fake_stripe.clear_faults()
     assert fake_stripe.invoices_of(draft["id"])[0]["status"] == "open"  # Stripe did finalize
     finalize = r"/v1/invoices/in_\w+/finalize"

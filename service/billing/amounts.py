@@ -3,7 +3,7 @@ computes the same amounts in bulk is written next to them so the two cannot drif
 
 from __future__ import annotations
 
-BILLABLE_STATUSES = ("completed", "late_cancelled", "no_show")
+from models.sessions import BILLABLE_STATUSES, SessionStatus
 
 
 def half_up_div(numerator: int, denominator: int) -> int:
@@ -16,9 +16,9 @@ def half_up_div(numerator: int, denominator: int) -> int:
 def line_amount(rate_cents: int, status: str, late_cancel_fee_percent: int) -> int:
     """A delivered session bills its rate; a late cancellation or no-show the offering's fee
     percent of it, rounded half up."""
-    if status == "completed":
+    if status == SessionStatus.completed:
         return rate_cents
-    if status in ("late_cancelled", "no_show"):
+    if status in BILLABLE_STATUSES:
         return half_up_div(rate_cents * late_cancel_fee_percent, 100)
     raise ValueError(f"a {status} session is not billable")
 
@@ -35,9 +35,9 @@ def document_number(series: str, year: int, sequence: int) -> str:
 # The same rules for set-based statements (PostgreSQL integer division truncates, and every
 # operand is a non-negative integer, so (2n + d) / (2d) is half-up like half_up_div; the casts
 # keep PostgreSQL from switching to numeric division, which would round instead).
-LINE_AMOUNT_SQL = """
+LINE_AMOUNT_SQL = f"""
     CASE s.status
-      WHEN 'completed' THEN s.rate_cents
+      WHEN '{SessionStatus.completed.value}' THEN s.rate_cents
       ELSE (2 * s.rate_cents * f.late_cancel_fee_percent + 100) / 200
     END
 """

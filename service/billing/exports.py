@@ -7,16 +7,18 @@ import io
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from models.base import sql_values
+from models.billing import InvoiceStatus
 from models.reports import RevenueReport, RevenueRow
 from models.types import Role
 from service.core.auth import Principal, require_role
+from service.core.clock import local_midnight
 from service.core.errors import FieldError, ValidationFailed
-from service.core.settings import get_settings
+from service.core.settings import Settings
 
 FINANCE = (Role.admin, Role.finance)
 CSV_COLUMNS = (
@@ -42,7 +44,7 @@ BATCH_ROWS = 500
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 _EXPORT = text(
-    """
+    f"""
     SELECT i.number AS invoice_number, i.status, i.issued_at, i.due_date, i.organization_id,
            o.name AS organization_name, i.currency, l.session_id,
            timezone(o.timezone, s.starts_at)::date AS session_date, l.description, l.quantity,
@@ -52,7 +54,8 @@ _EXPORT = text(
     JOIN organizations o ON o.id = i.organization_id
     JOIN invoice_lines l ON l.invoice_id = i.id
     JOIN sessions s ON s.id = l.session_id
-    WHERE i.status <> 'draft' AND i.issued_at >= :start AND i.issued_at < :end
+    WHERE i.status <> '{InvoiceStatus.draft.value}'
+      AND i.issued_at >= :start AND i.issued_at < :end
     ORDER BY i.issued_at, i.number, s.starts_at, l.id
     """
 )
@@ -64,20 +67,18 @@ def neutralize(value: Any) -> Any:
     return value
 
 
-def _window(start: date, end: date) -> tuple[datetime, datetime]:
+def _window(start: date, end: date, zone: str) -> tuple[datetime, datetime]:
     """Local dates start..end (inclusive) in the provider's zone, as instants."""
     if end < start:
         raise ValidationFailed([FieldError("to", "must not be before from", "order", "query")])
-    zone = ZoneInfo(get_settings().timezone)
-    return (
-        datetime.combine(start, datetime.min.time(), zone),
-        datetime.combine(end + timedelta(days=1), datetime.min.time(), zone),
-    )
+    return local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
 
 
-def authorize_export(principal: Principal, start: date, end: date) -> tuple[datetime, datetime]:
+def authorize_export(
+    principal: Principal, start: date, end: date, *, settings: Settings
+) -> tuple[datetime, datetime]:
     require_role(principal, FINANCE, "export invoices")
-    return _window(start, end)
+    return _window(start, end, settings.timezone)
 
 
 async def csv_chunks(
@@ -107,7 +108,7 @@ async def csv_chunks(
 
 
 _REVENUE = text(
-    """
+    f"""
     SELECT i.organization_id, i.currency,
            to_char(timezone(:zone, i.issued_at), 'YYYY-MM') AS month,
            sum(i.total_cents)::bigint AS invoiced_cents,
@@ -116,7 +117,8 @@ _REVENUE = text(
            sum(i.total_cents - i.amount_paid_cents - i.amount_credited_cents)::bigint
                AS outstanding_cents
     FROM invoices i
-    WHERE i.status IN ('open', 'paid') AND i.issued_at >= :start AND i.issued_at < :end
+    WHERE i.status IN ({sql_values((InvoiceStatus.open, InvoiceStatus.paid))})
+      AND i.issued_at >= :start AND i.issued_at < :end
     GROUP BY 1, 2, 3
     ORDER BY 3, 1, 2
     """
@@ -124,11 +126,11 @@ _REVENUE = text(
 
 
 async def revenue(
-    db: AsyncSession, principal: Principal, *, start: date, end: date
+    db: AsyncSession, principal: Principal, *, start: date, end: date, settings: Settings
 ) -> RevenueReport:
     """Issued (not void) invoices by organization, currency and month of issue (provider's
     zone): invoiced, credited, paid and still outstanding."""
     require_role(principal, FINANCE, "read reports")
-    low, high = _window(start, end)
-    rows = await db.execute(_REVENUE, {"zone": get_settings().timezone, "start": low, "end": high})
+    low, high = _window(start, end, settings.timezone)
+    rows = await db.execute(_REVENUE, {"zone": settings.timezone, "start": low, "end": high})
     return RevenueReport(data=[RevenueRow.model_validate(r, from_attributes=True) for r in rows])

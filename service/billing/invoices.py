@@ -7,8 +7,7 @@ the schema's check constraints hold the same line."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -42,9 +41,10 @@ from service.billing import numbering, runs
 from service.catalog import organizations
 from service.core import audit, outbox
 from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.clock import local_today
 from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
-from service.core.settings import get_settings
+from service.core.settings import Settings
 
 FINANCE = (Role.admin, Role.finance)
 READERS = (Role.admin, Role.finance, Role.coordinator)
@@ -121,9 +121,7 @@ async def list_invoices(
         stmt = stmt.where(col(Invoice.organization_id) == organization_id)
     if status is not None:
         stmt = stmt.where(col(Invoice.status) == status.value)
-    return await paginate(
-        db, stmt, order_by=Invoice.created_at, id_column=Invoice.id, page=page, to_read=to_read
-    )
+    return await paginate(db, stmt, page, to_read)
 
 
 async def _locked_for_change(
@@ -141,19 +139,17 @@ async def _changed(
     await db.flush()
     await db.refresh(invoice)
     after = to_read(invoice)
-    await audit.record(
+    shown = await detail(db, invoice)
+    await audit.record_change(
         db,
         principal,
-        action=action,
-        entity_type="invoice",
+        action,
         entity_id=invoice.id,
         organization_id=invoice.organization_id,
         before=before,
         after=after,
+        event=shown,
     )
-    shown = await detail(db, invoice)
-    if outbox.is_event(action):
-        await outbox.publish(db, action, shown)
     if after.status == InvoiceStatus.paid and before.status != InvoiceStatus.paid:
         await outbox.publish(db, EventType.invoice_paid, shown)
     return shown
@@ -185,11 +181,10 @@ async def run(db: AsyncSession, principal: Principal, data: InvoiceRunCreate) ->
     )
     for draft in drafts:
         await db.refresh(draft)
-        await audit.record(
+        await audit.record_change(
             db,
             principal,
-            action="invoice.run",
-            entity_type="invoice",
+            "invoice.run",
             entity_id=draft.id,
             organization_id=draft.organization_id,
             after=to_read(draft),
@@ -205,23 +200,23 @@ async def delete_draft(db: AsyncSession, principal: Principal, invoice_id: uuid.
     before = to_read(invoice)
     await db.delete(invoice)
     await db.flush()
-    await audit.record(
+    await audit.record_change(
         db,
         principal,
-        action="invoice.deleted",
-        entity_type="invoice",
+        "invoice.deleted",
         entity_id=invoice.id,
         organization_id=invoice.organization_id,
         before=before,
     )
 
 
-def provider_today() -> date:
-    return utcnow().astimezone(ZoneInfo(get_settings().timezone)).date()
-
-
 async def issue(
-    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, *, stripe_enabled: bool
+    db: AsyncSession,
+    principal: Principal,
+    invoice_id: uuid.UUID,
+    *,
+    stripe_enabled: bool,
+    settings: Settings,
 ) -> InvoiceDetail:
     """Number the draft (INV-YYYY-NNNNNN, gapless per year of issue in the provider's zone),
     freeze its lines and amounts, set the due date. With Stripe, the push is `pending`: it
@@ -241,7 +236,7 @@ async def issue(
     await db.refresh(invoice)
     org = await db.get(Organization, invoice.organization_id)
     assert org is not None
-    today = provider_today()
+    today = local_today(settings.timezone)
     invoice.number = await numbering.next_number(db, "INV", today.year)
     now = utcnow()
     invoice.status = InvoiceStatus.open.value
@@ -340,12 +335,17 @@ async def record_payment(
 
 
 async def add_credit_note(
-    db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: CreditNoteCreate
+    db: AsyncSession,
+    principal: Principal,
+    invoice_id: uuid.UUID,
+    data: CreditNoteCreate,
+    *,
+    settings: Settings,
 ) -> InvoiceDetail:
     invoice = await _locked_for_change(db, principal, invoice_id)
     _require_open_with_room(invoice, data.amount_cents, "credit note")
     before = to_read(invoice)
-    number = await numbering.next_number(db, "CN", provider_today().year)
+    number = await numbering.next_number(db, "CN", local_today(settings.timezone).year)
     db.add(
         CreditNote(
             invoice_id=invoice.id, number=number, amount_cents=data.amount_cents, reason=data.reason

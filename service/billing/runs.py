@@ -13,7 +13,12 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.base import sql_values
+from models.billing import InvoiceStatus, StripeSyncStatus
+from models.sessions import BILLABLE_STATUSES, SessionStatus
 from service.billing.amounts import LINE_AMOUNT_SQL, TAX_SQL
+
+DRAFT = InvoiceStatus.draft.value
 
 _SESSIONS = """
     FROM sessions s
@@ -23,8 +28,8 @@ _SESSIONS = """
 """
 # Billable in the period: delivered, late-cancelled or no-show, dated (in the organization's
 # zone) inside the period, and not already on a live line.
-_BILLABLE = """
-    WHERE s.status IN ('completed', 'late_cancelled', 'no_show')
+_BILLABLE = f"""
+    WHERE s.status IN ({sql_values(BILLABLE_STATUSES)})
       AND timezone(o.timezone, s.starts_at)::date BETWEEN :period_start AND :period_end
       AND (CAST(:organization_id AS uuid) IS NULL OR s.organization_id = :organization_id)
       AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.session_id = s.id AND l.live)
@@ -36,11 +41,11 @@ _UPSERT_DRAFTS = text(
                           tax_rate_bps, subtotal_cents, tax_cents, total_cents,
                           amount_paid_cents, amount_credited_cents, stripe_sync_status,
                           created_at, updated_at)
-    SELECT gen_random_uuid(), s.organization_id, p.currency, 'draft', :period_start,
-           :period_end, 0, 0, 0, 0, 0, 0, 'disabled', now(), now()
+    SELECT gen_random_uuid(), s.organization_id, p.currency, '{DRAFT}', :period_start,
+           :period_end, 0, 0, 0, 0, 0, 0, '{StripeSyncStatus.disabled.value}', now(), now()
     {_SESSIONS} {_BILLABLE}
     GROUP BY s.organization_id, p.currency
-    ON CONFLICT (organization_id, currency) WHERE status = 'draft'
+    ON CONFLICT (organization_id, currency) WHERE status = '{DRAFT}'
     DO UPDATE SET period_start = least(invoices.period_start, excluded.period_start),
                   period_end = greatest(invoices.period_end, excluded.period_end),
                   updated_at = now()
@@ -55,13 +60,13 @@ _BILL_SESSIONS = text(
         SELECT gen_random_uuid(), i.id, s.id,
                left(p.title || ' (' || f.name || '), '
                     || to_char(timezone(o.timezone, s.starts_at), 'YYYY-MM-DD HH24:MI')
-                    || CASE s.status WHEN 'completed' THEN ''
-                                     WHEN 'no_show' THEN ', no-show fee'
+                    || CASE s.status WHEN '{SessionStatus.completed.value}' THEN ''
+                                     WHEN '{SessionStatus.no_show.value}' THEN ', no-show fee'
                                      ELSE ', late cancellation fee' END, 500),
                1, {LINE_AMOUNT_SQL}, {LINE_AMOUNT_SQL}, true, now()
         {_SESSIONS}
         JOIN invoices i ON i.organization_id = s.organization_id AND i.currency = p.currency
-                       AND i.status = 'draft'
+                       AND i.status = '{DRAFT}'
         {_BILLABLE}
         ON CONFLICT (session_id) WHERE live DO NOTHING
         RETURNING invoice_id
@@ -82,7 +87,7 @@ _RECOMPUTE_DRAFTS = text(
                  coalesce((SELECT sum(l.amount_cents) FROM invoice_lines l
                            WHERE l.invoice_id = d.id AND l.live), 0)::bigint AS subtotal
           FROM invoices d JOIN organizations o ON o.id = d.organization_id
-          WHERE d.id = ANY(CAST(:invoice_ids AS uuid[])) AND d.status = 'draft') t
+          WHERE d.id = ANY(CAST(:invoice_ids AS uuid[])) AND d.status = '{DRAFT}') t
     WHERE i.id = t.id
     """
 )

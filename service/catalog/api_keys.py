@@ -13,7 +13,7 @@ from models.base import Page, utcnow
 from models.organizations import Organization
 from models.therapists import Therapist
 from models.types import Role
-from service.core import audit
+from service.core import audit, crud
 from service.core.auth import Principal, hash_secret, new_secret, require_role
 from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -39,31 +39,13 @@ async def create(db: AsyncSession, principal: Principal, data: ApiKeyCreate) -> 
     key = ApiKey.model_validate(
         data, update={"secret_hash": hash_secret(secret), "prefix": secret[:12]}
     )
-    db.add(key)
-    await db.flush()
-    read = to_read(key)
-    await audit.record(
-        db,
-        principal,
-        action="api_key.created",
-        entity_type="api_key",
-        entity_id=key.id,
-        organization_id=key.organization_id,
-        after=read,
-    )
+    read = await crud.create(db, principal, key, action="api_key.created", to_read=to_read)
     return ApiKeyCreated(**read.model_dump(), key=secret)
 
 
 async def list_keys(db: AsyncSession, principal: Principal, page: PageRequest) -> Page[ApiKeyRead]:
     require_role(principal, ADMINS, "manage API keys")
-    return await paginate(
-        db,
-        select(ApiKey),
-        order_by=ApiKey.created_at,
-        id_column=ApiKey.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, select(ApiKey), page, to_read)
 
 
 async def revoke(db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> ApiKeyRead:
@@ -77,11 +59,10 @@ async def revoke(db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> A
     key.revoked_at = utcnow()
     await db.flush()
     after = to_read(key)
-    await audit.record(
+    await audit.record_change(
         db,
         principal,
-        action="api_key.revoked",
-        entity_type="api_key",
+        "api_key.revoked",
         entity_id=key.id,
         organization_id=key.organization_id,
         before=before,

@@ -7,10 +7,10 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.base import Page, utcnow
+from models.base import Page
 from models.offerings import Offering, OfferingCreate, OfferingRead, OfferingUpdate
 from models.types import OfferingFormat, Role
-from service.core import audit
+from service.core import crud
 from service.core.auth import Principal, require_role
 from service.core.errors import FieldError, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -35,32 +35,14 @@ async def get_visible(db: AsyncSession, principal: Principal, offering_id: uuid.
 async def create(db: AsyncSession, principal: Principal, data: OfferingCreate) -> OfferingRead:
     require_role(principal, (Role.admin,), "change the catalog")
     offering = Offering.model_validate(data)
-    db.add(offering)
-    await db.flush()
-    read = to_read(offering)
-    await audit.record(
-        db,
-        principal,
-        action="offering.created",
-        entity_type="offering",
-        entity_id=offering.id,
-        after=read,
-    )
-    return read
+    return await crud.create(db, principal, offering, action="offering.created", to_read=to_read)
 
 
 async def list_offerings(
     db: AsyncSession, principal: Principal, page: PageRequest
 ) -> Page[OfferingRead]:
     require_role(principal, READERS, "read the catalog")
-    return await paginate(
-        db,
-        select(Offering),
-        order_by=Offering.created_at,
-        id_column=Offering.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, select(Offering), page, to_read)
 
 
 async def update(
@@ -80,18 +62,6 @@ async def update(
                 )
             ]
         )
-    before = to_read(offering)
-    offering.sqlmodel_update(fields)
-    offering.updated_at = utcnow()
-    await db.flush()
-    after = to_read(offering)
-    await audit.record(
-        db,
-        principal,
-        action="offering.updated",
-        entity_type="offering",
-        entity_id=offering.id,
-        before=before,
-        after=after,
+    return await crud.update(
+        db, principal, offering, fields, action="offering.updated", to_read=to_read
     )
-    return after

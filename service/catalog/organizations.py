@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.base import Page, utcnow
+from models.base import Page
 from models.organizations import (
     PROVIDER_ONLY_FIELDS,
     Location,
@@ -20,7 +20,7 @@ from models.organizations import (
     OrganizationUpdate,
 )
 from models.types import Role
-from service.core import audit
+from service.core import crud
 from service.core.auth import Principal, require_role, scope_to_organizations
 from service.core.errors import Forbidden, NotFound
 from service.core.pagination import PageRequest, paginate
@@ -50,19 +50,9 @@ async def create(
 ) -> OrganizationRead:
     require_role(principal, (Role.admin,), "create organizations")
     org = Organization.model_validate(data)
-    db.add(org)
-    await db.flush()
-    read = to_read(org)
-    await audit.record(
-        db,
-        principal,
-        action="organization.created",
-        entity_type="organization",
-        entity_id=org.id,
-        organization_id=org.id,
-        after=read,
+    return await crud.create(
+        db, principal, org, action="organization.created", to_read=to_read, organization_id=org.id
     )
-    return read
 
 
 async def list_organizations(
@@ -70,14 +60,7 @@ async def list_organizations(
 ) -> Page[OrganizationRead]:
     require_role(principal, READERS, "list organizations")
     stmt = scope_to_organizations(select(Organization), principal, Organization.id)
-    return await paginate(
-        db,
-        stmt,
-        order_by=Organization.created_at,
-        id_column=Organization.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, stmt, page, to_read)
 
 
 async def update(
@@ -87,22 +70,15 @@ async def update(
     fields = changes.model_dump(exclude_unset=True)
     if principal.role != Role.admin and (blocked := PROVIDER_ONLY_FIELDS & fields.keys()):
         raise Forbidden(f"Only the provider may change {', '.join(sorted(blocked))}")
-    before = to_read(org)
-    org.sqlmodel_update(fields)
-    org.updated_at = utcnow()
-    await db.flush()
-    after = to_read(org)
-    await audit.record(
+    return await crud.update(
         db,
         principal,
+        org,
+        fields,
         action="organization.updated",
-        entity_type="organization",
-        entity_id=org.id,
+        to_read=to_read,
         organization_id=org.id,
-        before=before,
-        after=after,
     )
-    return after
 
 
 def location_to_read(location: Location) -> LocationRead:
@@ -114,19 +90,9 @@ async def add_location(
 ) -> LocationRead:
     require_role(principal, EDITORS, "add locations")
     location = Location.model_validate(data, update={"organization_id": org.id})
-    db.add(location)
-    await db.flush()
-    read = location_to_read(location)
-    await audit.record(
-        db,
-        principal,
-        action="location.created",
-        entity_type="location",
-        entity_id=location.id,
-        organization_id=org.id,
-        after=read,
+    return await crud.create(
+        db, principal, location, action="location.created", to_read=location_to_read
     )
-    return read
 
 
 async def list_locations(
@@ -137,11 +103,4 @@ async def list_locations(
         principal,
         Location.organization_id,
     )
-    return await paginate(
-        db,
-        stmt,
-        order_by=Location.created_at,
-        id_column=Location.id,
-        page=page,
-        to_read=location_to_read,
-    )
+    return await paginate(db, stmt, page, location_to_read)

@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.base import Page, utcnow
+from models.base import Page
 from models.therapists import (
     AvailabilityRow,
     AvailabilityWindow,
@@ -26,7 +26,7 @@ from models.therapists import (
     WeeklyAvailability,
 )
 from models.types import Role, Weekday
-from service.core import audit
+from service.core import audit, crud
 from service.core.auth import Principal, require_role, scope_to_therapist
 from service.core.errors import FieldError, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -55,18 +55,7 @@ async def get_visible(db: AsyncSession, principal: Principal, therapist_id: uuid
 async def create(db: AsyncSession, principal: Principal, data: TherapistCreate) -> TherapistRead:
     require_role(principal, (Role.admin,), "create therapists")
     therapist = Therapist.model_validate(data)
-    db.add(therapist)
-    await db.flush()
-    read = to_read(therapist)
-    await audit.record(
-        db,
-        principal,
-        action="therapist.created",
-        entity_type="therapist",
-        entity_id=therapist.id,
-        after=read,
-    )
-    return read
+    return await crud.create(db, principal, therapist, action="therapist.created", to_read=to_read)
 
 
 async def list_therapists(
@@ -76,35 +65,21 @@ async def list_therapists(
     stmt = scope_to_therapist(select(Therapist), principal, Therapist.id)
     if active is not None:
         stmt = stmt.where(col(Therapist.active) == active)
-    return await paginate(
-        db,
-        stmt,
-        order_by=Therapist.created_at,
-        id_column=Therapist.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, stmt, page, to_read)
 
 
 async def update(
     db: AsyncSession, principal: Principal, therapist: Therapist, changes: TherapistUpdate
 ) -> TherapistRead:
     require_role(principal, (Role.admin,), "change therapists")
-    before = to_read(therapist)
-    therapist.sqlmodel_update(changes.model_dump(exclude_unset=True))
-    therapist.updated_at = utcnow()
-    await db.flush()
-    after = to_read(therapist)
-    await audit.record(
+    return await crud.update(
         db,
         principal,
+        therapist,
+        changes.model_dump(exclude_unset=True),
         action="therapist.updated",
-        entity_type="therapist",
-        entity_id=therapist.id,
-        before=before,
-        after=after,
+        to_read=to_read,
     )
-    return after
 
 
 def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:
@@ -167,11 +142,10 @@ async def replace_availability(
             ],
         )
     after = await availability(db, therapist)
-    await audit.record(
+    await audit.record_change(
         db,
         principal,
-        action="therapist.availability_replaced",
-        entity_type="therapist",
+        "therapist.availability_replaced",
         entity_id=therapist.id,
         before=WeeklyAvailability(windows=before),
         after=WeeklyAvailability(windows=after),
@@ -191,13 +165,8 @@ async def add_time_off(
     db.add(row)
     await db.flush()
     read = time_off_to_read(row)
-    await audit.record(
-        db,
-        principal,
-        action="therapist.time_off_added",
-        entity_type="therapist",
-        entity_id=therapist.id,
-        after=read,
+    await audit.record_change(
+        db, principal, "therapist.time_off_added", entity_id=therapist.id, after=read
     )
     return read
 
@@ -206,11 +175,4 @@ async def list_time_off(
     db: AsyncSession, therapist: Therapist, page: PageRequest
 ) -> Page[TimeOffRead]:
     stmt = select(TimeOff).where(col(TimeOff.therapist_id) == therapist.id)
-    return await paginate(
-        db,
-        stmt,
-        order_by=TimeOff.created_at,
-        id_column=TimeOff.id,
-        page=page,
-        to_read=time_off_to_read,
-    )
+    return await paginate(db, stmt, page, time_off_to_read)

@@ -1,4 +1,9 @@
-"""The audit trail: one function, called by the domain layer for every change."""
+"""Recording a change: the one way every domain records what it changed.
+
+`record_change` writes the audit row (actor, action, entity, before and after as the API shows
+them) and, when the action is also a webhook event of the same name, the event in the outbox,
+both in the caller's transaction: a change that rolls back leaves neither behind.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from sqlmodel import col
 from models.audit import AuditEvent, AuditEventRead
 from models.base import Page
 from models.types import Role
+from service.core import outbox
 from service.core.auth import Principal, require_role
 from service.core.pagination import PageRequest, paginate
 
@@ -22,32 +28,38 @@ def snapshot(read_model: BaseModel | None) -> dict[str, Any] | None:
     return None if read_model is None else read_model.model_dump(mode="json")
 
 
-async def record(
+async def record_change(
     db: AsyncSession,
     principal: Principal,
-    *,
     action: str,
-    entity_type: str,
+    *,
     entity_id: uuid.UUID,
     organization_id: uuid.UUID | None = None,
     before: BaseModel | None = None,
     after: BaseModel | None = None,
+    event: BaseModel | None = None,
+    entity_type: str | None = None,
 ) -> None:
+    """Audit `action` ("program.confirmed": the entity type is what precedes the dot, unless
+    given) and publish it as an event when it is one, with `event` (default: `after`) as its
+    data. A change that changed nothing is not audited."""
     before_state, after_state = snapshot(before), snapshot(after)
-    if before is not None and after is not None and before_state == after_state:
-        return  # a change that changed nothing is not an event
-    db.add(
-        AuditEvent(
-            actor_key_id=principal.key_id,
-            actor_role=principal.role.value,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            organization_id=organization_id,
-            before=before_state,
-            after=after_state,
+    if before is None or after is None or before_state != after_state:
+        db.add(
+            AuditEvent(
+                actor_key_id=principal.key_id,
+                actor_role=principal.role.value,
+                action=action,
+                entity_type=entity_type or action.partition(".")[0],
+                entity_id=entity_id,
+                organization_id=organization_id,
+                before=before_state,
+                after=after_state,
+            )
         )
-    )
+    data = event if event is not None else after
+    if outbox.is_event(action) and data is not None:
+        await outbox.publish(db, action, data)
 
 
 def to_read(event: AuditEvent) -> AuditEventRead:
@@ -68,11 +80,4 @@ async def list_events(
         stmt = stmt.where(col(AuditEvent.entity_type) == entity_type)
     if entity_id is not None:
         stmt = stmt.where(col(AuditEvent.entity_id) == entity_id)
-    return await paginate(
-        db,
-        stmt,
-        order_by=AuditEvent.created_at,
-        id_column=AuditEvent.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, stmt, page, to_read)

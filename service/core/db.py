@@ -1,5 +1,5 @@
-"""Engine and session factory. The unit of work (one transaction per request) lives in
-routers.deps.UnitOfWorkRoute; service code only flushes."""
+"""Engines, session factories and `transaction` for work outside a request (CLI, jobs). A
+request's transaction is routers.unit_of_work's; service code flushes and never commits."""
 
 from __future__ import annotations
 

@@ -51,15 +51,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 async def paginate(
     db: AsyncSession,
     stmt: Select,
-    *,
-    order_by: Any,
-    id_column: Any,
     page: PageRequest,
     to_read: Callable[[Any], R],
+    *,
+    order_by: Any = None,
     rows_are_tuples: bool = False,
 ) -> Page[R]:
-    """Run `stmt` (already filtered and scoped) one page at a time, in a stable order.
+    """Run `stmt` (already filtered and scoped) one page at a time, in a stable order: by
+    `order_by` (default: the first selected entity's `created_at`), then by that entity's id.
     With `rows_are_tuples`, the statement selects an entity first and extra columns after."""
+    entity = stmt.column_descriptions[0]["entity"]
+    order_by = entity.created_at if order_by is None else order_by
+    id_column = entity.id
     if page.cursor:
         after = decode_cursor(page.cursor)
         stmt = stmt.where(tuple_(order_by, id_column) > after)

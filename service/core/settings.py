@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -81,8 +80,3 @@ def parse_delays(text: str) -> tuple[timedelta, ...]:
     if len(delays) > 20:
         raise ValueError("at most 20 retries")
     return tuple(delays)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

@@ -19,7 +19,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import stripe
 from sqlalchemy import func, or_, select, update
@@ -40,8 +39,8 @@ from models.sessions import Session
 from service.billing import invoices
 from service.core import audit
 from service.core.auth import SYSTEM, Principal
+from service.core.clock import local_date
 from service.core.db import transaction
-from service.core.settings import get_settings
 from service.integrations.stripe_api import StripeStepFailed
 from service.integrations.stripe_push import InvoiceToPush, LineToPush, PushResult, push
 
@@ -63,6 +62,7 @@ class StripeSync:
 
     client: stripe.StripeClient | None
     session_factory: SessionFactory
+    provider_zone: str
 
     @property
     def enabled(self) -> bool:
@@ -71,7 +71,13 @@ class StripeSync:
     async def sync_then_read(self, invoice_id: uuid.UUID, principal: Principal) -> InvoiceDetail:
         """Push, then the invoice as `principal` sees it (a route's after-commit answer)."""
         if self.client is not None:
-            await sync_invoice(self.session_factory, self.client, invoice_id, actor=principal)
+            await sync_invoice(
+                self.session_factory,
+                self.client,
+                invoice_id,
+                actor=principal,
+                provider_zone=self.provider_zone,
+            )
         async with self.session_factory() as db:
             invoice = await invoices.get_visible(db, principal, invoice_id)
             return await invoices.detail(db, invoice)
@@ -126,6 +132,7 @@ async def sync_invoice(
     client: stripe.StripeClient,
     invoice_id: uuid.UUID,
     *,
+    provider_zone: str,
     actor: Principal = SYSTEM,
 ) -> StripeSyncStatus | None:
     """Bring Stripe in line with our invoice, resuming wherever an earlier push stopped.
@@ -133,7 +140,7 @@ async def sync_invoice(
     synced, Stripe disabled for it) or another process holds the push."""
     status: StripeSyncStatus | None = None
     for _ in range(MAX_ROUNDS):
-        claim = await _claim(session_factory, invoice_id)
+        claim = await _claim(session_factory, invoice_id, provider_zone)
         if claim is None:
             return status
         result, failure = PushResult(), None
@@ -178,7 +185,9 @@ async def invoices_to_resume(db: AsyncSession, *, limit: int = 50) -> list[uuid.
     return list(rows.scalars())
 
 
-async def _claim(session_factory: SessionFactory, invoice_id: uuid.UUID) -> _Claim | None:
+async def _claim(
+    session_factory: SessionFactory, invoice_id: uuid.UUID, provider_zone: str
+) -> _Claim | None:
     async with transaction(session_factory) as db:
         lease_until = (
             await db.execute(
@@ -211,12 +220,16 @@ async def _claim(session_factory: SessionFactory, invoice_id: uuid.UUID) -> _Cla
                 .order_by(col(Session.starts_at), col(InvoiceLine.id))
             )
         ).scalars()
-        return _Claim(session_factory, _to_push(invoice, org, list(lines)), lease_until)
+        return _Claim(
+            session_factory, _to_push(invoice, org, list(lines), provider_zone), lease_until
+        )
 
 
-def _to_push(invoice: Invoice, org: Organization, lines: list[InvoiceLine]) -> InvoiceToPush:
+def _to_push(
+    invoice: Invoice, org: Organization, lines: list[InvoiceLine], provider_zone: str
+) -> InvoiceToPush:
     assert invoice.number and invoice.issued_at and invoice.due_date
-    issued_on = invoice.issued_at.astimezone(ZoneInfo(get_settings().timezone)).date()
+    issued_on = local_date(invoice.issued_at, provider_zone)
     return InvoiceToPush(
         id=invoice.id,
         number=invoice.number,
@@ -271,11 +284,10 @@ async def _record(
             invoice.stripe_sync_retry_at = None
         invoice.updated_at = utcnow()
         await db.flush()
-        await audit.record(
+        await audit.record_change(
             db,
             actor,
-            action="invoice.stripe_sync_failed" if failure else "invoice.stripe_synced",
-            entity_type="invoice",
+            "invoice.stripe_sync_failed" if failure else "invoice.stripe_synced",
             entity_id=invoice.id,
             organization_id=invoice.organization_id,
             after=StripeSyncReport(

@@ -111,10 +111,10 @@ async def receive(
         .where(col(StripeEvent.id) == row_id)
         .values(outcome=outcome, invoice_id=invoice.id if invoice else None)
     )
-    await audit.record(
+    await audit.record_change(
         db,
         SYSTEM,
-        action=f"stripe.{event_type}"[:60] if invoice else "stripe.event",
+        f"stripe.{event_type}"[:60] if invoice else "stripe.event",
         entity_type="invoice" if invoice else "stripe_event",
         entity_id=invoice.id if invoice else row_id,
         organization_id=invoice.organization_id if invoice else None,

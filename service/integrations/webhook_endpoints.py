@@ -26,7 +26,7 @@ from models.webhooks import (
     WebhookEndpointRead,
     WebhookEvent,
 )
-from service.core import audit, outbox
+from service.core import audit, crud, outbox
 from service.core.auth import Principal, require_role
 from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -64,10 +64,9 @@ async def create(
     endpoint = WebhookEndpoint(
         url=data.url, events=list(data.events), description=data.description, secret=secret
     )
-    db.add(endpoint)
-    await db.flush()
-    read = to_read(endpoint)
-    await _audit(db, principal, "webhook_endpoint.created", endpoint, after=read)
+    read = await crud.create(
+        db, principal, endpoint, action="webhook_endpoint.created", to_read=to_read
+    )
     return WebhookEndpointCreated(**read.model_dump(), secret=secret)
 
 
@@ -76,14 +75,7 @@ async def list_endpoints(
 ) -> Page[WebhookEndpointRead]:
     require_role(principal, MANAGERS, "manage webhook endpoints")
     stmt = select(WebhookEndpoint).where(col(WebhookEndpoint.deleted_at).is_(None))
-    return await paginate(
-        db,
-        stmt,
-        order_by=WebhookEndpoint.created_at,
-        id_column=WebhookEndpoint.id,
-        page=page,
-        to_read=to_read,
-    )
+    return await paginate(db, stmt, page, to_read)
 
 
 async def get_live(
@@ -116,7 +108,9 @@ async def delete(db: AsyncSession, principal: Principal, endpoint_id: uuid.UUID)
         .values(status=DeliveryStatus.cancelled.value, next_attempt_at=None)
     )
     await db.flush()
-    await _audit(db, principal, "webhook_endpoint.deleted", endpoint, before=before)
+    await audit.record_change(
+        db, principal, "webhook_endpoint.deleted", entity_id=endpoint.id, before=before
+    )
 
 
 async def rotate_secret(
@@ -131,7 +125,9 @@ async def rotate_secret(
     endpoint.updated_at = now
     await db.flush()
     read = to_read(endpoint)
-    await _audit(db, principal, "webhook_endpoint.secret_rotated", endpoint, after=read)
+    await audit.record_change(
+        db, principal, "webhook_endpoint.secret_rotated", entity_id=endpoint.id, after=read
+    )
     return WebhookEndpointCreated(**read.model_dump(), secret=endpoint.secret)
 
 
@@ -145,15 +141,7 @@ async def list_deliveries(
         .join(WebhookEvent, col(WebhookEvent.id) == WebhookDelivery.event_id)
         .where(col(WebhookDelivery.endpoint_id) == endpoint.id)
     )
-    shown = await paginate(
-        db,
-        stmt,
-        order_by=WebhookDelivery.created_at,
-        id_column=WebhookDelivery.id,
-        page=page,
-        to_read=lambda row: (row[0], row[1]),
-        rows_are_tuples=True,
-    )
+    shown = await paginate(db, stmt, page, lambda row: (row[0], row[1]), rows_are_tuples=True)
     attempts = await _attempts(db, [delivery.id for delivery, _ in shown.data])
     return Page(
         data=[_delivery_read(d, t, attempts.get(d.id, [])) for d, t in shown.data],
@@ -191,13 +179,7 @@ async def retry(
     delivery.next_attempt_at = utcnow()
     await db.flush()
     await outbox.wake_deliverer(db)
-    await audit.record(
-        db,
-        principal,
-        action="webhook_delivery.retried",
-        entity_type="webhook_delivery",
-        entity_id=delivery.id,
-    )
+    await audit.record_change(db, principal, "webhook_delivery.retried", entity_id=delivery.id)
     attempts = await _attempts(db, [delivery.id])
     return _delivery_read(delivery, event_type, attempts.get(delivery.id, []))
 
@@ -237,24 +219,4 @@ def _delivery_read(
         created_at=delivery.created_at,
         delivered_at=delivery.delivered_at,
         attempts=attempts,
-    )
-
-
-async def _audit(
-    db: AsyncSession,
-    principal: Principal,
-    action: str,
-    endpoint: WebhookEndpoint,
-    *,
-    before: WebhookEndpointRead | None = None,
-    after: WebhookEndpointRead | None = None,
-) -> None:
-    await audit.record(
-        db,
-        principal,
-        action=action,
-        entity_type="webhook_endpoint",
-        entity_id=endpoint.id,
-        before=before,
-        after=after,
     )

@@ -21,21 +21,20 @@ from sqlmodel import col
 from models.billing import Invoice, InvoiceRunCreate, InvoiceStatus
 from models.idempotency import IdempotencyRecord
 from models.programs import Program
-from models.sessions import Session
+from models.sessions import Session, SessionStatus
 from models.webhooks import EventType
 from service.billing import invoices
 from service.core import outbox
 from service.core.auth import SYSTEM
+from service.core.clock import local_today
 from service.core.db import transaction
 from service.core.errors import DomainError
 from service.core.settings import Settings
 from service.integrations import stripe_sync
 from service.integrations.webhook_delivery import Deliverer
-from service.programs import sessions
-from service.scheduling import materialize
+from service.programs import materialize, session_records
 
 Summary = dict[str, Any]
-IDEMPOTENCY_KEYS_KEPT = timedelta(hours=24)
 REMINDER_AHEAD = timedelta(hours=24)
 STRIPE_BATCH = 50
 
@@ -61,7 +60,7 @@ async def extend_horizon(ctx: JobContext) -> Summary:
     async with transaction(ctx.session_factory) as db:
         added = await materialize.extend_horizon(
             db,
-            today=materialize.local_today(ctx.settings.timezone),
+            today=local_today(ctx.settings.timezone),
             weeks=ctx.settings.horizon_weeks,
         )
     return {"sessions_added": added}
@@ -78,7 +77,7 @@ async def draft_invoices(ctx: JobContext) -> Summary:
     mode = ctx.settings.auto_invoice
     if mode == "off":
         return {"mode": mode}
-    start, end = last_month(materialize.local_today(ctx.settings.timezone))
+    start, end = last_month(local_today(ctx.settings.timezone))
     async with transaction(ctx.session_factory) as db:
         drafts = await invoices.run(
             db, SYSTEM, InvoiceRunCreate(period_start=start, period_end=end)
@@ -106,7 +105,11 @@ async def draft_invoices(ctx: JobContext) -> Summary:
             try:
                 async with transaction(ctx.session_factory) as db:
                     await invoices.issue(
-                        db, SYSTEM, invoice_id, stripe_enabled=ctx.stripe is not None
+                        db,
+                        SYSTEM,
+                        invoice_id,
+                        stripe_enabled=ctx.stripe is not None,
+                        settings=ctx.settings,
                     )
                 issued += 1
             except DomainError as exc:  # e.g. issued by hand meanwhile; the others go on
@@ -125,7 +128,9 @@ async def sync_stripe(ctx: JobContext) -> Summary:
         due = await stripe_sync.invoices_to_resume(db, limit=STRIPE_BATCH)
     outcomes: dict[str, int] = {}
     for invoice_id in due:
-        status = await stripe_sync.sync_invoice(ctx.session_factory, ctx.stripe, invoice_id)
+        status = await stripe_sync.sync_invoice(
+            ctx.session_factory, ctx.stripe, invoice_id, provider_zone=ctx.settings.timezone
+        )
         key = status.value if status else "skipped"
         outcomes[key] = outcomes.get(key, 0) + 1
     return {"invoices": len(due), **outcomes}
@@ -137,13 +142,14 @@ async def deliver_webhooks(ctx: JobContext) -> Summary:
 
 async def mark_overdue(ctx: JobContext) -> Summary:
     """`invoice.overdue` once per invoice: the first run after its due date while it is open."""
-    today = materialize.local_today(ctx.settings.timezone)
+    today = local_today(ctx.settings.timezone)
     async with transaction(ctx.session_factory) as db:
         overdue = (
             await db.execute(
                 text(
                     "UPDATE invoices SET overdue_notified_at = now() "
-                    "WHERE status = 'open' AND due_date < :today AND overdue_notified_at IS NULL "
+                    f"WHERE status = '{InvoiceStatus.open.value}' AND due_date < :today "
+                    "AND overdue_notified_at IS NULL "
                     "RETURNING id"
                 ),
                 {"today": today},
@@ -170,7 +176,7 @@ async def remind_sessions(ctx: JobContext) -> Summary:
                 text(
                     "INSERT INTO session_reminders (session_id, starts_at, sent_at) "
                     "SELECT id, starts_at, now() FROM sessions "
-                    "WHERE status = 'scheduled' AND starts_at > now() "
+                    f"WHERE status = '{SessionStatus.scheduled.value}' AND starts_at > now() "
                     "AND starts_at <= now() + make_interval(secs => :ahead) "
                     "ON CONFLICT DO NOTHING RETURNING session_id"
                 ),
@@ -185,7 +191,7 @@ async def remind_sessions(ctx: JobContext) -> Summary:
             .order_by(col(Session.starts_at), col(Session.id))
         )
         await outbox.publish_many(
-            db, EventType.session_upcoming, [sessions.to_read(s, tz) for s, tz in rows.all()]
+            db, EventType.session_upcoming, [session_records.to_read(s, tz) for s, tz in rows.all()]
         )
     return {"sessions": len(ids)}
 

@@ -25,18 +25,17 @@ from models.calendar_feeds import (
 )
 from models.organizations import Location, Organization
 from models.programs import Program
-from models.sessions import Session, SessionStatus
+from models.sessions import CANCELLED_STATUSES, Session
 from models.therapists import Therapist
 from models.types import Role
 from service.catalog import organizations, therapists
-from service.core import audit
+from service.core import audit, crud
 from service.core.auth import Principal, hash_secret, require_role, scope_to_tenant
 from service.core.errors import InvalidState, NotFound
 
 TOKEN_PREFIX = "cal_"  # noqa: S105 (a label, not a secret)
 FEED_PAST = timedelta(days=90)  # how far back a feed still shows sessions
 FEED_LIMIT = 2000
-CANCELLED = (SessionStatus.cancelled.value, SessionStatus.late_cancelled.value)
 
 
 def _new_token() -> str:
@@ -68,17 +67,7 @@ async def create(
         token_hash=hash_secret(token),
         created_by_key_id=principal.key_id,
     )
-    db.add(feed)
-    await db.flush()
-    await audit.record(
-        db,
-        principal,
-        action="calendar_feed.created",
-        entity_type="calendar_feed",
-        entity_id=feed.id,
-        organization_id=feed.organization_id,
-        after=to_read(feed),
-    )
+    await crud.create(db, principal, feed, action="calendar_feed.created", to_read=to_read)
     return _created(feed, token, base_url)
 
 
@@ -105,17 +94,7 @@ async def rotate(
     before = to_read(feed)
     token = _new_token()
     feed.token_hash, feed.rotated_at = hash_secret(token), utcnow()
-    await db.flush()
-    await audit.record(
-        db,
-        principal,
-        action="calendar_feed.rotated",
-        entity_type="calendar_feed",
-        entity_id=feed.id,
-        organization_id=feed.organization_id,
-        before=before,
-        after=to_read(feed),
-    )
+    await _record(db, principal, "calendar_feed.rotated", feed, before)
     return _created(feed, token, base_url)
 
 
@@ -123,13 +102,22 @@ async def revoke(db: AsyncSession, principal: Principal, feed_id: uuid.UUID) -> 
     feed = await _get_visible(db, principal, feed_id)
     before = to_read(feed)
     feed.revoked_at = utcnow()
+    return await _record(db, principal, "calendar_feed.revoked", feed, before)
+
+
+async def _record(
+    db: AsyncSession,
+    principal: Principal,
+    action: str,
+    feed: CalendarFeed,
+    before: CalendarFeedRead,
+) -> CalendarFeedRead:
     await db.flush()
     after = to_read(feed)
-    await audit.record(
+    await audit.record_change(
         db,
         principal,
-        action="calendar_feed.revoked",
-        entity_type="calendar_feed",
+        action,
         entity_id=feed.id,
         organization_id=feed.organization_id,
         before=before,
@@ -228,5 +216,5 @@ def _event(
         "description",
         f"Music therapy session, {program.participants} participant(s). Status: {session.status}.",
     )
-    event.add("status", "CANCELLED" if session.status in CANCELLED else "CONFIRMED")
+    event.add("status", "CANCELLED" if session.status in CANCELLED_STATUSES else "CONFIRMED")
     return event

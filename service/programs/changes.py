@@ -1,18 +1,15 @@
-"""Changing programs: edits, series changes of confirmed programs from an effective date
-(completed, cancelled and individually rescheduled sessions are kept) and cancellation."""
+"""Changing programs: edits, series changes of a confirmed program from an effective date
+(completed, cancelled and individually rescheduled sessions are kept) and cancellation. Each
+use case is one function here; the rules, checks and writes are below (rules, series)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import case
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from models.base import utcnow
-from models.offerings import Offering
-from models.organizations import Organization
+from models.organizations import Location
 from models.programs import (
     CancelProgram,
     Modality,
@@ -20,92 +17,102 @@ from models.programs import (
     ProgramRead,
     ProgramStatus,
     ProgramUpdate,
-    Schedule,
 )
-from models.sessions import Session, SessionStatus
-from models.therapists import Therapist
-from models.types import OfferingFormat, Role
+from models.sessions import CancelledBy
+from models.types import Role
 from service.core.auth import Principal, require_role
 from service.core.errors import FieldError, InvalidState, ValidationFailed
-from service.programs import records as programs
-from service.programs import staffing as program_staffing
-from service.scheduling import materialize
+from service.core.settings import Settings
+from service.programs import records, rules, series
+from service.programs.staffing_check import active_therapist, require_staffable
+
+PLAIN_FIELDS = ("title", "focus_areas", "participants", "location_id", "video_url")
+SERIES_FIELDS = frozenset({"schedule", "rate_cents", "therapist_id"})
+CHANGEABLE = (ProgramStatus.requested, ProgramStatus.confirmed)
 
 
 async def update(
-    db: AsyncSession, principal: Principal, program: Program, data: ProgramUpdate
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    data: ProgramUpdate,
+    *,
+    settings: Settings,
 ) -> ProgramRead:
-    require_role(principal, programs.STAFF, "change programs")
-    if program.status not in (ProgramStatus.requested, ProgramStatus.confirmed):
+    """Apply the fields sent. A requested program simply takes them (a new therapist is
+    checked against its plan); a confirmed one changes its series from `effective_date`."""
+    require_role(principal, records.STAFF, "change programs")
+    if program.status not in CHANGEABLE:
         raise InvalidState(f"A {program.status} program cannot be changed")
     fields = data.model_dump(exclude_unset=True)
     effective_given = fields.pop("effective_date", None)
+    errors = await _field_errors(db, program, data, fields)
+    if errors:
+        raise ValidationFailed(errors)
+    before = records.to_read(program)
+    for name in PLAIN_FIELDS:
+        if name in fields:
+            setattr(program, name, fields[name])
+    if program.status == ProgramStatus.confirmed and SERIES_FIELDS & fields.keys():
+        effective = rules.effective_date(program, effective_given, required=True)
+        await _change_series(db, principal, program, data, fields, effective, settings)
+    else:
+        await _change_plan(db, principal, program, data, fields, settings)
+    return await records.record_change(db, principal, program, before, "program.updated")
+
+
+async def _field_errors(
+    db: AsyncSession, program: Program, data: ProgramUpdate, fields: dict[str, Any]
+) -> list[FieldError]:
     errors: list[FieldError] = []
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
     if "participants" in fields:
-        limit = 1 if offering.format == OfferingFormat.individual else offering.max_participants
-        if fields["participants"] > limit:
-            errors.append(
-                FieldError(
-                    "participants", f"at most {limit} participant(s)", "too_many_participants"
-                )
-            )
+        errors += rules.participant_errors(
+            await records.offering_of(db, program), fields["participants"]
+        )
     if "location_id" in fields or "video_url" in fields:
-        org = await db.get(Organization, program.organization_id)
-        assert org is not None
-        errors += await programs.place_errors(
-            db,
-            org,
+        location_id = fields.get("location_id", program.location_id)
+        errors += rules.place_errors(
             Modality(program.modality),
-            fields.get("location_id", program.location_id),
-            fields.get("video_url", program.video_url),
+            organization_id=program.organization_id,
+            location_id=location_id,
+            location=await db.get(Location, location_id) if location_id else None,
+            video_url=fields.get("video_url", program.video_url),
         )
     if data.schedule is not None and "schedule" in fields:
-        errors += programs.schedule_errors(
+        errors += rules.schedule_errors(
             data.schedule,
             earliest=None,
             duration=data.schedule.duration_minutes or program.duration_minutes,
-            holiday_region=await programs.holiday_region(db, program),
+            holiday_region=await records.holiday_region(db, program),
         )
-    if errors:
-        raise ValidationFailed(errors)
-    before = programs.to_read(program)
-    for name in ("title", "focus_areas", "participants", "location_id", "video_url"):
-        if name in fields:
-            setattr(program, name, fields[name])
-    series = {"schedule", "rate_cents", "therapist_id"} & fields.keys()
-    if program.status == ProgramStatus.requested or not series:
-        if "therapist_id" in fields:
-            therapist = await program_staffing.active_therapist(db, fields["therapist_id"])
-            planned = await programs.planned(db, program)
-            await program_staffing.require_staffable(
-                db,
-                principal,
-                program,
-                therapist,
-                program_staffing.proposals(planned),
-                override=data.override,
-            )
-            program.therapist_id = therapist.id
-        if data.schedule is not None:
-            _apply_schedule(program, data.schedule)
-        if "rate_cents" in fields:
-            program.rate_cents = fields["rate_cents"]
-        return await programs.record_change(db, principal, program, before, "program.updated")
-    effective = programs.effective_date(program, effective_given, required=True)
-    await _change_series(db, principal, program, data, fields, effective)
-    return await programs.record_change(db, principal, program, before, "program.updated")
+    return errors
 
 
-def _apply_schedule(program: Program, schedule: Schedule) -> None:
-    program.timezone = schedule.timezone
-    program.start_date = schedule.start_date
-    program.start_time = schedule.start_time
-    program.duration_minutes = schedule.duration_minutes or program.duration_minutes
-    program.rrule = schedule.rrule
-    program.exdates = sorted(set(schedule.exdates))
-    program.skip_holidays = schedule.skip_holidays
+async def _change_plan(
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    data: ProgramUpdate,
+    fields: dict[str, Any],
+    settings: Settings,
+) -> None:
+    """A program with no sessions yet (or a confirmed one's non-series fields)."""
+    if "therapist_id" in fields:
+        therapist = await active_therapist(db, fields["therapist_id"])
+        occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
+        await require_staffable(
+            db,
+            principal,
+            program,
+            therapist,
+            series.proposals(occurrences),
+            override=data.override,
+        )
+        program.therapist_id = therapist.id
+    if data.schedule is not None:
+        rules.apply_schedule(program, data.schedule)
+    if "rate_cents" in fields:
+        program.rate_cents = fields["rate_cents"]
 
 
 async def _change_series(
@@ -113,42 +120,27 @@ async def _change_series(
     principal: Principal,
     program: Program,
     data: ProgramUpdate,
-    fields: dict[str, object],
-    effective: date,
+    fields: dict[str, Any],
+    effective: Any,
+    settings: Settings,
 ) -> None:
-    """Rebuild a confirmed program from `effective` on. Completed, cancelled and individually
-    rescheduled sessions are kept; scheduled ones from that date are replanned."""
+    """Rebuild a confirmed program from `effective` on: the rate, then the therapist, then the
+    schedule (which is checked against the therapist the program has by then)."""
     if "rate_cents" in fields:
-        program.rate_cents = int(str(fields["rate_cents"]))
-        await db.execute(
-            sa.update(Session)
-            .where(*programs.future_sessions(program, effective))
-            .values(rate_cents=program.rate_cents)
-        )
+        await series.reprice(db, program, int(fields["rate_cents"]), effective)
     if data.therapist_id is not None and "therapist_id" in fields:
-        therapist = await program_staffing.active_therapist(db, data.therapist_id)
-        await program_staffing.hand_over(
-            db, principal, program, therapist, effective, override=data.override
-        )
+        therapist = await active_therapist(db, data.therapist_id)
+        await series.hand_over(db, principal, program, therapist, effective, override=data.override)
     if data.schedule is not None and "schedule" in fields:
-        await db.execute(
-            sa.delete(Session).where(
-                *programs.future_sessions(program, effective), col(Session.rescheduled).is_(False)
-            )
-        )
-        _apply_schedule(program, data.schedule)
-        planned = await programs.planned(db, program, after=effective)
-        current = await db.get(Therapist, program.therapist_id)
-        assert current is not None
-        await program_staffing.require_staffable(
+        await series.replan(
             db,
             principal,
             program,
-            current,
-            program_staffing.proposals(planned),
+            data.schedule,
+            effective,
             override=data.override,
+            horizon_weeks=settings.horizon_weeks,
         )
-        await materialize.materialize(db, program, planned)
 
 
 async def cancel(
@@ -156,36 +148,22 @@ async def cancel(
 ) -> ProgramRead:
     """Cancel from `effective_date` on: later sessions are cancelled (late, and billable, when
     the organization cancels inside the offering's notice window); earlier ones are kept."""
-    require_role(principal, programs.BOOKERS, "cancel programs")
-    if program.status not in (ProgramStatus.requested, ProgramStatus.confirmed):
+    require_role(principal, records.BOOKERS, "cancel programs")
+    if program.status not in CHANGEABLE:
         raise InvalidState(f"A {program.status} program cannot be cancelled")
-    effective = programs.effective_date(program, data.effective_date, required=True)
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
-    before = programs.to_read(program)
+    effective = rules.effective_date(program, data.effective_date, required=True)
+    offering = await records.offering_of(db, program)
+    before = records.to_read(program)
     now = utcnow()
-    by_organization = principal.role == Role.coordinator
-    late_before = now + timedelta(hours=offering.cancellation_notice_hours)
-    status = (
-        case(
-            (col(Session.starts_at) < late_before, SessionStatus.late_cancelled.value),
-            else_=SessionStatus.cancelled.value,
-        )
-        if by_organization
-        else SessionStatus.cancelled.value
-    )
-    await db.execute(
-        sa.update(Session)
-        .where(*programs.future_sessions(program, effective))
-        .values(
-            status=status,
-            cancelled_by="organization" if by_organization else "provider",
-            cancel_reason=data.reason,
-            cancelled_at=now,
-            sequence=Session.sequence + 1,
-            updated_at=now,
-        )
+    await series.cancel_from(
+        db,
+        program,
+        effective,
+        by=CancelledBy.organization if principal.role == Role.coordinator else CancelledBy.provider,
+        notice_hours=offering.cancellation_notice_hours,
+        reason=data.reason,
+        now=now,
     )
     program.status = ProgramStatus.cancelled.value
     program.cancel_reason, program.cancelled_at = data.reason, now
-    return await programs.record_change(db, principal, program, before, "program.cancelled")
+    return await records.record_change(db, principal, program, before, "program.cancelled")

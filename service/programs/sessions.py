@@ -13,17 +13,14 @@ before any role check, so a refusal never confirms that another organization's s
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
 
-from sqlalchemy import Date, Select, and_, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import Page, utcnow
-from models.billing import Invoice, InvoiceLine, InvoiceStatus
-from models.offerings import Offering
+from models.billing import Invoice, InvoiceLine
 from models.programs import Program
 from models.sessions import (
     CancelledBy,
@@ -37,68 +34,26 @@ from models.sessions import (
 )
 from models.therapists import Therapist
 from models.types import Role
-from service.core import audit, outbox
 from service.core.auth import Principal, require_role, scope_to_tenant
-from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
-from service.scheduling import staffing
+from service.programs import records
+from service.programs.session_records import (
+    SessionFilters,
+    get_visible,
+    invoice_seen_by,
+    local_date_filter,
+    record_change,
+    require_scheduled,
+    to_read,
+    with_invoice,
+)
+from service.programs.staffing_check import require_staffable
 from service.scheduling.conflicts import Slot
-
-S = TypeVar("S", bound=Select)
+from service.scheduling.staffing import Proposal
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
-
-
-@dataclass(frozen=True)
-class SessionFilters:
-    start: date | datetime | None = None
-    end: date | datetime | None = None
-    program_id: uuid.UUID | None = None
-    therapist_id: uuid.UUID | None = None
-    organization_id: uuid.UUID | None = None
-    status: SessionStatus | None = None
-
-
-def to_read(session: Session, timezone: str, invoice_id: uuid.UUID | None = None) -> SessionRead:
-    return SessionRead.model_validate(
-        {**session.model_dump(), "timezone": timezone, "invoice_id": invoice_id}
-    )
-
-
-def _with_invoice(stmt: S) -> S:
-    """Join the session's live invoice line (a session's invoice is its live line's)."""
-    return stmt.outerjoin(
-        InvoiceLine, and_(col(InvoiceLine.session_id) == Session.id, col(InvoiceLine.live))
-    ).outerjoin(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
-
-
-def _invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.UUID | None:
-    """Staff see every invoice; an organization only what it was sent; therapists no billing."""
-    if invoice_id is None or principal.role == Role.therapist:
-        return None
-    if principal.role == Role.coordinator and status == InvoiceStatus.draft.value:
-        return None
-    return uuid.UUID(str(invoice_id))
-
-
-def _local_date(zone_column: Any) -> Any:
-    """The session's calendar day in its program's time zone."""
-    return cast(func.timezone(zone_column, Session.starts_at), Date)
-
-
-def local_date_filter(stmt: S, filters: SessionFilters) -> S:
-    """The `from`/`to` window on a query that joins Program: dates are the sessions' local
-    dates (inclusive), date-times are instants (`from` inclusive, `to` exclusive)."""
-    if isinstance(filters.start, datetime):
-        stmt = stmt.where(col(Session.starts_at) >= filters.start)
-    elif filters.start is not None:
-        stmt = stmt.where(_local_date(Program.timezone) >= filters.start)
-    if isinstance(filters.end, datetime):
-        stmt = stmt.where(col(Session.starts_at) < filters.end)
-    elif filters.end is not None:
-        stmt = stmt.where(_local_date(Program.timezone) <= filters.end)
-    return stmt
 
 
 async def list_sessions(
@@ -106,7 +61,7 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """Sessions the caller may see, by start time. Dates in `from`/`to` are the sessions' own
     local dates (inclusive); date-times are instants (`from` inclusive, `to` exclusive)."""
-    stmt = _with_invoice(
+    stmt = with_invoice(
         select(
             Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
         ).join(Program, col(Program.id) == Session.program_id)
@@ -129,10 +84,9 @@ async def list_sessions(
     return await paginate(
         db,
         stmt,
+        page,
+        lambda row: to_read(row[0], row[1], invoice_seen_by(principal, row[2], row[3])),
         order_by=Session.starts_at,
-        id_column=Session.id,
-        page=page,
-        to_read=lambda row: to_read(row[0], row[1], _invoice_seen_by(principal, row[2], row[3])),
         rows_are_tuples=True,
     )
 
@@ -142,90 +96,12 @@ async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) ->
     session, program = await get_visible(db, principal, session_id)
     row = (
         await db.execute(
-            _with_invoice(
+            with_invoice(
                 select(col(InvoiceLine.invoice_id), col(Invoice.status)).select_from(Session)
             ).where(col(Session.id) == session.id)
         )
     ).one()
-    return to_read(session, program.timezone, _invoice_seen_by(principal, row[0], row[1]))
-
-
-async def get_visible(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
-) -> tuple[Session, Program]:
-    stmt = select(Session, Program).join(Program, col(Program.id) == Session.program_id)
-    stmt = scope_to_tenant(
-        stmt.where(col(Session.id) == session_id),
-        principal,
-        organization_column=Session.organization_id,
-        therapist_column=Session.therapist_id,
-    )
-    if for_update:
-        stmt = stmt.with_for_update(of=Session)
-    row = (await db.execute(stmt)).one_or_none()
-    if row is None:
-        raise NotFound(f"Session {session_id} not found")
-    return row[0], row[1]
-
-
-def _require_scheduled(session: Session, move: str) -> None:
-    if session.status != SessionStatus.scheduled:
-        raise InvalidState(
-            f"A {session.status} session cannot be {move}",
-            session_id=str(session.id),
-            session_status=session.status,
-        )
-
-
-async def _changed(
-    db: AsyncSession,
-    principal: Principal,
-    session: Session,
-    program: Program,
-    before: SessionRead,
-    action: str,
-) -> SessionRead:
-    session.updated_at = utcnow()
-    session.sequence += 1
-    await db.flush()
-    after = to_read(session, program.timezone)
-    await audit.record(
-        db,
-        principal,
-        action=action,
-        entity_type="session",
-        entity_id=session.id,
-        organization_id=session.organization_id,
-        before=before,
-        after=after,
-    )
-    if outbox.is_event(action):
-        await outbox.publish(db, action, after)
-    return after
-
-
-async def _require_staffable(
-    db: AsyncSession,
-    principal: Principal,
-    session: Session,
-    program: Program,
-    therapist: Therapist,
-    slot: Slot,
-    *,
-    override: bool,
-) -> None:
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
-    await staffing.require_staffable(
-        db,
-        principal,
-        therapist=therapist,
-        offering=offering,
-        proposals=[staffing.Proposal(slot, session.id)],
-        ignored_session_ids=[session.id],
-        override=override,
-        audit_entity=("session", session.id, session.organization_id),
-    )
+    return to_read(session, program.timezone, invoice_seen_by(principal, row[0], row[1]))
 
 
 async def reschedule(
@@ -234,19 +110,25 @@ async def reschedule(
     """Move one session; its length is kept and its therapist must be able to take it."""
     session, program = await get_visible(db, principal, session_id, for_update=True)
     require_role(principal, (Role.admin,), "reschedule sessions")
-    _require_scheduled(session, "rescheduled")
+    require_scheduled(session, "rescheduled")
     if data.starts_at <= utcnow():
         raise ValidationFailed([FieldError("starts_at", "must be in the future")])
     before = to_read(session, program.timezone)
     slot = Slot(data.starts_at, data.starts_at + (session.ends_at - session.starts_at))
     therapist = await db.get(Therapist, session.therapist_id)
     assert therapist is not None
-    await _require_staffable(
-        db, principal, session, program, therapist, slot, override=data.override
+    await require_staffable(
+        db,
+        principal,
+        program,
+        therapist,
+        [Proposal(slot, session.id)],
+        override=data.override,
+        session=session,
     )
     session.starts_at, session.ends_at = slot.starts_at, slot.ends_at
     session.rescheduled = True
-    return await _changed(db, principal, session, program, before, "session.rescheduled")
+    return await record_change(db, principal, session, program, before, "session.rescheduled")
 
 
 async def substitute(
@@ -255,24 +137,24 @@ async def substitute(
     """Give one scheduled session to another therapist, checked like any assignment."""
     session, program = await get_visible(db, principal, session_id, for_update=True)
     require_role(principal, (Role.admin,), "substitute therapists")
-    _require_scheduled(session, "given to another therapist")
+    require_scheduled(session, "given to another therapist")
     if data.therapist_id == session.therapist_id:
         raise InvalidState("The session already has this therapist")
     therapist = await db.get(Therapist, data.therapist_id)
     if therapist is None:
         raise ValidationFailed([FieldError("therapist_id", "no such therapist", "not_found")])
     before = to_read(session, program.timezone)
-    await _require_staffable(
+    await require_staffable(
         db,
         principal,
-        session,
         program,
         therapist,
-        Slot(session.starts_at, session.ends_at),
+        [Proposal(Slot(session.starts_at, session.ends_at), session.id)],
         override=data.override,
+        session=session,
     )
     session.therapist_id = therapist.id
-    return await _changed(db, principal, session, program, before, "session.substituted")
+    return await record_change(db, principal, session, program, before, "session.substituted")
 
 
 async def cancel(
@@ -282,7 +164,7 @@ async def cancel(
     billable at the offering's fee); the provider's, or an early one, is free."""
     session, program = await get_visible(db, principal, session_id, for_update=True)
     require_role(principal, CANCELLERS, "cancel sessions")
-    _require_scheduled(session, "cancelled")
+    require_scheduled(session, "cancelled")
     by = data.cancelled_by or (
         CancelledBy.organization if principal.role == Role.coordinator else CancelledBy.provider
     )
@@ -290,8 +172,7 @@ async def cancel(
         raise ValidationFailed(
             [FieldError("cancelled_by", "a coordinator cancels for the organization")]
         )
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
+    offering = await records.offering_of(db, program)
     before = to_read(session, program.timezone)
     now = utcnow()
     late = now > session.starts_at - timedelta(hours=offering.cancellation_notice_hours)
@@ -301,7 +182,7 @@ async def cancel(
         else SessionStatus.cancelled
     ).value
     session.cancelled_by, session.cancel_reason, session.cancelled_at = by.value, data.reason, now
-    return await _changed(db, principal, session, program, before, "session.cancelled")
+    return await record_change(db, principal, session, program, before, "session.cancelled")
 
 
 async def _record_delivery(
@@ -314,7 +195,7 @@ async def _record_delivery(
 ) -> SessionRead:
     session, program = await get_visible(db, principal, session_id, for_update=True)
     require_role(principal, RECORDERS, "record sessions")
-    _require_scheduled(
+    require_scheduled(
         session, "completed" if status == SessionStatus.completed else "marked no-show"
     )
     if session.starts_at > utcnow():
@@ -335,7 +216,7 @@ async def _record_delivery(
         )
     before = to_read(session, program.timezone)
     session.status, session.attendance = status.value, attendance
-    return await _changed(db, principal, session, program, before, f"session.{status.value}")
+    return await record_change(db, principal, session, program, before, f"session.{status.value}")
 
 
 async def complete(

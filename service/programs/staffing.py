@@ -1,19 +1,14 @@
-"""Staffing programs: assigning a therapist, handing a confirmed program over from a date,
-confirming (which materializes the sessions) and ranking therapists for a program. Every
-staffing change goes through service.scheduling.staffing before anything is written."""
+"""Staffing programs: assigning a therapist, confirming (which writes the sessions) and ranking
+therapists for a program. Each use case is one function here; the checks and writes are below
+(series, staffing_check, materialize)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import date
-
-import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import utcnow
-from models.offerings import Offering
 from models.programs import (
     AssignTherapist,
     ConfirmProgram,
@@ -22,147 +17,121 @@ from models.programs import (
     ProgramStatus,
     SuggestionList,
 )
-from models.sessions import Session
+from models.sessions import Session, SessionStatus
 from models.therapists import Therapist
 from service.core.auth import Principal, require_role
 from service.core.errors import FieldError, InvalidState, ValidationFailed
-from service.programs import records as programs
-from service.scheduling import materialize, recurrence, staffing, suggestions
+from service.core.settings import Settings
+from service.programs import materialize, records, rules, series, staffing_facts
+from service.programs.staffing_check import active_therapist, require_staffable
+from service.scheduling import staffing, suggestions
 from service.scheduling.conflicts import Slot
 
 
-async def active_therapist(db: AsyncSession, therapist_id: uuid.UUID) -> Therapist:
-    therapist = await db.get(Therapist, therapist_id)
-    if therapist is None or not therapist.active:
-        raise ValidationFailed(
-            [FieldError("therapist_id", "no such active therapist", "not_found")]
-        )
-    return therapist
-
-
-async def require_staffable(
-    db: AsyncSession,
-    principal: Principal,
-    program: Program,
-    therapist: Therapist,
-    proposals: list[staffing.Proposal],
-    *,
-    override: bool,
-    ignored: list[uuid.UUID] | None = None,
-) -> None:
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
-    await staffing.require_staffable(
-        db,
-        principal,
-        therapist=therapist,
-        offering=offering,
-        proposals=proposals,
-        ignored_session_ids=ignored or [],
-        override=override,
-        audit_entity=("program", program.id, program.organization_id),
-    )
-
-
-def proposals(planned: list[recurrence.Occurrence]) -> list[staffing.Proposal]:
-    return [staffing.Proposal(Slot(o.starts_at, o.ends_at)) for o in planned]
-
-
-async def hand_over(
-    db: AsyncSession,
-    principal: Principal,
-    program: Program,
-    therapist: Therapist,
-    effective: date,
-    *,
-    override: bool,
-) -> None:
-    """Give the program's scheduled sessions from `effective` on to another therapist."""
-    future = (
-        (
-            await db.execute(
-                select(Session)
-                .where(*programs.future_sessions(program, effective))
-                .with_for_update()
-            )
-        )
-        .scalars()
-        .all()
-    )
-    await require_staffable(
-        db,
-        principal,
-        program,
-        therapist,
-        [staffing.Proposal(Slot(s.starts_at, s.ends_at), s.id) for s in future],
-        override=override,
-        ignored=[s.id for s in future],
-    )
-    await db.execute(
-        sa.update(Session)
-        .where(col(Session.id).in_([s.id for s in future]))
-        .values(therapist_id=therapist.id, sequence=Session.sequence + 1, updated_at=utcnow())
-    )
-    program.therapist_id = therapist.id
-
-
 async def assign(
-    db: AsyncSession, principal: Principal, program: Program, data: AssignTherapist
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    data: AssignTherapist,
+    *,
+    settings: Settings,
 ) -> ProgramRead:
     """Staff a requested program, or hand a confirmed one's future sessions to someone else."""
-    require_role(principal, programs.STAFF, "assign therapists")
+    require_role(principal, records.STAFF, "assign therapists")
     therapist = await active_therapist(db, data.therapist_id)
-    before = programs.to_read(program)
+    before = records.to_read(program)
     if program.status == ProgramStatus.requested:
-        planned = await programs.planned(db, program)
+        occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
         await require_staffable(
-            db, principal, program, therapist, proposals(planned), override=data.override
+            db,
+            principal,
+            program,
+            therapist,
+            series.proposals(occurrences),
+            override=data.override,
         )
         program.therapist_id = therapist.id
     elif program.status == ProgramStatus.confirmed:
-        effective = programs.effective_date(program, data.effective_date, required=False)
-        await hand_over(db, principal, program, therapist, effective, override=data.override)
+        effective = rules.effective_date(program, data.effective_date, required=False)
+        await series.hand_over(db, principal, program, therapist, effective, override=data.override)
     else:
         raise InvalidState(f"A {program.status} program cannot be staffed")
-    return await programs.record_change(db, principal, program, before, "program.assigned")
+    return await records.record_change(db, principal, program, before, "program.assigned")
 
 
 async def confirm(
-    db: AsyncSession, principal: Principal, program: Program, data: ConfirmProgram
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    data: ConfirmProgram,
+    *,
+    settings: Settings,
 ) -> ProgramRead:
     """Confirm a staffed program: its sessions (to the horizon, for open-ended ones) are
     written in one statement, or nothing is written and every conflict is listed."""
-    require_role(principal, programs.STAFF, "confirm programs")
+    require_role(principal, records.STAFF, "confirm programs")
     if program.status != ProgramStatus.requested:
         raise InvalidState(f"A {program.status} program cannot be confirmed")
     if program.therapist_id is None:
         raise InvalidState("Assign a therapist before confirming the program")
-    planned = await programs.planned(db, program)
-    if not planned:
+    occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
+    if not occurrences:
         raise ValidationFailed(
             [FieldError("schedule", "the schedule produces no sessions", "empty_schedule")]
         )
     therapist = await db.get(Therapist, program.therapist_id)
     assert therapist is not None
     await require_staffable(
-        db, principal, program, therapist, proposals(planned), override=data.override
+        db, principal, program, therapist, series.proposals(occurrences), override=data.override
     )
-    before = programs.to_read(program)
-    await materialize.materialize(db, program, planned)
+    before = records.to_read(program)
+    await materialize.materialize(db, program, occurrences)
     program.status = ProgramStatus.confirmed.value
-    return await programs.record_change(db, principal, program, before, "program.confirmed")
+    return await records.record_change(db, principal, program, before, "program.confirmed")
 
 
 async def suggest_therapists(
-    db: AsyncSession, principal: Principal, program: Program
+    db: AsyncSession, principal: Principal, program: Program, *, settings: Settings
 ) -> SuggestionList:
-    """Active therapists ranked for the whole program: eligible ones first, by score."""
-    require_role(principal, programs.STAFF, "see staffing suggestions")
+    """Active therapists ranked for the whole program: eligible ones first, by score. A
+    requested program is judged on its plan, a confirmed one on its sessions still to come."""
+    require_role(principal, records.STAFF, "see staffing suggestions")
     if program.status not in (ProgramStatus.requested, ProgramStatus.confirmed):
         raise InvalidState(f"A {program.status} program is not being staffed")
-    offering = await db.get(Offering, program.offering_id)
-    assert offering is not None
-    planned = (
-        await programs.planned(db, program) if program.status == ProgramStatus.requested else []
+    proposals, ignored = await _still_to_staff(db, program, settings=settings)
+    therapists = list(
+        (await db.execute(select(Therapist).where(col(Therapist.active).is_(True)))).scalars()
     )
-    return SuggestionList(data=await suggestions.rank(db, program, offering, planned))
+    ids = [t.id for t in therapists]
+    facts = await staffing_facts.load(db, ids, proposals, ignored_session_ids=ignored)
+    problems = staffing.evaluate(
+        therapists, await records.offering_of(db, program), proposals, facts
+    )
+    standings = await staffing_facts.standings(db, ids, program)
+    return SuggestionList(
+        data=suggestions.ranked(
+            suggestions.suggest(
+                t, program, problems[t.id], standings.get(t.id, suggestions.Standing())
+            )
+            for t in therapists
+        )
+    )
+
+
+async def _still_to_staff(
+    db: AsyncSession, program: Program, *, settings: Settings
+) -> tuple[list[staffing.Proposal], list]:
+    if program.status == ProgramStatus.requested:
+        occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
+        return series.proposals(occurrences), []
+    future = (
+        await db.execute(
+            select(Session).where(
+                col(Session.program_id) == program.id,
+                col(Session.status) == SessionStatus.scheduled.value,
+                col(Session.starts_at) >= utcnow(),
+            )
+        )
+    ).scalars()
+    proposals = [staffing.Proposal(Slot(s.starts_at, s.ends_at), s.id) for s in future]
+    return proposals, [p.session_id for p in proposals]

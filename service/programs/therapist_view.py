@@ -19,8 +19,8 @@ from models.therapist_view import MyProgramRead, MySessionRead, PlaceRead
 from models.types import Role
 from service.core.auth import Principal, require_role, scope_to_therapist
 from service.core.pagination import PageRequest, paginate
-from service.programs import records as programs
-from service.programs.sessions import SessionFilters, local_date_filter
+from service.programs import records
+from service.programs.session_records import SessionFilters, local_date_filter
 
 
 def _place(location: Location | None) -> PlaceRead | None:
@@ -32,7 +32,7 @@ def _place(location: Location | None) -> PlaceRead | None:
 def _program(row: Any) -> MyProgramRead:
     program, org_name, offering_name, location = row
     return MyProgramRead(
-        **programs.to_read(program).model_dump(
+        **records.to_read(program).model_dump(
             include={
                 "id",
                 "title",
@@ -82,15 +82,7 @@ async def my_programs(
         .outerjoin(Location, col(Location.id) == Program.location_id)
     )
     stmt = scope_to_therapist(stmt, principal, Program.therapist_id)
-    return await paginate(
-        db,
-        stmt,
-        order_by=Program.created_at,
-        id_column=Program.id,
-        page=page,
-        to_read=_program,
-        rows_are_tuples=True,
-    )
+    return await paginate(db, stmt, page, _program, rows_are_tuples=True)
 
 
 async def my_sessions(
@@ -114,11 +106,5 @@ async def my_sessions(
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(
-        db,
-        stmt,
-        order_by=Session.starts_at,
-        id_column=Session.id,
-        page=page,
-        to_read=_session,
-        rows_are_tuples=True,
+        db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True
     )

@@ -11,24 +11,26 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from models.base import sql_values
 from models.reports import UtilizationReport, UtilizationRow
+from models.sessions import CANCELLED_STATUSES, LIVE_STATUSES, SessionStatus
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from models.types import Role
 from service.core.auth import Principal, require_role
+from service.core.clock import local_start
 from service.core.errors import FieldError, ValidationFailed
-from service.scheduling.recurrence import local_start
 from service.scheduling.staffing import WEEKDAYS
 
 MAX_REPORT_DAYS = 366
 
 _SESSION_MINUTES = text(
-    """
+    f"""
     SELECT s.therapist_id,
            coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60) FILTER (
-               WHERE s.status IN ('scheduled', 'completed', 'no_show')), 0)::int AS scheduled,
+               WHERE s.status IN ({sql_values(LIVE_STATUSES)})), 0)::int AS scheduled,
            coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60) FILTER (
-               WHERE s.status = 'completed'), 0)::int AS delivered,
-           count(*) FILTER (WHERE s.status IN ('cancelled', 'late_cancelled')) AS cancelled
+               WHERE s.status = '{SessionStatus.completed.value}'), 0)::int AS delivered,
+           count(*) FILTER (WHERE s.status IN ({sql_values(CANCELLED_STATUSES)})) AS cancelled
     FROM sessions s JOIN therapists t ON t.id = s.therapist_id
     WHERE s.starts_at >= timezone(t.timezone, CAST(:first AS date)::timestamp)
       AND s.starts_at < timezone(t.timezone, CAST(:after_last AS date)::timestamp)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from dateutil import rrule as du
+
+from service.core.clock import local_start
 
 MAX_COUNT = 500
 MAX_INTERVAL = 52
@@ -201,20 +203,6 @@ def _byday(value: str, freq: Frequency) -> tuple[ByDay, ...]:
             raise RuleError(f"BYDAY lists {item} twice")
         entries.append(entry)
     return tuple(entries)
-
-
-def local_start(day: date, start_time: time, zone: ZoneInfo) -> datetime:
-    """The instant (aware, UTC) at which local wall-clock `start_time` on `day` happens.
-
-    RFC 5545 §3.3.5 (FORM #3, DATE WITH LOCAL TIME AND TIME ZONE REFERENCE): a local time that
-    occurs twice (fall back) "refers to the first occurrence"; one that does not occur (spring
-    forward) "is interpreted using the UTC offset before the gap", so America/New_York 02:30 on
-    2027-03-14 is 07:30 UTC, i.e. 03:30 EDT. The session is kept that day, not dropped (as the
-    RECUR rule of §3.3.10 would drop it). PEP 495 gives exactly these readings for fold=0:
-    an ambiguous time takes the earlier offset, a missing time the offset before the gap.
-    """
-    wall = datetime.combine(day, start_time.replace(tzinfo=None, fold=0), tzinfo=zone)
-    return wall.astimezone(UTC)
 
 
 def expand(

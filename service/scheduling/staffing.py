@@ -1,5 +1,5 @@
-"""Whether therapists can take a set of session slots: the one place every staffing change
-(assign, confirm, substitute, reschedule, series edits) and the suggestions are checked.
+"""Whether therapists can take a set of session slots: the rules every staffing change (assign,
+confirm, substitute, reschedule, series edits) and the suggestions are judged by.
 
 Problems, each tied to a slot where it has one:
   overlap               another live session of the therapist (never overridable)
@@ -8,49 +8,31 @@ Problems, each tied to a slot where it has one:
   outside_availability  not inside a weekly window, in the therapist's own time zone
   time_off              inside recorded time off
   weekly_load           the week (Monday-Sunday, therapist's zone) would exceed max_weekly_minutes
-An admin may override availability, time off and weekly load, never the others. Everything is
-computed for all therapists and slots at once: five queries, whatever their number.
+An admin may override availability, time off and weekly load, never the others.
+
+Pure: what the therapists already hold (`Facts`) is loaded, set-based, by
+service.programs.staffing_facts; the decision is made here.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
-
 from models.offerings import Offering
 from models.therapists import AvailabilityRow, Therapist, TimeOff
-from models.types import Role
-from service.core import audit
-from service.core.auth import Principal
-from service.core.errors import Conflict, Forbidden
-from service.scheduling.conflicts import Slot, overlapping_bookings, rfc3339
+from service.scheduling.conflicts import Clash, Slot, rfc3339
 
 OVERRIDABLE = frozenset({"outside_availability", "time_off", "weekly_load"})
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-
-_WEEKLY_MINUTES = text(
-    """
-    SELECT s.therapist_id,
-           date_trunc('week', timezone(t.timezone, s.starts_at))::date AS week,
-           sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
-    FROM sessions s JOIN therapists t ON t.id = s.therapist_id
-    WHERE s.therapist_id = ANY(CAST(:therapists AS uuid[]))
-      AND s.status IN ('scheduled', 'completed', 'no_show')
-      AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
-      AND s.starts_at >= :low AND s.starts_at < :high
-    GROUP BY 1, 2
-    """
-)
+# Weekly minutes are counted over whole weeks around the proposals: a margin of a week and a
+# day on each side covers every week a proposal touches, in any zone.
+WEEK_MARGIN = timedelta(days=8)
 
 
 @dataclass(frozen=True)
@@ -82,131 +64,87 @@ class Problem:
         return body | self.extra
 
 
-def _week_of(moment: datetime, zone: ZoneInfo) -> date:
+Windows = dict[str, list[AvailabilityRow]]  # weekday (MO..SU) -> that day's windows
+
+
+@dataclass
+class Facts:
+    """What the therapists already hold around the proposed slots."""
+
+    clashes: list[Clash] = field(default_factory=list)
+    windows: dict[uuid.UUID, Windows] = field(default_factory=dict)
+    time_off: dict[uuid.UUID, list[TimeOff]] = field(default_factory=dict)
+    # Minutes of live sessions per therapist and local week (its Monday), the ignored excluded.
+    booked_minutes: dict[tuple[uuid.UUID, date], int] = field(default_factory=dict)
+
+
+def span(proposals: Sequence[Proposal]) -> tuple[datetime, datetime]:
+    """From the earliest start to the latest end of the proposals."""
+    return (
+        min(p.slot.starts_at for p in proposals),
+        max(p.slot.ends_at for p in proposals),
+    )
+
+
+def week_of(moment: datetime, zone: ZoneInfo) -> date:
+    """The Monday of the local week `moment` falls in."""
     local = moment.astimezone(zone).date()
     return local - timedelta(days=local.weekday())
 
 
-def _minutes(slot: Slot) -> int:
-    return int((slot.ends_at - slot.starts_at).total_seconds() // 60)
-
-
-async def evaluate(
-    db: AsyncSession,
-    *,
+def evaluate(
     therapists: Sequence[Therapist],
     offering: Offering,
     proposals: Sequence[Proposal],
-    ignored_session_ids: Collection[uuid.UUID] = (),
+    facts: Facts,
 ) -> dict[uuid.UUID, list[Problem]]:
     """Every problem each therapist would have taking all the proposals."""
-    problems: dict[uuid.UUID, list[Problem]] = {t.id: [] for t in therapists}
-    if not therapists:
-        return problems
-    ids = [t.id for t in therapists]
-    by_id = {t.id: t for t in therapists}
-
-    for therapist in therapists:
-        if not therapist.active:
-            problems[therapist.id].append(Problem("inactive", "the therapist is not active"))
-        missing = sorted(set(offering.required_credentials) - set(therapist.credentials))
-        if missing:
-            problems[therapist.id].append(
-                Problem(
-                    "missing_credentials",
-                    f"the offering requires {', '.join(missing)}",
-                    extra={"missing_credentials": missing},
-                )
-            )
+    problems = {t.id: standing_problems(t, offering) for t in therapists}
     if not proposals:
         return problems
-
-    # 1. Overlaps with other live sessions.
     by_slot = {p.slot: p for p in proposals}
-    for clash in await overlapping_bookings(
-        db,
-        bookings=[(t, p.slot) for t in ids for p in proposals],
-        ignored_session_ids=ignored_session_ids,
-    ):
+    for clash in facts.clashes:
         problems[clash.therapist_id].append(
             Problem(
                 "overlap",
                 "the therapist already has a session at this time",
                 by_slot.get(clash.proposed),
-                extra=clash.as_problem() | {"reason": "overlap"},
+                extra=clash.as_problem(),
             )
         )
-
-    # 2. Weekly availability, in each therapist's own zone.
-    windows: dict[uuid.UUID, dict[str, list[AvailabilityRow]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for row in (
-        await db.execute(select(AvailabilityRow).where(col(AvailabilityRow.therapist_id).in_(ids)))
-    ).scalars():
-        windows[row.therapist_id][row.weekday].append(row)
-    # 3. Time off touching the proposals' span.
-    low = min(p.slot.starts_at for p in proposals)
-    high = max(p.slot.ends_at for p in proposals)
-    time_off: dict[uuid.UUID, list[TimeOff]] = defaultdict(list)
-    for off in (
-        await db.execute(
-            select(TimeOff).where(
-                col(TimeOff.therapist_id).in_(ids),
-                col(TimeOff.starts_at) < high,
-                col(TimeOff.ends_at) > low,
-            )
-        )
-    ).scalars():
-        time_off[off.therapist_id].append(off)
-    # 4. Minutes already booked per therapist and local week.
-    booked: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
-    week_row: Any
-    for week_row in await db.execute(
-        _WEEKLY_MINUTES,
-        {
-            "therapists": ids,
-            "ignored": list(ignored_session_ids),
-            "low": low - timedelta(days=8),
-            "high": high + timedelta(days=8),
-        },
-    ):
-        booked[(week_row.therapist_id, week_row.week)] += week_row.minutes
-
-    for therapist_id, therapist in by_id.items():
+    for therapist in therapists:
         zone = ZoneInfo(therapist.timezone)
-        proposed_by_week: dict[date, list[Proposal]] = defaultdict(list)
+        windows = facts.windows.get(therapist.id, {})
+        time_off = facts.time_off.get(therapist.id, [])
         for proposal in proposals:
-            problems[therapist_id] += _calendar_problems(
-                proposal, zone, windows[therapist_id], time_off[therapist_id]
-            )
-            proposed_by_week[_week_of(proposal.slot.starts_at, zone)].append(proposal)
-        for week, in_week in sorted(proposed_by_week.items()):
-            total = booked[(therapist_id, week)] + sum(_minutes(p.slot) for p in in_week)
-            if total > therapist.max_weekly_minutes:
-                problems[therapist_id] += [
-                    Problem(
-                        "weekly_load",
-                        f"the week of {week} would have {total} minutes, more than the "
-                        f"therapist's {therapist.max_weekly_minutes}",
-                        p,
-                        extra={
-                            "week_start": week.isoformat(),
-                            "week_minutes": total,
-                            "max_weekly_minutes": therapist.max_weekly_minutes,
-                        },
-                    )
-                    for p in in_week
-                ]
+            problems[therapist.id] += calendar_problems(proposal, zone, windows, time_off)
+        problems[therapist.id] += weekly_load_problems(
+            therapist, zone, proposals, facts.booked_minutes
+        )
     return problems
 
 
-def _calendar_problems(
-    proposal: Proposal,
-    zone: ZoneInfo,
-    windows: dict[str, list[AvailabilityRow]],
-    time_off: list[TimeOff],
+def standing_problems(therapist: Therapist, offering: Offering) -> list[Problem]:
+    """What stops a therapist from taking any session of the offering."""
+    found = []
+    if not therapist.active:
+        found.append(Problem("inactive", "the therapist is not active"))
+    missing = sorted(set(offering.required_credentials) - set(therapist.credentials))
+    if missing:
+        found.append(
+            Problem(
+                "missing_credentials",
+                f"the offering requires {', '.join(missing)}",
+                extra={"missing_credentials": missing},
+            )
+        )
+    return found
+
+
+def calendar_problems(
+    proposal: Proposal, zone: ZoneInfo, windows: Windows, time_off: list[TimeOff]
 ) -> list[Problem]:
+    """Outside the weekly availability (in the therapist's zone), or inside time off."""
     found = []
     start = proposal.slot.starts_at.astimezone(zone)
     end = proposal.slot.ends_at.astimezone(zone)
@@ -235,55 +173,37 @@ def _calendar_problems(
     return found
 
 
-class OverriddenProblems(BaseModel):
-    """What an admin's override let through, as the audit trail keeps it."""
-
-    therapist_id: uuid.UUID
-    overridden: list[dict[str, Any]]
-
-
-async def require_staffable(
-    db: AsyncSession,
-    principal: Principal,
-    *,
+def weekly_load_problems(
     therapist: Therapist,
-    offering: Offering,
+    zone: ZoneInfo,
     proposals: Sequence[Proposal],
-    audit_entity: tuple[str, uuid.UUID, uuid.UUID],
-    ignored_session_ids: Collection[uuid.UUID] = (),
-    override: bool = False,
-) -> None:
-    """Raise one Conflict listing every problem; with an admin's `override`, let availability,
-    time off and weekly load through and audit what was overridden on `audit_entity`
-    (entity type, entity id, organization id)."""
-    if override and principal.role != Role.admin:
-        raise Forbidden("Only an admin may override staffing rules")
-    problems = (
-        await evaluate(
-            db,
-            therapists=[therapist],
-            offering=offering,
-            proposals=proposals,
-            ignored_session_ids=ignored_session_ids,
-        )
-    )[therapist.id]
-    blocking = [p for p in problems if not (override and p.overridable)]
-    if blocking:
-        raise Conflict(
-            f"The therapist cannot take {len({id(p.proposal) for p in blocking})} of the "
-            f"{len(proposals)} session(s) proposed",
-            conflicts=[p.as_problem() for p in blocking],
-        )
-    if problems:
-        entity_type, entity_id, organization_id = audit_entity
-        await audit.record(
-            db,
-            principal,
-            action=f"{entity_type}.staffing_overridden",
-            entity_type=entity_type,
-            entity_id=entity_id,
-            organization_id=organization_id,
-            after=OverriddenProblems(
-                therapist_id=therapist.id, overridden=[p.as_problem() for p in problems]
-            ),
-        )
+    booked_minutes: dict[tuple[uuid.UUID, date], int],
+) -> list[Problem]:
+    """Every proposal in a local week whose total would pass the therapist's maximum."""
+    by_week: dict[date, list[Proposal]] = defaultdict(list)
+    for proposal in proposals:
+        by_week[week_of(proposal.slot.starts_at, zone)].append(proposal)
+    found = []
+    for week, in_week in sorted(by_week.items()):
+        total = booked_minutes.get((therapist.id, week), 0) + sum(p.slot.minutes for p in in_week)
+        if total > therapist.max_weekly_minutes:
+            found += [
+                Problem(
+                    "weekly_load",
+                    f"the week of {week} would have {total} minutes, more than the "
+                    f"therapist's {therapist.max_weekly_minutes}",
+                    p,
+                    extra={
+                        "week_start": week.isoformat(),
+                        "week_minutes": total,
+                        "max_weekly_minutes": therapist.max_weekly_minutes,
+                    },
+                )
+                for p in in_week
+            ]
+    return found
+
+
+def blocking(problems: list[Problem], *, override: bool) -> list[Problem]:
+    """The problems an admin's override does not let through."""
+    return [p for p in problems if not (override and p.overridable)]

@@ -1,14 +1,13 @@
-"""Turning a program's schedule into session rows: planned in Python (the recurrence engine),
-written set-based (one batched INSERT ... ON CONFLICT DO NOTHING), so materializing twice adds
-nothing and a thousand sessions cost one round trip, not a thousand."""
+"""Turning a program's planned occurrences (service.scheduling.plan) into session rows, written
+set-based (one batched INSERT ... ON CONFLICT DO NOTHING), so materializing twice adds nothing
+and a thousand sessions cost one round trip, not a thousand."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -18,50 +17,13 @@ from sqlmodel import col
 from models.base import utcnow
 from models.organizations import Organization
 from models.programs import Program, ProgramStatus
-from models.sessions import Session
+from models.sessions import Session, SessionStatus
+from service.programs.staffing_facts import overlapping_bookings
 from service.scheduling import recurrence
-from service.scheduling.conflicts import Slot, overlapping_bookings
+from service.scheduling.conflicts import Slot
+from service.scheduling.plan import horizon_end, plan
 
 INSERT_BATCH = 1000  # rows per INSERT; far below PostgreSQL's 65535 bind parameters
-
-
-def engine_schedule(program: Program) -> recurrence.Schedule:
-    return recurrence.Schedule(
-        timezone=program.timezone,
-        start_date=program.start_date,
-        start_time=program.start_time,
-        duration_minutes=program.duration_minutes,
-        rrule=program.rrule,
-        exdates=frozenset(program.exdates),
-        skip_holidays=program.skip_holidays,
-    )
-
-
-def horizon_end(today: date, weeks: int) -> date:
-    return today + timedelta(weeks=weeks)
-
-
-def local_today(zone: str, now: datetime | None = None) -> date:
-    return (now or utcnow()).astimezone(ZoneInfo(zone)).date()
-
-
-def local_midnight(day: date, zone: str) -> datetime:
-    """The first instant of `day` in `zone` (for "from this date on" cut-offs)."""
-    return recurrence.local_start(day, datetime.min.time(), ZoneInfo(zone))
-
-
-def plan(
-    program: Program,
-    *,
-    holiday_region: str | None,
-    until: date | None,
-    after: date | None = None,
-) -> list[recurrence.Occurrence]:
-    """The program's occurrences up to `until` (inclusive; required for open-ended rules),
-    from `after` (inclusive) if given."""
-    return recurrence.expand(
-        engine_schedule(program), holiday_region=holiday_region, until=until, after=after
-    )
 
 
 def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> dict[str, Any]:
@@ -75,7 +37,7 @@ def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> 
         "ends_at": occurrence.ends_at,
         "original_starts_at": occurrence.starts_at,
         "rate_cents": program.rate_cents,
-        "status": "scheduled",
+        "status": SessionStatus.scheduled.value,
         "rescheduled": False,
         "sequence": 0,
         "created_at": now,

@@ -1,0 +1,271 @@
+"""The unit of work: every request is one transaction, committed before its response leaves.
+
+`UnitOfWork` is an ASGI middleware around the whole application, so every route runs in it
+without opting in. The request's database session is opened lazily (a route that never touches
+the database never takes a connection) and is:
+
+- committed when the response starts with a status below 400, before a byte of it is sent, so
+  a failed commit is never a 200 (the client gets the problem instead);
+- rolled back on any 4xx/5xx answer and on any exception.
+
+It is also the one place where Idempotency-Key is honoured (POST only, in the same transaction
+as the change: a committed change always has its replay; a failed request leaves the key free)
+and where a route's follow-up runs once the change is committed (`Work.answer_with`: an outside
+call such as a Stripe push, which must never run inside the request's transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from routers.problems import database_problem, internal_error_response, problem_response
+from service.core import idempotency
+from service.core.auth import authenticate, caller_fingerprint
+from service.core.errors import DomainError
+
+log = logging.getLogger(__name__)
+FollowUp = Callable[[], Awaitable[BaseModel]]
+
+
+class Work:
+    """One request's transaction, and the follow-up to run after it commits."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._session: AsyncSession | None = None
+        self.follow_up: FollowUp | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self._factory()
+        return self._session
+
+    def new_session(self) -> AsyncSession:
+        """A session of its own, outside the request's transaction (for after the commit)."""
+        return self._factory()
+
+    def answer_with(self, follow_up: FollowUp) -> None:
+        """Run `follow_up` after the commit (with no session of the request open: it opens its
+        own short ones); its result becomes the response body, with the same status, and the
+        replay of the request's Idempotency-Key. Should it fail, the committed change still
+        answers with the route's own response."""
+        self.follow_up = follow_up
+
+    async def commit(self) -> None:
+        if self._session is not None:
+            await self._session.commit()
+
+    async def rollback(self) -> None:
+        if self._session is not None:
+            await self._session.rollback()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class UnitOfWork:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        work = Work(scope["app"].state.session_factory)
+        scope.setdefault("state", {})["work"] = work
+        try:
+            await _Request(self.app, scope, receive, send, work).run()
+        finally:
+            await work.close()
+
+
+class _Request:
+    """One request through the unit of work: the idempotency claim, the route, and holding
+    its response back until the transaction's fate is decided."""
+
+    def __init__(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, work: Work
+    ) -> None:
+        self.app, self.scope, self.receive, self.send, self.work = app, scope, receive, send, work
+        headers = Headers(scope=scope)
+        self.authorization = headers.get("authorization")
+        self.key = headers.get(idempotency.HEADER) if scope["method"] == "POST" else None
+        self.caller = caller_fingerprint(self.authorization)
+        self.status = 0
+        self.start: Message | None = None
+        self.held: list[bytes] = []
+        self.mode = "undecided"  # then "forward" (sent as it comes), "hold", or "drop"
+
+    async def run(self) -> None:
+        if self.key is not None and await self._replayed():
+            return
+        try:
+            await self.app(self.scope, self.receive, self._on_send)
+        except BaseException:
+            await self.work.rollback()
+            raise
+
+    async def _replayed(self) -> bool:
+        """Claim the key for this request; True when the answer was a replay or a refusal."""
+        assert self.key is not None
+        body = await _read_body(self.receive)
+        self.receive = _replay(body, self.receive)
+        try:
+            idempotency.validate_key(self.key)
+            if self.authorization:
+                # A replay is an answer like any other: a revoked key must not get one.
+                await authenticate(self.work.session, self.authorization)
+            stored = await idempotency.claim(
+                self.work.session,
+                caller=self.caller,
+                key=self.key,
+                method=self.scope["method"],
+                path=self.scope["path"],
+                fingerprint=idempotency.request_hash(
+                    self.scope["method"],
+                    self.scope["path"],
+                    self.scope.get("query_string", b"").decode("latin-1"),
+                    body,
+                ),
+            )
+        except DomainError as error:
+            await self.work.rollback()
+            await self._answer(problem_response(error))
+            return True
+        if stored is None:
+            return False
+        await self.work.rollback()
+        replay = Response(
+            stored.body,
+            status_code=stored.status,
+            media_type=stored.content_type,
+            headers={"Idempotent-Replayed": "true"},
+        )
+        await self._answer(replay)
+        return True
+
+    async def _on_send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.start = message["status"], message
+            if self.status >= 400:
+                await self.work.rollback()
+                self.mode = "forward"
+            elif self.key is not None or self.work.follow_up is not None:
+                self.mode = "hold"
+                return
+            else:
+                self.mode = "forward" if await self._committed() else "drop"
+            if self.mode == "forward":
+                await self.send(message)
+            return
+        if message["type"] != "http.response.body" or self.mode == "forward":
+            await self.send(message)
+            return
+        if self.mode == "hold":
+            self.held.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._finish_held()
+
+    async def _committed(self, stored: idempotency.StoredResponse | None = None) -> bool:
+        """Commit (saving the idempotent answer first); on failure answer the problem."""
+        try:
+            if stored is not None and self.key is not None:
+                await idempotency.save_response(
+                    self.work.session, caller=self.caller, key=self.key, response=stored
+                )
+            await self.work.commit()
+        except DBAPIError as exc:
+            await self.work.rollback()
+            mapped = database_problem(exc)
+            if mapped is None:
+                log.exception("commit of %s %s failed", self.scope["method"], self.scope["path"])
+            await self._answer(problem_response(mapped) if mapped else internal_error_response())
+            return False
+        return True
+
+    async def _finish_held(self) -> None:
+        assert self.start is not None
+        body = b"".join(self.held)
+        content_type = Headers(raw=self.start["headers"]).get("content-type", "application/json")
+        stored = idempotency.StoredResponse(self.status, body, content_type)
+        if not await self._committed(stored):
+            return
+        if self.work.follow_up is not None:
+            await self._answer(await self._follow_up(self.work.follow_up))
+            return
+        await self.send(self.start)
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _follow_up(self, follow_up: FollowUp) -> Response:
+        assert self.start is not None
+        try:
+            answer = JSONResponse(jsonable_encoder(await follow_up()), status_code=self.status)
+        except Exception:
+            log.exception("follow-up of %s %s failed", self.scope["method"], self.scope["path"])
+            return Response(
+                b"".join(self.held),
+                status_code=self.status,
+                headers=Headers(raw=self.start["headers"]),
+            )
+        if self.key is not None:
+            async with self.work.new_session() as db:
+                await idempotency.save_response(
+                    db,
+                    caller=self.caller,
+                    key=self.key,
+                    response=idempotency.StoredResponse(
+                        answer.status_code,
+                        bytes(answer.body),
+                        answer.media_type or "application/json",
+                    ),
+                )
+                await db.commit()
+        return answer
+
+    async def _answer(self, response: Response) -> None:
+        self.mode = "drop"
+        await response(self.scope, self.receive, self.send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body once more for the route, then the client's own messages (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def work_of(state: Any) -> Work:
+    work: Work = state.work
+    return work

@@ -1,0 +1,129 @@
+"""Session rows: reading them as the caller may see them (with the invoice they may see), the
+`from`/`to` window, and recording a change to one."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Date, Select, and_, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import utcnow
+from models.billing import Invoice, InvoiceLine, InvoiceStatus
+from models.programs import Program
+from models.sessions import Session, SessionRead, SessionStatus
+from models.types import Role
+from service.core import audit
+from service.core.auth import Principal, scope_to_tenant
+from service.core.errors import InvalidState, NotFound
+
+S = TypeVar("S", bound=Select)
+
+
+@dataclass(frozen=True)
+class SessionFilters:
+    start: date | datetime | None = None
+    end: date | datetime | None = None
+    program_id: uuid.UUID | None = None
+    therapist_id: uuid.UUID | None = None
+    organization_id: uuid.UUID | None = None
+    status: SessionStatus | None = None
+
+
+def to_read(session: Session, timezone: str, invoice_id: uuid.UUID | None = None) -> SessionRead:
+    return SessionRead.model_validate(
+        {**session.model_dump(), "timezone": timezone, "invoice_id": invoice_id}
+    )
+
+
+def with_invoice(stmt: S) -> S:
+    """Join the session's live invoice line (a session's invoice is its live line's)."""
+    return stmt.outerjoin(
+        InvoiceLine, and_(col(InvoiceLine.session_id) == Session.id, col(InvoiceLine.live))
+    ).outerjoin(Invoice, col(Invoice.id) == InvoiceLine.invoice_id)
+
+
+def invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.UUID | None:
+    """Staff see every invoice; an organization only what it was sent; therapists no billing."""
+    if invoice_id is None or principal.role == Role.therapist:
+        return None
+    if principal.role == Role.coordinator and status == InvoiceStatus.draft.value:
+        return None
+    return uuid.UUID(str(invoice_id))
+
+
+def _local_date(zone_column: Any) -> Any:
+    """The session's calendar day in its program's time zone."""
+    return cast(func.timezone(zone_column, Session.starts_at), Date)
+
+
+def local_date_filter(stmt: S, filters: SessionFilters) -> S:
+    """The `from`/`to` window on a query that joins Program: dates are the sessions' local
+    dates (inclusive), date-times are instants (`from` inclusive, `to` exclusive)."""
+    if isinstance(filters.start, datetime):
+        stmt = stmt.where(col(Session.starts_at) >= filters.start)
+    elif filters.start is not None:
+        stmt = stmt.where(_local_date(Program.timezone) >= filters.start)
+    if isinstance(filters.end, datetime):
+        stmt = stmt.where(col(Session.starts_at) < filters.end)
+    elif filters.end is not None:
+        stmt = stmt.where(_local_date(Program.timezone) <= filters.end)
+    return stmt
+
+
+async def get_visible(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
+) -> tuple[Session, Program]:
+    """The session and its program, or NotFound when the caller may not see it (before any
+    role check, so a refusal never confirms that another organization's session exists)."""
+    stmt = select(Session, Program).join(Program, col(Program.id) == Session.program_id)
+    stmt = scope_to_tenant(
+        stmt.where(col(Session.id) == session_id),
+        principal,
+        organization_column=Session.organization_id,
+        therapist_column=Session.therapist_id,
+    )
+    if for_update:
+        stmt = stmt.with_for_update(of=Session)
+    row = (await db.execute(stmt)).one_or_none()
+    if row is None:
+        raise NotFound(f"Session {session_id} not found")
+    return row[0], row[1]
+
+
+def require_scheduled(session: Session, move: str) -> None:
+    if session.status != SessionStatus.scheduled:
+        raise InvalidState(
+            f"A {session.status} session cannot be {move}",
+            session_id=str(session.id),
+            session_status=session.status,
+        )
+
+
+async def record_change(
+    db: AsyncSession,
+    principal: Principal,
+    session: Session,
+    program: Program,
+    before: SessionRead,
+    action: str,
+) -> SessionRead:
+    """Stamp the change (calendar feeds see a higher SEQUENCE) and record it."""
+    session.updated_at = utcnow()
+    session.sequence += 1
+    await db.flush()
+    after = to_read(session, program.timezone)
+    await audit.record_change(
+        db,
+        principal,
+        action,
+        entity_id=session.id,
+        organization_id=session.organization_id,
+        before=before,
+        after=after,
+    )
+    return after

@@ -1,0 +1,175 @@
+"""What therapists already hold, loaded set-based for the staffing rules
+(service.scheduling.staffing) and the suggestions: a fixed number of queries whatever the
+number of therapists and slots."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import sql_values, utcnow
+from models.programs import Program
+from models.sessions import LIVE_STATUSES
+from models.therapists import AvailabilityRow, TimeOff
+from service.scheduling.conflicts import Clash, Slot
+from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, span
+from service.scheduling.suggestions import LOAD_WEEKS, Standing
+
+LIVE = sql_values(LIVE_STATUSES)
+
+_OVERLAPS = text(
+    f"""
+    SELECT s.id, s.program_id, s.therapist_id, s.starts_at, s.ends_at, s.original_starts_at,
+           c.starts AS proposed_starts_at, c.ends AS proposed_ends_at
+    FROM unnest(CAST(:therapists AS uuid[]), CAST(:starts AS timestamptz[]),
+                CAST(:ends AS timestamptz[])) AS c(therapist_id, starts, ends)
+    JOIN sessions s
+      ON s.therapist_id = c.therapist_id
+     AND s.status IN ({LIVE})
+     AND tstzrange(s.starts_at, s.ends_at) && tstzrange(c.starts, c.ends)
+     AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
+    ORDER BY s.starts_at, c.starts
+    """
+)
+
+_WEEKLY_MINUTES = text(
+    f"""
+    SELECT s.therapist_id,
+           date_trunc('week', timezone(t.timezone, s.starts_at))::date AS week,
+           sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
+    FROM sessions s JOIN therapists t ON t.id = s.therapist_id
+    WHERE s.therapist_id = ANY(CAST(:therapists AS uuid[]))
+      AND s.status IN ({LIVE})
+      AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
+      AND s.starts_at >= :low AND s.starts_at < :high
+    GROUP BY 1, 2
+    """
+)
+
+_STANDING = text(
+    f"""
+    SELECT t.id AS therapist_id,
+           coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)
+                    FILTER (WHERE s.starts_at >= :now AND s.starts_at < :until
+                            AND s.status IN ({LIVE})), 0)::int
+               AS upcoming_minutes,
+           count(s.id) FILTER (WHERE s.organization_id = :organization_id
+                               AND s.program_id <> :program_id
+                               AND s.status IN ({LIVE}))
+               AS sessions_with_organization
+    FROM therapists t LEFT JOIN sessions s ON s.therapist_id = t.id
+    WHERE t.id = ANY(CAST(:therapists AS uuid[]))
+    GROUP BY t.id
+    """
+)
+
+
+async def overlapping_bookings(
+    db: AsyncSession,
+    *,
+    bookings: Sequence[tuple[uuid.UUID, Slot]],
+    ignored_session_ids: Collection[uuid.UUID] = (),
+) -> list[Clash]:
+    """Every (existing live session, proposed slot) pair that overlaps, for proposed slots of
+    one or several therapists, in one query."""
+    if not bookings:
+        return []
+    rows = await db.execute(
+        _OVERLAPS,
+        {
+            "therapists": [therapist for therapist, _ in bookings],
+            "starts": [slot.starts_at for _, slot in bookings],
+            "ends": [slot.ends_at for _, slot in bookings],
+            "ignored": list(ignored_session_ids),
+        },
+    )
+    return [
+        Clash(
+            session_id=row.id,
+            program_id=row.program_id,
+            therapist_id=row.therapist_id,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            original_starts_at=row.original_starts_at,
+            proposed=Slot(row.proposed_starts_at, row.proposed_ends_at),
+        )
+        for row in rows
+    ]
+
+
+async def load(
+    db: AsyncSession,
+    therapist_ids: Sequence[uuid.UUID],
+    proposals: Sequence[Proposal],
+    *,
+    ignored_session_ids: Collection[uuid.UUID] = (),
+) -> Facts:
+    """Clashes, weekly windows, time off and booked weekly minutes around the proposals."""
+    if not therapist_ids or not proposals:
+        return Facts()
+    ids = list(therapist_ids)
+    low, high = span(proposals)
+    facts = Facts(
+        clashes=await overlapping_bookings(
+            db,
+            bookings=[(t, p.slot) for t in ids for p in proposals],
+            ignored_session_ids=ignored_session_ids,
+        )
+    )
+    for window in (
+        await db.execute(select(AvailabilityRow).where(col(AvailabilityRow.therapist_id).in_(ids)))
+    ).scalars():
+        facts.windows.setdefault(window.therapist_id, defaultdict(list))[window.weekday].append(
+            window
+        )
+    for off in (
+        await db.execute(
+            select(TimeOff).where(
+                col(TimeOff.therapist_id).in_(ids),
+                col(TimeOff.starts_at) < high,
+                col(TimeOff.ends_at) > low,
+            )
+        )
+    ).scalars():
+        facts.time_off.setdefault(off.therapist_id, []).append(off)
+    week: Any
+    for week in await db.execute(
+        _WEEKLY_MINUTES,
+        {
+            "therapists": ids,
+            "ignored": list(ignored_session_ids),
+            "low": low - WEEK_MARGIN,
+            "high": high + WEEK_MARGIN,
+        },
+    ):
+        key = (week.therapist_id, week.week)
+        facts.booked_minutes[key] = facts.booked_minutes.get(key, 0) + week.minutes
+    return facts
+
+
+async def standings(
+    db: AsyncSession, therapist_ids: Sequence[uuid.UUID], program: Program
+) -> dict[uuid.UUID, Standing]:
+    """Each therapist's load over the next weeks and continuity with the organization."""
+    now: datetime = utcnow()
+    rows = await db.execute(
+        _STANDING,
+        {
+            "therapists": list(therapist_ids),
+            "now": now,
+            "until": now + timedelta(weeks=LOAD_WEEKS),
+            "organization_id": program.organization_id,
+            "program_id": program.id,
+        },
+    )
+    return {
+        row.therapist_id: Standing(int(row.upcoming_minutes), int(row.sessions_with_organization))
+        for row in rows
+    }

@@ -1,0 +1,61 @@
+"""A program's planned occurrences: the recurrence engine applied to a program's schedule,
+bounded by the rolling horizon for open-ended rules. Pure: values in, values out."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from models.programs import Program
+from service.core.clock import local_today
+from service.scheduling import recurrence
+from service.scheduling.conflicts import Slot
+
+
+def engine_schedule(program: Program) -> recurrence.Schedule:
+    return recurrence.Schedule(
+        timezone=program.timezone,
+        start_date=program.start_date,
+        start_time=program.start_time,
+        duration_minutes=program.duration_minutes,
+        rrule=program.rrule,
+        exdates=frozenset(program.exdates),
+        skip_holidays=program.skip_holidays,
+    )
+
+
+def horizon_end(today: date, weeks: int) -> date:
+    return today + timedelta(weeks=weeks)
+
+
+def plan(
+    program: Program,
+    *,
+    holiday_region: str | None,
+    until: date | None,
+    after: date | None = None,
+) -> list[recurrence.Occurrence]:
+    """The program's occurrences up to `until` (inclusive; required for open-ended rules),
+    from `after` (inclusive) if given."""
+    return recurrence.expand(
+        engine_schedule(program), holiday_region=holiday_region, until=until, after=after
+    )
+
+
+def planned(
+    program: Program,
+    *,
+    holiday_region: str | None,
+    horizon_weeks: int,
+    after: date | None = None,
+) -> list[recurrence.Occurrence]:
+    """The whole series for a COUNT or UNTIL rule (at most 500 sessions or two years); an
+    open-ended rule up to the rolling horizon, counted from today or the start if later."""
+    until = None
+    if recurrence.is_open_ended(program.rrule):
+        first_day = max(local_today(program.timezone), program.start_date)
+        until = horizon_end(first_day, horizon_weeks)
+    return plan(program, holiday_region=holiday_region, until=until, after=after)
+
+
+def slots(occurrences: list[recurrence.Occurrence]) -> list[Slot]:
+    return [Slot(o.starts_at, o.ends_at) for o in occurrences]
