@@ -93,10 +93,8 @@ async def load_demo_if_empty(settings: Settings) -> bool:
         await engine.dispose()
 
 
-async def _load_demo(db: AsyncSession) -> None:
-    school = await organizations.create(
-        db,
-        SYSTEM,
+DEMO_ORGANIZATIONS = (
+    (
         OrganizationCreate(
             name="Riverside Elementary School",
             kind=OrganizationKind.school,
@@ -108,10 +106,9 @@ async def _load_demo(db: AsyncSession) -> None:
             holiday_region="CA-AB",
             address="1200 Riverside Dr NW, Calgary AB",
         ),
-    )
-    clinic = await organizations.create(
-        db,
-        SYSTEM,
+        "Music room 104",
+    ),
+    (
         OrganizationCreate(
             name="Bow Valley Family Clinic",
             kind=OrganizationKind.clinic,
@@ -123,10 +120,9 @@ async def _load_demo(db: AsyncSession) -> None:
             holiday_region="CA-AB",
             address="88 Main St, Canmore AB",
         ),
-    )
-    workplace = await organizations.create(
-        db,
-        SYSTEM,
+        "Group therapy suite",
+    ),
+    (
         OrganizationCreate(
             name="Hudson Yards Design Studio",
             kind=OrganizationKind.workplace,
@@ -137,94 +133,85 @@ async def _load_demo(db: AsyncSession) -> None:
             holiday_region="US-NY",
             address="500 W 33rd St, New York NY",
         ),
-    )
-    for org, location in (
-        (school, "Music room 104"),
-        (clinic, "Group therapy suite"),
-        (workplace, "Wellness room, 12th floor"),
-    ):
-        org_row = await organizations.get_visible(db, SYSTEM, org.id)
+        "Wellness room, 12th floor",
+    ),
+)
+DEMO_THERAPISTS = (
+    (
+        TherapistCreate(
+            name="Amara Okafor",
+            email="amara@ensemble.example",
+            credentials=["MTA"],
+            specialties=[FocusArea.stress_anxiety, FocusArea.emotional_processing],
+            languages=["en", "fr"],
+            timezone="America/Edmonton",
+            max_weekly_minutes=1800,
+        ),
+        _windows("MO,TU,WE,TH", "08:30", "16:30"),
+    ),
+    (
+        TherapistCreate(
+            name="Liam Tremblay",
+            email="liam@ensemble.example",
+            credentials=["MTA", "NMT"],
+            specialties=[FocusArea.focus_attention, FocusArea.social_confidence],
+            languages=["en"],
+            timezone="America/Edmonton",
+            max_weekly_minutes=1500,
+        ),
+        _windows("TU,WE,TH,FR", "09:00", "17:00"),
+    ),
+    (
+        TherapistCreate(
+            name="Sofia Ramirez",
+            email="sofia@ensemble.example",
+            credentials=["MT-BC"],
+            specialties=[FocusArea.wellbeing, FocusArea.stress_anxiety],
+            languages=["en", "es"],
+            timezone="America/New_York",
+            max_weekly_minutes=1200,
+        ),
+        _windows("MO,WE,FR", "10:00", "18:00"),
+    ),
+)
+DEMO_OFFERINGS = (
+    OfferingCreate(
+        name="Individual music therapy (50 min)",
+        format=OfferingFormat.individual,
+        duration_minutes=50,
+        rate_cents=12500,
+        currency="CAD",
+        max_participants=1,
+        cancellation_notice_hours=48,
+        late_cancel_fee_percent=100,
+        required_credentials=[],
+    ),
+    OfferingCreate(
+        name="Group drumming and wellbeing circle (60 min)",
+        format=OfferingFormat.group,
+        duration_minutes=60,
+        rate_cents=22000,
+        currency="CAD",
+        max_participants=12,
+        cancellation_notice_hours=72,
+        late_cancel_fee_percent=50,
+        required_credentials=[],
+    ),
+)
+
+
+async def _load_demo(db: AsyncSession) -> None:
+    for org_data, location in DEMO_ORGANIZATIONS:
+        org = await organizations.create(db, SYSTEM, org_data)
         await organizations.add_location(
             db,
             SYSTEM,
-            org_row,
-            LocationCreate(
-                name=location,
-                address=org.address,
-                timezone=org.timezone,
-            ),
+            await organizations.get_visible(db, SYSTEM, org.id),
+            LocationCreate(name=location, address=org.address, timezone=org.timezone),
         )
-
-    staff = [
-        (
-            TherapistCreate(
-                name="Amara Okafor",
-                email="amara@ensemble.example",
-                credentials=["MTA"],
-                specialties=[FocusArea.stress_anxiety, FocusArea.emotional_processing],
-                languages=["en", "fr"],
-                timezone="America/Edmonton",
-                max_weekly_minutes=1800,
-            ),
-            _windows("MO,TU,WE,TH", "08:30", "16:30"),
-        ),
-        (
-            TherapistCreate(
-                name="Liam Tremblay",
-                email="liam@ensemble.example",
-                credentials=["MTA", "NMT"],
-                specialties=[FocusArea.focus_attention, FocusArea.social_confidence],
-                languages=["en"],
-                timezone="America/Edmonton",
-                max_weekly_minutes=1500,
-            ),
-            _windows("TU,WE,TH,FR", "09:00", "17:00"),
-        ),
-        (
-            TherapistCreate(
-                name="Sofia Ramirez",
-                email="sofia@ensemble.example",
-                credentials=["MT-BC"],
-                specialties=[FocusArea.wellbeing, FocusArea.stress_anxiety],
-                languages=["en", "es"],
-                timezone="America/New_York",
-                max_weekly_minutes=1200,
-            ),
-            _windows("MO,WE,FR", "10:00", "18:00"),
-        ),
-    ]
-    for data, windows in staff:
-        created = await therapists.create(db, SYSTEM, data)
-        row = await therapists.get_visible(db, SYSTEM, created.id)
+    for therapist_data, windows in DEMO_THERAPISTS:
+        therapist = await therapists.create(db, SYSTEM, therapist_data)
+        row = await therapists.get_visible(db, SYSTEM, therapist.id)
         await therapists.replace_availability(db, SYSTEM, row, windows)
-
-    await offerings.create(
-        db,
-        SYSTEM,
-        OfferingCreate(
-            name="Individual music therapy (50 min)",
-            format=OfferingFormat.individual,
-            duration_minutes=50,
-            rate_cents=12500,
-            currency="CAD",
-            max_participants=1,
-            cancellation_notice_hours=48,
-            late_cancel_fee_percent=100,
-            required_credentials=[],
-        ),
-    )
-    await offerings.create(
-        db,
-        SYSTEM,
-        OfferingCreate(
-            name="Group drumming and wellbeing circle (60 min)",
-            format=OfferingFormat.group,
-            duration_minutes=60,
-            rate_cents=22000,
-            currency="CAD",
-            max_participants=12,
-            cancellation_notice_hours=72,
-            late_cancel_fee_percent=50,
-            required_credentials=[],
-        ),
-    )
+    for offering_data in DEMO_OFFERINGS:
+        await offerings.create(db, SYSTEM, offering_data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.offerings import Offering
-from models.organizations import Location
+from models.organizations import Location, Organization
 from models.programs import Program, ProgramCreate, ProgramRead
 from models.types import Role
 from service.catalog import organizations
@@ -25,7 +25,31 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
     if offering is None:
         raise ValidationFailed([FieldError("offering_id", "no such offering", "not_found")])
     location = await db.get(Location, data.location_id) if data.location_id else None
-    duration = data.schedule.duration_minutes or offering.duration_minutes
+    errors = _booking_errors(principal, data, org, offering, location)
+    if errors:
+        raise ValidationFailed(errors)
+    program = _new_program(data, org, offering)
+    db.add(program)
+    await db.flush()
+    read = records.to_read(program)
+    await audit.record_change(
+        db,
+        principal,
+        "program.requested",
+        entity_id=program.id,
+        organization_id=program.organization_id,
+        after=read,
+    )
+    return read
+
+
+def _booking_errors(
+    principal: Principal,
+    data: ProgramCreate,
+    org: Organization,
+    offering: Offering,
+    location: Location | None,
+) -> list[FieldError]:
     errors = [
         *rules.participant_errors(offering, data.participants),
         *rules.place_errors(
@@ -40,15 +64,16 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
         errors.append(
             FieldError("rate_cents", "only the provider sets a program's rate", "provider_only")
         )
-    errors += rules.schedule_errors(
+    return errors + rules.schedule_errors(
         data.schedule,
-        duration=duration,
+        duration=data.schedule.duration_minutes or offering.duration_minutes,
         earliest=None if principal.role == Role.admin else local_today(data.schedule.timezone),
         holiday_region=org.holiday_region,
     )
-    if errors:
-        raise ValidationFailed(errors)
-    program = Program(
+
+
+def _new_program(data: ProgramCreate, org: Organization, offering: Offering) -> Program:
+    return Program(
         organization_id=org.id,
         offering_id=offering.id,
         title=data.title,
@@ -62,20 +87,8 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
         timezone=data.schedule.timezone,
         start_date=data.schedule.start_date,
         start_time=data.schedule.start_time,
-        duration_minutes=duration,
+        duration_minutes=data.schedule.duration_minutes or offering.duration_minutes,
         rrule=data.schedule.rrule,
         exdates=sorted(set(data.schedule.exdates)),
         skip_holidays=data.schedule.skip_holidays,
     )
-    db.add(program)
-    await db.flush()
-    read = records.to_read(program)
-    await audit.record_change(
-        db,
-        principal,
-        "program.requested",
-        entity_id=program.id,
-        organization_id=program.organization_id,
-        after=read,
-    )
-    return read
