@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
@@ -23,9 +22,9 @@ from models.billing import (
 from routers.deps import (
     AppSettings,
     CurrentPrincipal,
+    Dates,
     DbSession,
     PageParams,
-    ThenAfterCommit,
 )
 from routers.integrations import StripePush
 from service.billing import exports, invoices
@@ -67,16 +66,16 @@ async def export_invoices(
     request: Request,
     principal: CurrentPrincipal,
     settings: AppSettings,
-    start: Annotated[date, Query(alias="from")],
-    end: Annotated[date, Query(alias="to")],
+    period: Dates,
 ) -> StreamingResponse:
     """Issued invoices by issue date (`from`..`to`, inclusive, provider's zone), one row per
     line, streamed (admin, finance). Cells a spreadsheet would run as formulas are quoted."""
-    window = exports.authorize_export(principal, start, end, settings=settings)
+    window = exports.authorize_export(principal, period.start, period.end, settings=settings)
+    name = f"invoices-{period.start}-{period.end}.csv"
     return StreamingResponse(
         exports.csv_chunks(request.app.state.session_factory, window),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="invoices-{start}-{end}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
@@ -104,7 +103,6 @@ async def issue_invoice(
     principal: CurrentPrincipal,
     settings: AppSettings,
     stripe: StripePush,
-    then: ThenAfterCommit,
 ) -> InvoiceDetail:
     """Issue a draft: number it (INV-YYYY-NNNNNN, gapless), freeze it, set the due date.
     With Stripe configured, the issued invoice is then pushed to Stripe; the answer shows the
@@ -113,8 +111,7 @@ async def issue_invoice(
     issued = await invoices.issue(
         db, principal, invoice_id, stripe_enabled=stripe.enabled, settings=settings
     )
-    if stripe.enabled:
-        then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    stripe.push(invoice_id, principal)
     return issued
 
 
@@ -124,14 +121,12 @@ async def void_invoice(
     db: DbSession,
     principal: CurrentPrincipal,
     stripe: StripePush,
-    then: ThenAfterCommit,
     body: Annotated[VoidInvoice | None, Body()] = None,
 ) -> InvoiceDetail:
     """Void an open invoice with nothing paid or credited; its sessions become billable again
     and its number stays used. An invoice pushed to Stripe is voided there too."""
     voided = await invoices.void(db, principal, invoice_id, body or VoidInvoice())
-    if stripe.enabled:
-        then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    stripe.push(invoice_id, principal)
     return voided
 
 
@@ -141,7 +136,6 @@ async def sync_invoice_to_stripe(
     db: DbSession,
     principal: CurrentPrincipal,
     stripe: StripePush,
-    then: ThenAfterCommit,
 ) -> InvoiceDetail:
     """Push an issued invoice to Stripe again (admin, finance): resumes a push that failed
     where it stopped, without duplicating anything in Stripe; also pushes an invoice issued
@@ -149,7 +143,7 @@ async def sync_invoice_to_stripe(
     marked = await invoices.request_stripe_sync(
         db, principal, invoice_id, stripe_enabled=stripe.enabled
     )
-    then.answer_with(lambda: stripe.sync_then_read(invoice_id, principal))
+    stripe.push(invoice_id, principal)
     return marked
 
 

@@ -5,6 +5,8 @@ the settings, the page and the resources named in a path (loaded already scoped 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import date
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -14,15 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.offerings import Offering
 from models.organizations import Organization
 from models.therapists import Therapist
-from routers.unit_of_work import Work, work_of
+from routers.unit_of_work import work_of
 from service.catalog import offerings, organizations, therapists
 from service.core.auth import Principal, authenticate
 from service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from service.core.settings import Settings
-
-
-def unit_of_work(request: Request) -> Work:
-    return work_of(request.state)
 
 
 def db_session(request: Request) -> AsyncSession:
@@ -30,7 +28,6 @@ def db_session(request: Request) -> AsyncSession:
 
 
 DbSession = Annotated[AsyncSession, Depends(db_session)]
-ThenAfterCommit = Annotated[Work, Depends(unit_of_work)]
 
 
 def app_settings(request: Request) -> Settings:
@@ -62,6 +59,23 @@ def page_request(
 
 
 PageParams = Annotated[PageRequest, Depends(page_request)]
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Inclusive local dates `from`..`to`, both required (reports, exports)."""
+
+    start: date
+    end: date
+
+
+def date_range(
+    start: Annotated[date, Query(alias="from")], end: Annotated[date, Query(alias="to")]
+) -> DateRange:
+    return DateRange(start, end)
+
+
+Dates = Annotated[DateRange, Depends(date_range)]
 
 
 async def organization_in_path(

@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
 from models.billing import StripeWebhookAck
 from routers.deps import DbSession
+from routers.unit_of_work import Work, work_of
+from service.core.auth import Principal
 from service.integrations import stripe_webhooks
 from service.integrations.stripe_sync import StripeSync
 
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"])
 
 
-def stripe_sync(request: Request) -> StripeSync:
-    return StripeSync(
+@dataclass(frozen=True)
+class StripeAfterCommit:
+    """A billing route's Stripe push: run after the route's change is committed, and answered
+    with the invoice as it then is (see routers.unit_of_work.Work.answer_with)."""
+
+    sync: StripeSync
+    work: Work
+
+    @property
+    def enabled(self) -> bool:
+        return self.sync.enabled
+
+    def push(self, invoice_id: uuid.UUID, principal: Principal) -> None:
+        if self.sync.enabled:
+            self.work.answer_with(lambda: self.sync.sync_then_read(invoice_id, principal))
+
+
+def stripe_push(request: Request) -> StripeAfterCommit:
+    sync = StripeSync(
         client=request.app.state.stripe,
         session_factory=request.app.state.session_factory,
         provider_zone=request.app.state.settings.timezone,
     )
+    return StripeAfterCommit(sync, work_of(request.state))
 
 
-StripePush = Annotated[StripeSync, Depends(stripe_sync)]
+StripePush = Annotated[StripeAfterCommit, Depends(stripe_push)]
 
 _SIGNED_EVENT = {
     "requestBody": {

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from models.reports import RevenueReport, UtilizationReport
-from routers.deps import AppSettings, CurrentPrincipal, DbSession
+from routers.deps import AppSettings, CurrentPrincipal, Dates, DbSession
 from service.billing import exports
 from service.reports import utilization
 
@@ -17,12 +14,11 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
 async def utilization_report(
     db: DbSession,
     principal: CurrentPrincipal,
-    start: Annotated[date, Query(alias="from")],
-    end: Annotated[date, Query(alias="to")],
+    period: Dates,
 ) -> UtilizationReport:
     """Per therapist over the local dates `from`..`to` (inclusive): available, scheduled and
     delivered minutes and cancelled sessions (admin, finance)."""
-    return await utilization.utilization(db, principal, start=start, end=end)
+    return await utilization.utilization(db, principal, start=period.start, end=period.end)
 
 
 @router.get("/revenue")
@@ -30,9 +26,10 @@ async def revenue_report(
     db: DbSession,
     principal: CurrentPrincipal,
     settings: AppSettings,
-    start: Annotated[date, Query(alias="from")],
-    end: Annotated[date, Query(alias="to")],
+    period: Dates,
 ) -> RevenueReport:
     """Issued invoices by organization, currency and month of issue (provider's zone):
     invoiced, credited, paid and outstanding cents (admin, finance)."""
-    return await exports.revenue(db, principal, start=start, end=end, settings=settings)
+    return await exports.revenue(
+        db, principal, start=period.start, end=period.end, settings=settings
+    )

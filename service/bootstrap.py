@@ -93,125 +93,87 @@ async def load_demo_if_empty(settings: Settings) -> bool:
         await engine.dispose()
 
 
+# A school, a clinic and a workplace: name, kind, zone, currency, billing email, tax (bps and
+# label), holiday region, address, and the room where sessions happen.
 DEMO_ORGANIZATIONS = (
-    (
-        OrganizationCreate(
-            name="Riverside Elementary School",
-            kind=OrganizationKind.school,
-            timezone="America/Edmonton",
-            currency="CAD",
-            billing_email="accounts@riverside.example.org",
-            tax_rate_bps=500,
-            tax_label="GST",
-            holiday_region="CA-AB",
-            address="1200 Riverside Dr NW, Calgary AB",
-        ),
-        "Music room 104",
-    ),
-    (
-        OrganizationCreate(
-            name="Bow Valley Family Clinic",
-            kind=OrganizationKind.clinic,
-            timezone="America/Edmonton",
-            currency="CAD",
-            billing_email="billing@bowvalley.example.org",
-            tax_rate_bps=500,
-            tax_label="GST",
-            holiday_region="CA-AB",
-            address="88 Main St, Canmore AB",
-        ),
-        "Group therapy suite",
-    ),
-    (
-        OrganizationCreate(
-            name="Hudson Yards Design Studio",
-            kind=OrganizationKind.workplace,
-            timezone="America/New_York",
-            currency="USD",
-            billing_email="ap@hudsondesign.example.com",
-            tax_rate_bps=0,
-            holiday_region="US-NY",
-            address="500 W 33rd St, New York NY",
-        ),
-        "Wellness room, 12th floor",
-    ),
-)
+    ("Riverside Elementary School", OrganizationKind.school, "America/Edmonton", "CAD",
+     "accounts@riverside.example.org", 500, "GST", "CA-AB", "1200 Riverside Dr NW, Calgary AB",
+     "Music room 104"),
+    ("Bow Valley Family Clinic", OrganizationKind.clinic, "America/Edmonton", "CAD",
+     "billing@bowvalley.example.org", 500, "GST", "CA-AB", "88 Main St, Canmore AB",
+     "Group therapy suite"),
+    ("Hudson Yards Design Studio", OrganizationKind.workplace, "America/New_York", "USD",
+     "ap@hudsondesign.example.com", 0, None, "US-NY", "500 W 33rd St, New York NY",
+     "Wellness room, 12th floor"),
+)  # fmt: skip
+# Name, email, credentials, specialties, languages, zone, weekly maximum, availability.
 DEMO_THERAPISTS = (
-    (
-        TherapistCreate(
-            name="Amara Okafor",
-            email="amara@ensemble.example",
-            credentials=["MTA"],
-            specialties=[FocusArea.stress_anxiety, FocusArea.emotional_processing],
-            languages=["en", "fr"],
-            timezone="America/Edmonton",
-            max_weekly_minutes=1800,
-        ),
-        _windows("MO,TU,WE,TH", "08:30", "16:30"),
-    ),
-    (
-        TherapistCreate(
-            name="Liam Tremblay",
-            email="liam@ensemble.example",
-            credentials=["MTA", "NMT"],
-            specialties=[FocusArea.focus_attention, FocusArea.social_confidence],
-            languages=["en"],
-            timezone="America/Edmonton",
-            max_weekly_minutes=1500,
-        ),
-        _windows("TU,WE,TH,FR", "09:00", "17:00"),
-    ),
-    (
-        TherapistCreate(
-            name="Sofia Ramirez",
-            email="sofia@ensemble.example",
-            credentials=["MT-BC"],
-            specialties=[FocusArea.wellbeing, FocusArea.stress_anxiety],
-            languages=["en", "es"],
-            timezone="America/New_York",
-            max_weekly_minutes=1200,
-        ),
-        _windows("MO,WE,FR", "10:00", "18:00"),
-    ),
-)
+    ("Amara Okafor", "amara@ensemble.example", ["MTA"],
+     [FocusArea.stress_anxiety, FocusArea.emotional_processing], ["en", "fr"],
+     "America/Edmonton", 1800, _windows("MO,TU,WE,TH", "08:30", "16:30")),
+    ("Liam Tremblay", "liam@ensemble.example", ["MTA", "NMT"],
+     [FocusArea.focus_attention, FocusArea.social_confidence], ["en"],
+     "America/Edmonton", 1500, _windows("TU,WE,TH,FR", "09:00", "17:00")),
+    ("Sofia Ramirez", "sofia@ensemble.example", ["MT-BC"],
+     [FocusArea.wellbeing, FocusArea.stress_anxiety], ["en", "es"],
+     "America/New_York", 1200, _windows("MO,WE,FR", "10:00", "18:00")),
+)  # fmt: skip
+# Name, format, minutes, rate, max participants, notice hours, late-cancellation fee percent.
 DEMO_OFFERINGS = (
-    OfferingCreate(
-        name="Individual music therapy (50 min)",
-        format=OfferingFormat.individual,
-        duration_minutes=50,
-        rate_cents=12500,
-        currency="CAD",
-        max_participants=1,
-        cancellation_notice_hours=48,
-        late_cancel_fee_percent=100,
-        required_credentials=[],
-    ),
-    OfferingCreate(
-        name="Group drumming and wellbeing circle (60 min)",
-        format=OfferingFormat.group,
-        duration_minutes=60,
-        rate_cents=22000,
-        currency="CAD",
-        max_participants=12,
-        cancellation_notice_hours=72,
-        late_cancel_fee_percent=50,
-        required_credentials=[],
-    ),
+    ("Individual music therapy (50 min)", OfferingFormat.individual, 50, 12500, 1, 48, 100),
+    ("Group drumming and wellbeing circle (60 min)", OfferingFormat.group, 60, 22000, 12, 72, 50),
+)
+
+
+ORGANIZATION_FIELDS = (
+    "name",
+    "kind",
+    "timezone",
+    "currency",
+    "billing_email",
+    "tax_rate_bps",
+    "tax_label",
+    "holiday_region",
+    "address",
+)
+THERAPIST_FIELDS = (
+    "name",
+    "email",
+    "credentials",
+    "specialties",
+    "languages",
+    "timezone",
+    "max_weekly_minutes",
+)
+OFFERING_FIELDS = (
+    "name",
+    "format",
+    "duration_minutes",
+    "rate_cents",
+    "max_participants",
+    "cancellation_notice_hours",
+    "late_cancel_fee_percent",
 )
 
 
 async def _load_demo(db: AsyncSession) -> None:
-    for org_data, location in DEMO_ORGANIZATIONS:
-        org = await organizations.create(db, SYSTEM, org_data)
-        await organizations.add_location(
-            db,
-            SYSTEM,
-            await organizations.get_visible(db, SYSTEM, org.id),
-            LocationCreate(name=location, address=org.address, timezone=org.timezone),
+    for *org_row, room in DEMO_ORGANIZATIONS:
+        org_data = OrganizationCreate.model_validate(
+            dict(zip(ORGANIZATION_FIELDS, org_row, strict=True))
         )
-    for therapist_data, windows in DEMO_THERAPISTS:
-        therapist = await therapists.create(db, SYSTEM, therapist_data)
-        row = await therapists.get_visible(db, SYSTEM, therapist.id)
-        await therapists.replace_availability(db, SYSTEM, row, windows)
-    for offering_data in DEMO_OFFERINGS:
-        await offerings.create(db, SYSTEM, offering_data)
+        org = await organizations.create(db, SYSTEM, org_data)
+        location = LocationCreate(name=room, address=org.address, timezone=org.timezone)
+        client = await organizations.get_visible(db, SYSTEM, org.id)
+        await organizations.add_location(db, SYSTEM, client, location)
+    for *therapist_row, windows in DEMO_THERAPISTS:
+        staff = TherapistCreate.model_validate(
+            dict(zip(THERAPIST_FIELDS, therapist_row, strict=True))
+        )
+        therapist = await therapists.create(db, SYSTEM, staff)
+        staffed = await therapists.get_visible(db, SYSTEM, therapist.id)
+        await therapists.replace_availability(db, SYSTEM, staffed, windows)
+    for offering_row in DEMO_OFFERINGS:
+        offering = OfferingCreate.model_validate(
+            {"currency": "CAD", **dict(zip(OFFERING_FIELDS, offering_row, strict=True))}
+        )
+        await offerings.create(db, SYSTEM, offering)

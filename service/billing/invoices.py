@@ -39,10 +39,10 @@ from models.types import Role
 from models.webhooks import EventType
 from service.billing import numbering, runs
 from service.catalog import organizations
-from service.core import audit, outbox
+from service.core import audit, crud, outbox
 from service.core.auth import Principal, require_role, scope_to_organizations
 from service.core.clock import local_today
-from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 from service.core.settings import Settings
 
@@ -56,28 +56,22 @@ def to_read(invoice: Invoice) -> InvoiceRead:
 
 
 async def detail(db: AsyncSession, invoice: Invoice) -> InvoiceDetail:
-    lines = (
-        await db.execute(
-            select(InvoiceLine)
-            .join(Session, col(Session.id) == InvoiceLine.session_id)
-            .where(col(InvoiceLine.invoice_id) == invoice.id)
-            .order_by(col(Session.starts_at), col(InvoiceLine.id))
-        )
-    ).scalars()
-    payments = (
-        await db.execute(
-            select(Payment)
-            .where(col(Payment.invoice_id) == invoice.id)
-            .order_by(col(Payment.created_at))
-        )
-    ).scalars()
-    notes = (
-        await db.execute(
-            select(CreditNote)
-            .where(col(CreditNote.invoice_id) == invoice.id)
-            .order_by(col(CreditNote.created_at))
-        )
-    ).scalars()
+    lines = await db.scalars(
+        select(InvoiceLine)
+        .join(Session, col(Session.id) == InvoiceLine.session_id)
+        .where(col(InvoiceLine.invoice_id) == invoice.id)
+        .order_by(col(Session.starts_at), col(InvoiceLine.id))
+    )
+    payments = await db.scalars(
+        select(Payment)
+        .where(col(Payment.invoice_id) == invoice.id)
+        .order_by(col(Payment.created_at))
+    )
+    notes = await db.scalars(
+        select(CreditNote)
+        .where(col(CreditNote.invoice_id) == invoice.id)
+        .order_by(col(CreditNote.created_at))
+    )
     return InvoiceDetail(
         **to_read(invoice).model_dump(),
         lines=[InvoiceLineRead.model_validate(x, from_attributes=True) for x in lines],
@@ -99,11 +93,9 @@ async def get_visible(
 ) -> Invoice:
     require_role(principal, READERS, "read invoices")
     stmt = _visible(principal).where(col(Invoice.id) == invoice_id)
-    invoice = (
-        await db.execute(stmt.with_for_update() if for_update else stmt)
-    ).scalar_one_or_none()
-    if invoice is None:
-        raise NotFound(f"Invoice {invoice_id} not found")
+    invoice: Invoice = await crud.one_or_404(
+        db, stmt.with_for_update() if for_update else stmt, f"Invoice {invoice_id} not found"
+    )
     return invoice
 
 
@@ -141,14 +133,7 @@ async def _changed(
     after = to_read(invoice)
     shown = await detail(db, invoice)
     await audit.record_change(
-        db,
-        principal,
-        action,
-        entity_id=invoice.id,
-        organization_id=invoice.organization_id,
-        before=before,
-        after=after,
-        event=shown,
+        db, principal, action, invoice, before=before, after=after, event=shown
     )
     if after.status == InvoiceStatus.paid and before.status != InvoiceStatus.paid:
         await outbox.publish(db, EventType.invoice_paid, shown)
@@ -185,8 +170,7 @@ async def run(db: AsyncSession, principal: Principal, data: InvoiceRunCreate) ->
             db,
             principal,
             "invoice.run",
-            entity_id=draft.id,
-            organization_id=draft.organization_id,
+            draft,
             after=to_read(draft),
         )
     return InvoiceList(data=[to_read(d) for d in drafts])
@@ -200,14 +184,7 @@ async def delete_draft(db: AsyncSession, principal: Principal, invoice_id: uuid.
     before = to_read(invoice)
     await db.delete(invoice)
     await db.flush()
-    await audit.record_change(
-        db,
-        principal,
-        "invoice.deleted",
-        entity_id=invoice.id,
-        organization_id=invoice.organization_id,
-        before=before,
-    )
+    await audit.record_change(db, principal, "invoice.deleted", invoice, before=before)
 
 
 async def issue(

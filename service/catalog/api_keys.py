@@ -13,7 +13,7 @@ from models.base import Page, utcnow
 from models.organizations import Organization
 from models.therapists import Therapist
 from models.types import Role
-from service.core import audit, crud
+from service.core import crud
 from service.core.auth import Principal, hash_secret, new_secret, require_role
 from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -55,20 +55,9 @@ async def revoke(db: AsyncSession, principal: Principal, key_id: uuid.UUID) -> A
         raise NotFound(f"API key {key_id} not found")
     if key.revoked_at is not None:
         raise InvalidState(f"API key {key_id} is already revoked")
-    before = to_read(key)
-    key.revoked_at = utcnow()
-    await db.flush()
-    after = to_read(key)
-    await audit.record_change(
-        db,
-        principal,
-        "api_key.revoked",
-        entity_id=key.id,
-        organization_id=key.organization_id,
-        before=before,
-        after=after,
+    return await crud.update(
+        db, principal, key, {"revoked_at": utcnow()}, action="api_key.revoked", to_read=to_read
     )
-    return after
 
 
 async def is_active(db: AsyncSession, secret: str) -> bool:

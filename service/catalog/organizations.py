@@ -22,7 +22,7 @@ from models.organizations import (
 from models.types import Role
 from service.core import crud
 from service.core.auth import Principal, require_role, scope_to_organizations
-from service.core.errors import Forbidden, NotFound
+from service.core.errors import Forbidden
 from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.coordinator)
@@ -39,9 +39,7 @@ async def get_visible(db: AsyncSession, principal: Principal, org_id: uuid.UUID)
     stmt = scope_to_organizations(
         select(Organization).where(col(Organization.id) == org_id), principal, Organization.id
     )
-    org = (await db.execute(stmt)).scalar_one_or_none()
-    if org is None:
-        raise NotFound(f"Organization {org_id} not found")
+    org: Organization = await crud.one_or_404(db, stmt, f"Organization {org_id} not found")
     return org
 
 

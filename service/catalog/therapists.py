@@ -28,7 +28,7 @@ from models.therapists import (
 from models.types import Role, Weekday
 from service.core import audit, crud
 from service.core.auth import Principal, require_role, scope_to_therapist
-from service.core.errors import FieldError, NotFound, ValidationFailed
+from service.core.errors import FieldError, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.therapist)
@@ -46,9 +46,7 @@ async def get_visible(db: AsyncSession, principal: Principal, therapist_id: uuid
     stmt = scope_to_therapist(
         select(Therapist).where(col(Therapist.id) == therapist_id), principal, Therapist.id
     )
-    therapist = (await db.execute(stmt)).scalar_one_or_none()
-    if therapist is None:
-        raise NotFound(f"Therapist {therapist_id} not found")
+    therapist: Therapist = await crud.one_or_404(db, stmt, f"Therapist {therapist_id} not found")
     return therapist
 
 
@@ -146,7 +144,7 @@ async def replace_availability(
         db,
         principal,
         "therapist.availability_replaced",
-        entity_id=therapist.id,
+        therapist,
         before=WeeklyAvailability(windows=before),
         after=WeeklyAvailability(windows=after),
     )
@@ -165,9 +163,7 @@ async def add_time_off(
     db.add(row)
     await db.flush()
     read = time_off_to_read(row)
-    await audit.record_change(
-        db, principal, "therapist.time_off_added", entity_id=therapist.id, after=read
-    )
+    await audit.record_change(db, principal, "therapist.time_off_added", therapist, after=read)
     return read
 
 

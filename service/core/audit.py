@@ -8,7 +8,7 @@ both in the caller's transaction: a change that rolls back leaves neither behind
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -28,21 +28,28 @@ def snapshot(read_model: BaseModel | None) -> dict[str, Any] | None:
     return None if read_model is None else read_model.model_dump(mode="json")
 
 
+class Entity(Protocol):
+    id: uuid.UUID
+
+
 async def record_change(
     db: AsyncSession,
     principal: Principal,
     action: str,
+    entity: Entity | uuid.UUID,
     *,
-    entity_id: uuid.UUID,
-    organization_id: uuid.UUID | None = None,
     before: BaseModel | None = None,
     after: BaseModel | None = None,
     event: BaseModel | None = None,
+    organization_id: uuid.UUID | None = None,
     entity_type: str | None = None,
 ) -> None:
-    """Audit `action` ("program.confirmed": the entity type is what precedes the dot, unless
-    given) and publish it as an event when it is one, with `event` (default: `after`) as its
-    data. A change that changed nothing is not audited."""
+    """Audit `action` on `entity` (a row, or its id) and publish it as an event when it is one,
+    with `event` (default: `after`) as its data. The entity type is what precedes the dot in
+    "program.confirmed" unless given; the organization is the row's own unless given. A change
+    that changed nothing is not audited."""
+    entity_id = entity if isinstance(entity, uuid.UUID) else entity.id
+    organization_id = organization_id or getattr(entity, "organization_id", None)
     before_state, after_state = snapshot(before), snapshot(after)
     if before is None or after is None or before_state != after_state:
         db.add(

@@ -1,38 +1,25 @@
-"""The create and update shapes every resource shares: write the row, flush, read it back as
-the API shows it, and record the change (service.core.audit), in the caller's transaction."""
+"""The shapes every resource shares: create and update (write the row, flush, read it back as
+the API shows it, record the change through service.core.audit, in the caller's transaction)
+and fetching one scoped row or a 404."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
 from models.base import utcnow
 from service.core import audit
 from service.core.auth import Principal
+from service.core.errors import NotFound
 
-
-class Entity(Protocol):
-    id: uuid.UUID
-
-
-class Updatable(Entity, Protocol):
-    updated_at: datetime
-
-
-Row = TypeVar("Row", bound=Entity)
-Changed = TypeVar("Changed", bound=Updatable)
+Row = TypeVar("Row", bound=audit.Entity)
 Read = TypeVar("Read", bound=BaseModel)
-
-
-def _organization_of(row: Any) -> uuid.UUID | None:
-    organization_id: uuid.UUID | None = getattr(row, "organization_id", None)
-    return organization_id
 
 
 async def create(
@@ -49,12 +36,7 @@ async def create(
     await db.flush()
     read = to_read(row)
     await audit.record_change(
-        db,
-        principal,
-        action,
-        entity_id=row.id,
-        organization_id=organization_id or _organization_of(row),
-        after=read,
+        db, principal, action, row, after=read, organization_id=organization_id
     )
     return read
 
@@ -62,26 +44,32 @@ async def create(
 async def update(
     db: AsyncSession,
     principal: Principal,
-    row: Changed,
+    row: Row,
     fields: dict[str, Any],
     *,
     action: str,
-    to_read: Callable[[Changed], Read],
+    to_read: Callable[[Row], Read],
     organization_id: uuid.UUID | None = None,
 ) -> Read:
-    """Apply `fields` (a PATCH body dumped with exclude_unset) and audit before and after."""
+    """Apply `fields` (a PATCH body dumped with exclude_unset, or the columns an action sets),
+    stamp `updated_at` where the table has one, and audit before and after."""
     before = to_read(row)
-    cast(SQLModel, row).sqlmodel_update(fields)
-    row.updated_at = utcnow()
+    table = cast(SQLModel, row)
+    table.sqlmodel_update(fields)
+    if "updated_at" in type(table).model_fields:
+        table.sqlmodel_update({"updated_at": utcnow()})
     await db.flush()
     after = to_read(row)
     await audit.record_change(
-        db,
-        principal,
-        action,
-        entity_id=row.id,
-        organization_id=organization_id or _organization_of(row),
-        before=before,
-        after=after,
+        db, principal, action, row, before=before, after=after, organization_id=organization_id
     )
     return after
+
+
+async def one_or_404(db: AsyncSession, stmt: Select[Any], missing: str) -> Any:
+    """The one row `stmt` (already scoped to the caller) finds, or NotFound(`missing`): a row
+    the caller may not see is as absent as one that does not exist."""
+    found = (await db.execute(stmt)).scalar_one_or_none()
+    if found is None:
+        raise NotFound(missing)
+    return found

@@ -288,8 +288,7 @@ async def _record(
             db,
             actor,
             "invoice.stripe_sync_failed" if failure else "invoice.stripe_synced",
-            entity_id=invoice.id,
-            organization_id=invoice.organization_id,
+            invoice,
             after=StripeSyncReport(
                 invoice_status=pushed.status,
                 stripe_sync_status=status,

@@ -115,9 +115,8 @@ async def receive(
         db,
         SYSTEM,
         f"stripe.{event_type}"[:60] if invoice else "stripe.event",
+        invoice or row_id,
         entity_type="invoice" if invoice else "stripe_event",
-        entity_id=invoice.id if invoice else row_id,
-        organization_id=invoice.organization_id if invoice else None,
         after=StripeEventReport(
             stripe_event_id=event_id,
             type=event_type,

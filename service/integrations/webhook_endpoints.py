@@ -87,9 +87,9 @@ async def get_live(
     )
     if for_update:
         stmt = stmt.with_for_update()
-    endpoint = (await db.execute(stmt)).scalar_one_or_none()
-    if endpoint is None:
-        raise NotFound(f"Webhook endpoint {endpoint_id} not found")
+    endpoint: WebhookEndpoint = await crud.one_or_404(
+        db, stmt, f"Webhook endpoint {endpoint_id} not found"
+    )
     return endpoint
 
 
@@ -108,9 +108,7 @@ async def delete(db: AsyncSession, principal: Principal, endpoint_id: uuid.UUID)
         .values(status=DeliveryStatus.cancelled.value, next_attempt_at=None)
     )
     await db.flush()
-    await audit.record_change(
-        db, principal, "webhook_endpoint.deleted", entity_id=endpoint.id, before=before
-    )
+    await audit.record_change(db, principal, "webhook_endpoint.deleted", endpoint, before=before)
 
 
 async def rotate_secret(
@@ -126,7 +124,7 @@ async def rotate_secret(
     await db.flush()
     read = to_read(endpoint)
     await audit.record_change(
-        db, principal, "webhook_endpoint.secret_rotated", entity_id=endpoint.id, after=read
+        db, principal, "webhook_endpoint.secret_rotated", endpoint, after=read
     )
     return WebhookEndpointCreated(**read.model_dump(), secret=endpoint.secret)
 
@@ -179,7 +177,7 @@ async def retry(
     delivery.next_attempt_at = utcnow()
     await db.flush()
     await outbox.wake_deliverer(db)
-    await audit.record_change(db, principal, "webhook_delivery.retried", entity_id=delivery.id)
+    await audit.record_change(db, principal, "webhook_delivery.retried", delivery)
     attempts = await _attempts(db, [delivery.id])
     return _delivery_read(delivery, event_type, attempts.get(delivery.id, []))
 

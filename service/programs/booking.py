@@ -32,14 +32,7 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
     db.add(program)
     await db.flush()
     read = records.to_read(program)
-    await audit.record_change(
-        db,
-        principal,
-        "program.requested",
-        entity_id=program.id,
-        organization_id=program.organization_id,
-        after=read,
-    )
+    await audit.record_change(db, principal, "program.requested", program, after=read)
     return read
 
 

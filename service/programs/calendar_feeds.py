@@ -29,7 +29,7 @@ from models.sessions import CANCELLED_STATUSES, Session
 from models.therapists import Therapist
 from models.types import Role
 from service.catalog import organizations, therapists
-from service.core import audit, crud
+from service.core import crud
 from service.core.auth import Principal, hash_secret, require_role, scope_to_tenant
 from service.core.errors import InvalidState, NotFound
 
@@ -91,39 +91,28 @@ async def rotate(
 ) -> CalendarFeedCreated:
     """A new secret URL; the old one stops working now."""
     feed = await _get_visible(db, principal, feed_id)
-    before = to_read(feed)
     token = _new_token()
-    feed.token_hash, feed.rotated_at = hash_secret(token), utcnow()
-    await _record(db, principal, "calendar_feed.rotated", feed, before)
+    await crud.update(
+        db,
+        principal,
+        feed,
+        {"token_hash": hash_secret(token), "rotated_at": utcnow()},
+        action="calendar_feed.rotated",
+        to_read=to_read,
+    )
     return _created(feed, token, base_url)
 
 
 async def revoke(db: AsyncSession, principal: Principal, feed_id: uuid.UUID) -> CalendarFeedRead:
     feed = await _get_visible(db, principal, feed_id)
-    before = to_read(feed)
-    feed.revoked_at = utcnow()
-    return await _record(db, principal, "calendar_feed.revoked", feed, before)
-
-
-async def _record(
-    db: AsyncSession,
-    principal: Principal,
-    action: str,
-    feed: CalendarFeed,
-    before: CalendarFeedRead,
-) -> CalendarFeedRead:
-    await db.flush()
-    after = to_read(feed)
-    await audit.record_change(
+    return await crud.update(
         db,
         principal,
-        action,
-        entity_id=feed.id,
-        organization_id=feed.organization_id,
-        before=before,
-        after=after,
+        feed,
+        {"revoked_at": utcnow()},
+        action="calendar_feed.revoked",
+        to_read=to_read,
     )
-    return after
 
 
 async def render(db: AsyncSession, token: str) -> bytes:

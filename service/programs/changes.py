@@ -24,7 +24,7 @@ from service.core.auth import Principal, require_role
 from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.settings import Settings
 from service.programs import records, rules, series
-from service.programs.staffing_check import active_therapist, require_staffable
+from service.programs.staffing_check import active_therapist
 
 PLAIN_FIELDS = ("title", "focus_areas", "participants", "location_id", "video_url")
 SERIES_FIELDS = frozenset({"schedule", "rate_cents", "therapist_id"})
@@ -98,17 +98,14 @@ async def _change_plan(
 ) -> None:
     """A program with no sessions yet (or a confirmed one's non-series fields)."""
     if "therapist_id" in fields:
-        therapist = await active_therapist(db, fields["therapist_id"])
-        occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
-        await require_staffable(
+        await series.staff_plan(
             db,
             principal,
             program,
-            therapist,
-            series.proposals(occurrences),
+            await active_therapist(db, fields["therapist_id"]),
             override=data.override,
+            horizon_weeks=settings.horizon_weeks,
         )
-        program.therapist_id = therapist.id
     if data.schedule is not None:
         rules.apply_schedule(program, data.schedule)
     if "rate_cents" in fields:

@@ -19,10 +19,9 @@ from models.organizations import Organization
 from models.programs import Program, ProgramRead, ProgramStatus, ProgramSummary
 from models.sessions import Session, SessionStatus
 from models.types import Role
-from service.core import audit
+from service.core import audit, crud
 from service.core.auth import Principal, require_role, scope_to_organizations
 from service.core.clock import local_midnight
-from service.core.errors import NotFound
 from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.coordinator)
@@ -50,9 +49,7 @@ async def get_visible(
     )
     if for_update:
         stmt = stmt.with_for_update()
-    program = (await db.execute(stmt)).scalar_one_or_none()
-    if program is None:
-        raise NotFound(f"Program {program_id} not found")
+    program: Program = await crud.one_or_404(db, stmt, f"Program {program_id} not found")
     return program
 
 
@@ -99,15 +96,7 @@ async def record_change(
     program.updated_at = utcnow()
     await db.flush()
     after = to_read(program)
-    await audit.record_change(
-        db,
-        principal,
-        action,
-        entity_id=program.id,
-        organization_id=program.organization_id,
-        before=before,
-        after=after,
-    )
+    await audit.record_change(db, principal, action, program, before=before, after=after)
     return after
 
 

@@ -12,7 +12,7 @@ from models.programs import Modality, Program, Schedule
 from models.types import OfferingFormat
 from service.core.clock import local_today
 from service.core.errors import FieldError, ValidationFailed
-from service.scheduling import recurrence
+from service.scheduling import plan, recurrence
 
 
 def participant_errors(offering: Offering, participants: int) -> list[FieldError]:
@@ -52,18 +52,11 @@ def place_errors(
 def schedule_errors(
     schedule: Schedule, *, duration: int, earliest: date | None, holiday_region: str | None
 ) -> list[FieldError]:
-    engine_schedule = recurrence.Schedule(
-        timezone=schedule.timezone,
-        start_date=schedule.start_date,
-        start_time=schedule.start_time,
-        duration_minutes=duration,
-        rrule=schedule.rrule,
-        exdates=frozenset(schedule.exdates),
-        skip_holidays=schedule.skip_holidays,
-    )
     errors = [
         FieldError(f, m, "schedule")
-        for f, m in recurrence.validate_schedule(engine_schedule, holiday_region=holiday_region)
+        for f, m in recurrence.validate_schedule(
+            plan.engine_schedule(schedule, duration), holiday_region=holiday_region
+        )
     ]
     if earliest is not None and schedule.start_date < earliest:
         errors.append(

@@ -38,6 +38,24 @@ def proposals(occurrences: list[recurrence.Occurrence]) -> list[Proposal]:
     return [Proposal(slot) for slot in plan.slots(occurrences)]
 
 
+async def staff_plan(
+    db: AsyncSession,
+    principal: Principal,
+    program: Program,
+    therapist: Therapist,
+    *,
+    override: bool,
+    horizon_weeks: int,
+) -> None:
+    """Give a program that has no sessions yet to `therapist`, who must be able to take its
+    whole plan."""
+    occurrences = await planned(db, program, horizon_weeks=horizon_weeks)
+    await require_staffable(
+        db, principal, program, therapist, proposals(occurrences), override=override
+    )
+    program.therapist_id = therapist.id
+
+
 async def hand_over(
     db: AsyncSession,
     principal: Principal,

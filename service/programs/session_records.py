@@ -117,13 +117,5 @@ async def record_change(
     session.sequence += 1
     await db.flush()
     after = to_read(session, program.timezone)
-    await audit.record_change(
-        db,
-        principal,
-        action,
-        entity_id=session.id,
-        organization_id=session.organization_id,
-        before=before,
-        after=after,
-    )
+    await audit.record_change(db, principal, action, session, before=before, after=after)
     return after

@@ -41,16 +41,14 @@ async def assign(
     therapist = await active_therapist(db, data.therapist_id)
     before = records.to_read(program)
     if program.status == ProgramStatus.requested:
-        occurrences = await series.planned(db, program, horizon_weeks=settings.horizon_weeks)
-        await require_staffable(
+        await series.staff_plan(
             db,
             principal,
             program,
             therapist,
-            series.proposals(occurrences),
             override=data.override,
+            horizon_weeks=settings.horizon_weeks,
         )
-        program.therapist_id = therapist.id
     elif program.status == ProgramStatus.confirmed:
         effective = rules.effective_date(program, data.effective_date, required=False)
         await series.hand_over(db, principal, program, therapist, effective, override=data.override)

@@ -75,7 +75,6 @@ async def require_staffable(
             db,
             principal,
             "session.staffing_overridden" if session else "program.staffing_overridden",
-            entity_id=session.id if session else program.id,
-            organization_id=program.organization_id,
+            session or program,
             after=overridden,
         )

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from models.programs import Program
+from models.programs import Program, Schedule
 from service.core.clock import local_today
 from service.scheduling import recurrence
 from service.scheduling.conflicts import Slot
 
 
-def engine_schedule(program: Program) -> recurrence.Schedule:
+def engine_schedule(schedule: Schedule, duration_minutes: int) -> recurrence.Schedule:
+    """A program's schedule (as booked, or as stored) for the recurrence engine."""
     return recurrence.Schedule(
-        timezone=program.timezone,
-        start_date=program.start_date,
-        start_time=program.start_time,
-        duration_minutes=program.duration_minutes,
-        rrule=program.rrule,
-        exdates=frozenset(program.exdates),
-        skip_holidays=program.skip_holidays,
+        timezone=schedule.timezone,
+        start_date=schedule.start_date,
+        start_time=schedule.start_time,
+        duration_minutes=duration_minutes,
+        rrule=schedule.rrule,
+        exdates=frozenset(schedule.exdates),
+        skip_holidays=schedule.skip_holidays,
     )
 
 
@@ -37,7 +38,10 @@ def plan(
     """The program's occurrences up to `until` (inclusive; required for open-ended rules),
     from `after` (inclusive) if given."""
     return recurrence.expand(
-        engine_schedule(program), holiday_region=holiday_region, until=until, after=after
+        engine_schedule(program.schedule(), program.duration_minutes),
+        holiday_region=holiday_region,
+        until=until,
+        after=after,
     )
 
 
