@@ -188,11 +188,21 @@ def _in_utc(moment: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
+def _in_years(day: date) -> date:
+    if not 1900 <= day.year <= 2200:
+        raise ValueError("must be between the years 1900 and 2200")
+    return day
+
+
+Day = Annotated[date, AfterValidator(_in_years)]
+"""A calendar date in the years 1900 to 2200."""
+
+
 def _date_or_instant(value: object) -> object:
     if not isinstance(value, str):
         return value
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return date.fromisoformat(value)
+        return _in_years(date.fromisoformat(value))
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -203,8 +213,8 @@ def _date_or_instant(value: object) -> object:
 
 
 DateOrInstant = Annotated[date | datetime, BeforeValidator(_date_or_instant)]
-"""A window bound: a calendar date, or an instant with an offset (never a bare number)."""
-"""A moment in time; it must carry a UTC offset and is answered back in UTC."""
+"""A window bound: a calendar date, or an instant with an offset (never a bare number), in the
+years 1900 to 2200."""
 
 
 Tag = Annotated[

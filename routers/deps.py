@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.offerings import Offering
 from models.organizations import Organization
 from models.therapists import Therapist
+from models.types import Day
 from routers.unit_of_work import work_of
 from service.catalog import offerings, organizations, therapists
 from service.core.auth import Principal, authenticate
@@ -70,7 +71,7 @@ class DateRange:
 
 
 def date_range(
-    start: Annotated[date, Query(alias="from")], end: Annotated[date, Query(alias="to")]
+    start: Annotated[Day, Query(alias="from")], end: Annotated[Day, Query(alias="to")]
 ) -> DateRange:
     return DateRange(start, end)
 

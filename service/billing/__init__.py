@@ -1,1 +1,2 @@
-"""Billing: invoice runs, invoices and their money, numbering, exports."""
+"""Billing: invoice runs (set-based), invoices with their payments and credit notes, gapless
+numbering, money arithmetic, the accounting export and the revenue report."""

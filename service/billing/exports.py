@@ -15,8 +15,9 @@ from models.base import sql_values
 from models.billing import InvoiceStatus
 from models.reports import RevenueReport, RevenueRow
 from models.types import Role
+from service.core import zones
 from service.core.auth import Principal, require_role
-from service.core.clock import local_midnight
+from service.core.clock import local_date, local_midnight
 from service.core.errors import FieldError, ValidationFailed
 from service.core.settings import Settings
 
@@ -47,7 +48,8 @@ _EXPORT = text(
     f"""
     SELECT i.number AS invoice_number, i.status, i.issued_at, i.due_date, i.organization_id,
            o.name AS organization_name, i.currency, l.session_id,
-           timezone(o.timezone, s.starts_at)::date AS session_date, l.description, l.quantity,
+           s.starts_at AS session_starts_at, o.timezone AS organization_timezone,
+           l.description, l.quantity,
            l.unit_amount_cents, l.amount_cents, i.subtotal_cents AS invoice_subtotal_cents,
            i.tax_cents AS invoice_tax_cents, i.total_cents AS invoice_total_cents
     FROM invoices i
@@ -59,6 +61,15 @@ _EXPORT = text(
     ORDER BY i.issued_at, i.number, s.starts_at, l.id
     """
 )
+
+
+def _cells(row: Any) -> list[Any]:
+    """A CSV row: the session's date is local to its organization (Python's zone rules)."""
+    values = {
+        "issued_at": row.issued_at.isoformat(),
+        "session_date": local_date(row.session_starts_at, row.organization_timezone),
+    }
+    return [values[name] if name in values else getattr(row, name) for name in CSV_COLUMNS]
 
 
 def neutralize(value: Any) -> Any:
@@ -93,14 +104,7 @@ async def csv_chunks(
         result = await db.stream(_EXPORT, {"start": window[0], "end": window[1]})
         async for rows in result.partitions(BATCH_ROWS):
             for row in rows:
-                writer.writerow(
-                    [
-                        neutralize(
-                            row.issued_at.isoformat() if col == "issued_at" else getattr(row, col)
-                        )
-                        for col in CSV_COLUMNS
-                    ]
-                )
+                writer.writerow([neutralize(value) for value in _cells(row)])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -110,13 +114,14 @@ async def csv_chunks(
 _REVENUE = text(
     f"""
     SELECT i.organization_id, i.currency,
-           to_char(timezone(:zone, i.issued_at), 'YYYY-MM') AS month,
+           to_char({zones.local_time("i.issued_at")}, 'YYYY-MM') AS month,
            sum(i.total_cents)::bigint AS invoiced_cents,
            sum(i.amount_credited_cents)::bigint AS credited_cents,
            sum(i.amount_paid_cents)::bigint AS paid_cents,
            sum(i.total_cents - i.amount_paid_cents - i.amount_credited_cents)::bigint
                AS outstanding_cents
     FROM invoices i
+    {zones.offsets_join(":zone", "i.issued_at")}
     WHERE i.status IN ({sql_values((InvoiceStatus.open, InvoiceStatus.paid))})
       AND i.issued_at >= :start AND i.issued_at < :end
     GROUP BY 1, 2, 3
@@ -132,5 +137,13 @@ async def revenue(
     zone): invoiced, credited, paid and still outstanding."""
     require_role(principal, FINANCE, "read reports")
     low, high = _window(start, end, settings.timezone)
-    rows = await db.execute(_REVENUE, {"zone": settings.timezone, "start": low, "end": high})
+    rows = await db.execute(
+        _REVENUE,
+        {
+            "zone": settings.timezone,
+            "start": low,
+            "end": high,
+            **zones.offsets([settings.timezone], low, high).params(),
+        },
+    )
     return RevenueReport(data=[RevenueRow.model_validate(r, from_attributes=True) for r in rows])

@@ -10,27 +10,35 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from models.base import sql_values
 from models.billing import InvoiceStatus, StripeSyncStatus
+from models.organizations import Organization
 from models.sessions import BILLABLE_STATUSES, SessionStatus
 from service.billing.amounts import LINE_AMOUNT_SQL, TAX_SQL
+from service.core import zones
 
 DRAFT = InvoiceStatus.draft.value
 
-_SESSIONS = """
+# Each session with the UTC offset of its organization's zone at its start (service.core.zones:
+# Python's rules, never the database server's).
+_SESSIONS = f"""
     FROM sessions s
     JOIN programs p ON p.id = s.program_id
     JOIN offerings f ON f.id = p.offering_id
     JOIN organizations o ON o.id = s.organization_id
+    {zones.offsets_join("o.timezone", "s.starts_at")}
 """
+_LOCAL_START = zones.local_time("s.starts_at")
 # Billable in the period: delivered, late-cancelled or no-show, dated (in the organization's
 # zone) inside the period, and not already on a live line.
 _BILLABLE = f"""
     WHERE s.status IN ({sql_values(BILLABLE_STATUSES)})
-      AND timezone(o.timezone, s.starts_at)::date BETWEEN :period_start AND :period_end
+      AND s.starts_at >= :utc_low AND s.starts_at < :utc_high
+      AND {_LOCAL_START}::date BETWEEN :period_start AND :period_end
       AND (CAST(:organization_id AS uuid) IS NULL OR s.organization_id = :organization_id)
       AND NOT EXISTS (SELECT 1 FROM invoice_lines l WHERE l.session_id = s.id AND l.live)
 """
@@ -59,7 +67,7 @@ _BILL_SESSIONS = text(
                                    unit_amount_cents, amount_cents, live, created_at)
         SELECT gen_random_uuid(), i.id, s.id,
                left(p.title || ' (' || f.name || '), '
-                    || to_char(timezone(o.timezone, s.starts_at), 'YYYY-MM-DD HH24:MI')
+                    || to_char({_LOCAL_START}, 'YYYY-MM-DD HH24:MI')
                     || CASE s.status WHEN '{SessionStatus.completed.value}' THEN ''
                                      WHEN '{SessionStatus.no_show.value}' THEN ', no-show fee'
                                      ELSE ', late cancellation fee' END, 500),
@@ -108,10 +116,17 @@ async def bill_period(
 ) -> list[uuid.UUID]:
     """Put every unbilled billable session of the period on its organization's draft; return
     the drafts that gained lines."""
+    utc_low, utc_high = zones.utc_window(period_start, period_end)
+    in_use = select(col(Organization.timezone)).distinct()
+    if organization_id is not None:
+        in_use = in_use.where(col(Organization.id) == organization_id)
     params = {
         "period_start": period_start,
         "period_end": period_end,
         "organization_id": organization_id,
+        "utc_low": utc_low,
+        "utc_high": utc_high,
+        **zones.offsets(await db.scalars(in_use), utc_low, utc_high).params(),
     }
     await db.execute(_UPSERT_DRAFTS, params)
     touched = sorted({row[0] for row in await db.execute(_BILL_SESSIONS, params)})

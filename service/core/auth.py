@@ -1,8 +1,9 @@
 """Authentication and tenant scoping: the one place that decides who may see what.
 
 A caller is a `Principal` resolved from a bearer API key. Queries for tenant-owned rows go
-through `scope_to_organizations`, the only code that writes an `organization_id ==` filter, so
-a coordinator can never be handed another organization's rows by a forgotten WHERE clause.
+through the `scope_to_*` helpers below, the only code that filters by the caller's organization
+or therapist (scripts/lint_rules.py holds that line), so a coordinator can never be handed
+another organization's rows by a forgotten WHERE clause.
 """
 
 from __future__ import annotations

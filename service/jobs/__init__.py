@@ -1,1 +1,2 @@
-"""Background work: the job definitions, the leader-elected scheduler and their state."""
+"""Background work: the job definitions, the leader-elected scheduler, the worker process and
+the jobs' recorded state. The top domain: it may call every other one."""

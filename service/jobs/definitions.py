@@ -14,7 +14,7 @@ import stripe
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -24,7 +24,7 @@ from models.programs import Program
 from models.sessions import Session, SessionStatus
 from models.webhooks import EventType
 from service.billing import invoices
-from service.core import outbox
+from service.core import idempotency, outbox
 from service.core.auth import SYSTEM
 from service.core.clock import local_today
 from service.core.db import transaction
@@ -200,7 +200,7 @@ async def expire_idempotency_keys(ctx: JobContext) -> Summary:
     async with transaction(ctx.session_factory) as db:
         result = await db.execute(
             delete(IdempotencyRecord).where(
-                col(IdempotencyRecord.created_at) < text("now() - interval '24 hours'")
+                col(IdempotencyRecord.created_at) < func.now() - idempotency.KEPT
             )
         )
     return {"expired": getattr(result, "rowcount", 0)}

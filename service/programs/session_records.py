@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Date, Select, and_, cast, func, select
+from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -17,8 +17,9 @@ from models.billing import Invoice, InvoiceLine, InvoiceStatus
 from models.programs import Program
 from models.sessions import Session, SessionRead, SessionStatus
 from models.types import Role
-from service.core import audit
+from service.core import audit, zones
 from service.core.auth import Principal, scope_to_tenant
+from service.core.clock import local_midnight
 from service.core.errors import InvalidState, NotFound
 
 S = TypeVar("S", bound=Select)
@@ -56,23 +57,33 @@ def invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.
     return uuid.UUID(str(invoice_id))
 
 
-def _local_date(zone_column: Any) -> Any:
-    """The session's calendar day in its program's time zone."""
-    return cast(func.timezone(zone_column, Session.starts_at), Date)
-
-
-def local_date_filter(stmt: S, filters: SessionFilters) -> S:
+async def local_date_filter(db: AsyncSession, stmt: S, filters: SessionFilters) -> S:
     """The `from`/`to` window on a query that joins Program: dates are the sessions' local
-    dates (inclusive), date-times are instants (`from` inclusive, `to` exclusive)."""
+    dates in their program's zone (inclusive), date-times are instants (`from` inclusive, `to`
+    exclusive). Local dates become instants here, by Python's zone rules, one pair per zone in
+    use (never the database server's rules: service.core.zones)."""
     if isinstance(filters.start, datetime):
         stmt = stmt.where(col(Session.starts_at) >= filters.start)
-    elif filters.start is not None:
-        stmt = stmt.where(_local_date(Program.timezone) >= filters.start)
     if isinstance(filters.end, datetime):
         stmt = stmt.where(col(Session.starts_at) < filters.end)
-    elif filters.end is not None:
-        stmt = stmt.where(_local_date(Program.timezone) <= filters.end)
-    return stmt
+    first = filters.start if not isinstance(filters.start, datetime) else None
+    last = filters.end if not isinstance(filters.end, datetime) else None
+    if first is None and last is None:
+        return stmt
+    # Every zone's sessions of those dates lie inside this UTC window (an index range).
+    if first is not None:
+        stmt = stmt.where(col(Session.starts_at) >= zones.utc_window(first, first)[0])
+    if last is not None:
+        stmt = stmt.where(col(Session.starts_at) < zones.utc_window(last, last)[1])
+    in_zone = []
+    for zone in await db.scalars(select(col(Program.timezone)).distinct()):
+        bounds = [col(Program.timezone) == zone]
+        if first is not None:
+            bounds.append(col(Session.starts_at) >= local_midnight(first, zone))
+        if last is not None:
+            bounds.append(col(Session.starts_at) < local_midnight(last + timedelta(days=1), zone))
+        in_zone.append(and_(*bounds))
+    return stmt.where(or_(*in_zone) if in_zone else false())
 
 
 async def get_visible(

@@ -72,7 +72,7 @@ async def list_sessions(
         organization_column=Session.organization_id,
         therapist_column=Session.therapist_id,
     )
-    stmt = local_date_filter(stmt, filters)
+    stmt = await local_date_filter(db, stmt, filters)
     for column, value in (
         (Session.program_id, filters.program_id),
         (Session.therapist_id, filters.therapist_id),

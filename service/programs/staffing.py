@@ -101,7 +101,7 @@ async def suggest_therapists(
         (await db.execute(select(Therapist).where(col(Therapist.active).is_(True)))).scalars()
     )
     ids = [t.id for t in therapists]
-    facts = await staffing_facts.load(db, ids, proposals, ignored_session_ids=ignored)
+    facts = await staffing_facts.load(db, therapists, proposals, ignored_session_ids=ignored)
     problems = staffing.evaluate(
         therapists, await records.offering_of(db, program), proposals, facts
     )

@@ -58,7 +58,7 @@ async def require_staffable(
     offering = await db.get(Offering, program.offering_id)
     assert offering is not None  # a foreign key with ON DELETE RESTRICT
     ignored = [session.id] if session is not None else list(ignored_session_ids)
-    facts = await staffing_facts.load(db, [therapist.id], proposals, ignored_session_ids=ignored)
+    facts = await staffing_facts.load(db, [therapist], proposals, ignored_session_ids=ignored)
     problems = staffing.evaluate([therapist], offering, proposals, facts)[therapist.id]
     blocking = staffing.blocking(problems, override=override)
     if blocking:

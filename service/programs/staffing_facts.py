@@ -17,7 +17,8 @@ from sqlmodel import col
 from models.base import sql_values, utcnow
 from models.programs import Program
 from models.sessions import LIVE_STATUSES
-from models.therapists import AvailabilityRow, TimeOff
+from models.therapists import AvailabilityRow, Therapist, TimeOff
+from service.core import zones
 from service.scheduling.conflicts import Clash, Slot
 from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, span
 from service.scheduling.suggestions import LOAD_WEEKS, Standing
@@ -42,9 +43,10 @@ _OVERLAPS = text(
 _WEEKLY_MINUTES = text(
     f"""
     SELECT s.therapist_id,
-           date_trunc('week', timezone(t.timezone, s.starts_at))::date AS week,
+           date_trunc('week', {zones.local_time("s.starts_at")})::date AS week,
            sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
     FROM sessions s JOIN therapists t ON t.id = s.therapist_id
+    {zones.offsets_join("t.timezone", "s.starts_at")}
     WHERE s.therapist_id = ANY(CAST(:therapists AS uuid[]))
       AND s.status IN ({LIVE})
       AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
@@ -106,15 +108,16 @@ async def overlapping_bookings(
 
 async def load(
     db: AsyncSession,
-    therapist_ids: Sequence[uuid.UUID],
+    therapists: Sequence[Therapist],
     proposals: Sequence[Proposal],
     *,
     ignored_session_ids: Collection[uuid.UUID] = (),
 ) -> Facts:
-    """Clashes, weekly windows, time off and booked weekly minutes around the proposals."""
-    if not therapist_ids or not proposals:
+    """Clashes, weekly windows, time off and booked weekly minutes (by local weeks in each
+    therapist's zone) around the proposals."""
+    if not therapists or not proposals:
         return Facts()
-    ids = list(therapist_ids)
+    ids = [t.id for t in therapists]
     low, high = span(proposals)
     facts = Facts(
         clashes=await overlapping_bookings(
@@ -147,6 +150,9 @@ async def load(
             "ignored": list(ignored_session_ids),
             "low": low - WEEK_MARGIN,
             "high": high + WEEK_MARGIN,
+            **zones.offsets(
+                {t.timezone for t in therapists}, low - WEEK_MARGIN, high + WEEK_MARGIN
+            ).params(),
         },
     ):
         key = (week.therapist_id, week.week)

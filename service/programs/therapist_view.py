@@ -102,7 +102,7 @@ async def my_sessions(
         .outerjoin(Location, col(Location.id) == Program.location_id)
     )
     stmt = scope_to_therapist(stmt, principal, Session.therapist_id)
-    stmt = local_date_filter(stmt, SessionFilters(start=start, end=end))
+    stmt = await local_date_filter(db, stmt, SessionFilters(start=start, end=end))
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(

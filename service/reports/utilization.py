@@ -17,7 +17,7 @@ from models.sessions import CANCELLED_STATUSES, LIVE_STATUSES, SessionStatus
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from models.types import Role
 from service.core.auth import Principal, require_role
-from service.core.clock import local_start
+from service.core.clock import local_midnight, local_start
 from service.core.errors import FieldError, ValidationFailed
 from service.scheduling.staffing import WEEKDAYS
 
@@ -31,9 +31,10 @@ _SESSION_MINUTES = text(
            coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60) FILTER (
                WHERE s.status = '{SessionStatus.completed.value}'), 0)::int AS delivered,
            count(*) FILTER (WHERE s.status IN ({sql_values(CANCELLED_STATUSES)})) AS cancelled
-    FROM sessions s JOIN therapists t ON t.id = s.therapist_id
-    WHERE s.starts_at >= timezone(t.timezone, CAST(:first AS date)::timestamp)
-      AND s.starts_at < timezone(t.timezone, CAST(:after_last AS date)::timestamp)
+    FROM sessions s
+    JOIN unnest(CAST(:therapists AS uuid[]), CAST(:lows AS timestamptz[]),
+                CAST(:highs AS timestamptz[])) AS b(therapist_id, low, high)
+      ON b.therapist_id = s.therapist_id AND s.starts_at >= b.low AND s.starts_at < b.high
     GROUP BY s.therapist_id
     """
 )
@@ -74,10 +75,16 @@ async def utilization(
         )
     ).scalars():
         time_off[off.therapist_id].append(off)
+    # The period's local dates as instants, in each therapist's zone (Python's rules).
     booked = {
         row.therapist_id: row
         for row in await db.execute(
-            _SESSION_MINUTES, {"first": start, "after_last": end + timedelta(days=1)}
+            _SESSION_MINUTES,
+            {
+                "therapists": [t.id for t in therapists],
+                "lows": [local_midnight(start, t.timezone) for t in therapists],
+                "highs": [local_midnight(end + timedelta(days=1), t.timezone) for t in therapists],
+            },
         )
     }
     rows = []
