@@ -27,10 +27,18 @@ router = APIRouter(prefix="/v1/programs", tags=["programs"])
 async def program_in_path(
     program_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
 ) -> Program:
+    return await records.get_visible(db, principal, program_id)
+
+
+async def program_to_change(
+    program_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+) -> Program:
+    """The program, row-locked until the request's transaction ends (changes take turns)."""
     return await records.get_visible(db, principal, program_id, for_update=True)
 
 
 ProgramInPath = Annotated[Program, Depends(program_in_path)]
+ProgramToChange = Annotated[Program, Depends(program_to_change)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -64,7 +72,7 @@ async def get_program(program: ProgramInPath) -> ProgramRead:
 
 @router.patch("/{program_id}")
 async def update_program(
-    program: ProgramInPath,
+    program: ProgramToChange,
     body: ProgramUpdate,
     db: DbSession,
     principal: CurrentPrincipal,
@@ -78,7 +86,7 @@ async def update_program(
 
 @router.post("/{program_id}/assign")
 async def assign_therapist(
-    program: ProgramInPath,
+    program: ProgramToChange,
     body: AssignTherapist,
     db: DbSession,
     principal: CurrentPrincipal,
@@ -102,7 +110,7 @@ async def therapist_suggestions(
 
 @router.post("/{program_id}/confirm")
 async def confirm_program(
-    program: ProgramInPath,
+    program: ProgramToChange,
     db: DbSession,
     principal: CurrentPrincipal,
     settings: AppSettings,
@@ -117,7 +125,7 @@ async def confirm_program(
 
 @router.post("/{program_id}/cancel")
 async def cancel_program(
-    program: ProgramInPath, body: CancelProgram, db: DbSession, principal: CurrentPrincipal
+    program: ProgramToChange, body: CancelProgram, db: DbSession, principal: CurrentPrincipal
 ) -> ProgramRead:
     """Cancel from `effective_date` on (admin, or the organization's coordinator). Sessions
     before that date are kept."""

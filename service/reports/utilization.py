@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -87,19 +90,24 @@ async def utilization(
             },
         )
     }
+    # Pure arithmetic over days, windows and time off: off the event loop, so a large period
+    # never stalls other requests.
+    available = await asyncio.to_thread(
+        lambda: {
+            t.id: _available_minutes(t, windows[t.id], time_off[t.id], start, end)
+            for t in therapists
+        }
+    )
     rows = []
     for therapist in therapists:
         sessions = booked.get(therapist.id)
-        available = _available_minutes(
-            therapist, windows[therapist.id], time_off[therapist.id], start, end
-        )
         if not therapist.active and sessions is None:
             continue
         rows.append(
             UtilizationRow(
                 therapist_id=therapist.id,
                 name=therapist.name,
-                available_minutes=available,
+                available_minutes=available[therapist.id],
                 scheduled_minutes=int(sessions.scheduled) if sessions else 0,
                 delivered_minutes=int(sessions.delivered) if sessions else 0,
                 cancelled_sessions=int(sessions.cancelled) if sessions else 0,
@@ -115,11 +123,14 @@ def _available_minutes(
     start: date,
     end: date,
 ) -> int:
-    """Real elapsed minutes of the weekly windows on each local date, less time off."""
+    """Real elapsed minutes of the weekly windows on each local date, less time off (time off
+    that overlaps other time off counts once)."""
     zone = ZoneInfo(therapist.timezone)
     by_day: dict[str, list[AvailabilityRow]] = defaultdict(list)
     for window in windows:
         by_day[window.weekday].append(window)
+    away = _merged((off.starts_at, off.ends_at) for off in time_off)
+    away_starts = [opens for opens, _ in away]
     seconds = 0.0
     day = start
     while day <= end:
@@ -127,8 +138,21 @@ def _available_minutes(
             opens = local_start(day, window.start_time, zone)
             closes = local_start(day, window.end_time, zone)
             seconds += (closes - opens).total_seconds()
-            for off in time_off:
-                overlap = min(closes, off.ends_at) - max(opens, off.starts_at)
+            # Only the time off that starts before the window closes can overlap it.
+            for off_start, off_end in away[max(bisect_right(away_starts, opens) - 1, 0) :]:
+                if off_start >= closes:
+                    break
+                overlap = min(closes, off_end) - max(opens, off_start)
                 seconds -= max(overlap.total_seconds(), 0)
         day += timedelta(days=1)
     return int(seconds // 60)
+
+
+def _merged(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for begins, ends in sorted(spans):
+        if merged and begins <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], ends))
+        else:
+            merged.append((begins, ends))
+    return merged
