@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.core import metrics, migrate
 
 router = APIRouter(tags=["operations"])
+READY_WITHIN = 3.0  # seconds
 
 
 @router.get("/healthz")
@@ -22,12 +25,14 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready for traffic: the database answers and its schema is at the code's migration head."""
     head = migrate.head_revision()
     try:
-        async with request.app.state.engine.connect() as conn:
+        # A database that silently stops answering must not hang the probe.
+        async with asyncio.timeout(READY_WITHIN), request.app.state.engine.connect() as conn:
             current = await conn.run_sync(migrate.current_revision)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
             status_code=503,
+            headers={"Retry-After": "5"},
         )
     ready = current == head
     return JSONResponse(

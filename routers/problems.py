@@ -10,13 +10,16 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.errors import (
     PROBLEM_BASE,
+    DatabaseUnavailable,
     DomainError,
     FieldError,
+    ServiceUnavailable,
     ValidationFailed,
     from_database_error,
 )
@@ -32,23 +35,51 @@ INTERNAL_ERROR = {
 
 
 def problem_response(error: DomainError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers: dict[str, str] = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(
         error.problem(), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
     )
 
 
 def internal_error_response() -> JSONResponse:
-    return JSONResponse(INTERNAL_ERROR, status_code=500, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        INTERNAL_ERROR, status_code=500, media_type=PROBLEM_JSON, headers={"Retry-After": "1"}
+    )
 
 
 def database_problem(exc: DBAPIError) -> DomainError | None:
-    """The domain error a constraint violation means, or None for a real database fault."""
+    """The domain error a database error means (a constraint violation, a deadline, a lost
+    connection), or None for a real fault of the server's own."""
     orig: Any = exc.orig
     diag = getattr(orig, "diag", None)
-    return from_database_error(
-        getattr(orig, "sqlstate", None), getattr(diag, "constraint_name", None)
-    )
+    sqlstate = getattr(orig, "sqlstate", None)
+    mapped = from_database_error(sqlstate, getattr(diag, "constraint_name", None))
+    if mapped is None and sqlstate is None and isinstance(exc, OperationalError):
+        # Refused, reset or timed out before the server said anything: no SQLSTATE.
+        return DatabaseUnavailable("The database cannot be reached; nothing was saved")
+    return mapped
+
+
+def database_error_response(exc: DBAPIError | PoolTimeout) -> JSONResponse:
+    """The answer for a database error outside a route (the unit of work's own statements)."""
+    if isinstance(exc, PoolTimeout):
+        return problem_response(
+            DatabaseUnavailable("Every database connection is busy; nothing was saved")
+        )
+    mapped = database_problem(exc)
+    if mapped is None:
+        log.error("database error", exc_info=exc)
+        return internal_error_response()
+    return problem_response(mapped)
+
+
+async def on_pool_timeout(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PoolTimeout)
+    return database_error_response(exc)
 
 
 def _validation_problem(exc: RequestValidationError) -> ValidationFailed:
@@ -98,6 +129,8 @@ async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError | PoolTimeout):  # raised where no route handler saw it
+        return database_error_response(exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return internal_error_response()
 
@@ -107,5 +140,6 @@ HANDLERS = (
     (RequestValidationError, on_validation_error),
     (StarletteHTTPException, on_http_error),
     (DBAPIError, on_database_error),
+    (PoolTimeout, on_pool_timeout),
     (Exception, on_unexpected_error),
 )

@@ -16,6 +16,7 @@ call such as a Stripe push, which must never run inside the request's transactio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,15 +25,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routers.problems import database_problem, internal_error_response, problem_response
+from routers.problems import database_error_response, problem_response
 from service.core import idempotency
 from service.core.auth import authenticate, caller_fingerprint
-from service.core.errors import DomainError
+from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 FollowUp = Callable[[], Awaitable[BaseModel]]
@@ -68,12 +70,27 @@ class Work:
             await self._session.commit()
 
     async def rollback(self) -> None:
+        """Roll back; a connection that broke meanwhile is discarded, never a second error."""
         if self._session is not None:
-            await self._session.rollback()
+            try:
+                await self._session.rollback()
+            except (DBAPIError, OSError):
+                log.warning("rollback on a broken connection; the connection is discarded")
+
+    async def invalidate(self) -> None:
+        if self._session is not None:
+            try:
+                await self._session.invalidate()
+            except (DBAPIError, OSError):
+                log.warning("invalidating a broken connection failed; it is discarded")
+            self._session = None
 
     async def close(self) -> None:
         if self._session is not None:
-            await self._session.close()
+            try:
+                await self._session.close()
+            except (DBAPIError, OSError):
+                log.warning("closing a broken connection; the connection is discarded")
 
 
 class UnitOfWork:
@@ -84,10 +101,22 @@ class UnitOfWork:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        work = Work(scope["app"].state.session_factory)
+        app_state = scope["app"].state
+        work = Work(app_state.session_factory)
         scope.setdefault("state", {})["work"] = work
+        request = _Request(self.app, scope, receive, send, work)
         try:
-            await _Request(self.app, scope, receive, send, work).run()
+            async with asyncio.timeout(app_state.settings.request_timeout) as deadline:
+                request.deadline = deadline
+                await request.run()
+        except TimeoutError:
+            if request.settled:
+                raise
+            # Whatever it waited for (a database that stopped answering, a lock), the work is
+            # dropped unsaved: its connection is discarded, not rolled back over a dead line.
+            await work.invalidate()
+            late = ServiceUnavailable("The request took too long to complete; nothing was saved")
+            await problem_response(late)(scope, receive, send)
         finally:
             await work.close()
 
@@ -108,6 +137,8 @@ class _Request:
         self.start: Message | None = None
         self.held: list[bytes] = []
         self.mode = "undecided"  # then "forward" (sent as it comes), "hold", or "drop"
+        self.deadline: asyncio.Timeout | None = None
+        self.settled = False  # committed or answered: no other answer is possible
 
     async def run(self) -> None:
         if self.key is not None and await self._replayed():
@@ -145,6 +176,10 @@ class _Request:
             await self.work.rollback()
             await self._answer(problem_response(error))
             return True
+        except (DBAPIError, PoolTimeout) as exc:
+            await self.work.rollback()
+            await self._answer(database_error_response(exc))
+            return True
         if stored is None:
             return False
         await self.work.rollback()
@@ -169,7 +204,7 @@ class _Request:
             else:
                 self.mode = "forward" if await self._committed() else "drop"
             if self.mode == "forward":
-                await self.send(message)
+                await self._send_start(message)
             return
         if message["type"] != "http.response.body" or self.mode == "forward":
             await self.send(message)
@@ -187,12 +222,10 @@ class _Request:
                     self.work.session, caller=self.caller, key=self.key, response=stored
                 )
             await self.work.commit()
-        except DBAPIError as exc:
+            self._no_deadline()
+        except (DBAPIError, PoolTimeout) as exc:
             await self.work.rollback()
-            mapped = database_problem(exc)
-            if mapped is None:
-                log.exception("commit of %s %s failed", self.scope["method"], self.scope["path"])
-            await self._answer(problem_response(mapped) if mapped else internal_error_response())
+            await self._answer(database_error_response(exc))
             return False
         return True
 
@@ -206,7 +239,7 @@ class _Request:
         if self.work.follow_up is not None:
             await self._answer(await self._follow_up(self.work.follow_up))
             return
-        await self.send(self.start)
+        await self._send_start(self.start)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _follow_up(self, follow_up: FollowUp) -> Response:
@@ -235,8 +268,20 @@ class _Request:
                 await db.commit()
         return answer
 
+    async def _send_start(self, message: Message) -> None:
+        self._no_deadline()
+        await self.send(message)
+
+    def _no_deadline(self) -> None:
+        """The work is settled (committed or refused): what remains has no request deadline
+        (a follow-up has its own, a streamed body the client's pace)."""
+        self.settled = True
+        if self.deadline is not None:
+            self.deadline.reschedule(None)
+
     async def _answer(self, response: Response) -> None:
         self.mode = "drop"
+        self._no_deadline()
         await response(self.scope, self.receive, self.send)
 
 

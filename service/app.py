@@ -30,7 +30,7 @@ from routers import (
 )
 from routers.problems import HANDLERS
 from routers.unit_of_work import UnitOfWork
-from service.core.db import make_async_engine, make_session_factory
+from service.core.db import Deadlines, make_async_engine, make_session_factory
 from service.core.metrics import MetricsMiddleware
 from service.core.settings import Settings
 from service.integrations import stripe_api
@@ -83,13 +83,21 @@ def create_app(
             return
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set; start the app with `ensemble serve`")
-        own_engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
+        own_engine = make_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            deadlines=Deadlines.for_requests(settings),
+        )
         app.state.engine = own_engine
         app.state.session_factory = make_session_factory(own_engine)
+        # Jobs wait longer than requests may: the scheduler has its own small pool.
+        job_engine = make_async_engine(
+            settings.database_url, pool_size=2, deadlines=Deadlines.for_jobs(settings)
+        )
         background = None
         if settings.scheduler:
             background = Scheduler(
-                job_context(settings, app.state.session_factory, app.state.stripe)
+                job_context(settings, make_session_factory(job_engine), app.state.stripe)
             )
             await background.start()
         try:
@@ -97,6 +105,7 @@ def create_app(
         finally:
             if background is not None:
                 await background.stop()
+            await job_engine.dispose()
             await own_engine.dispose()
 
     app = FastAPI(

@@ -136,3 +136,25 @@ class Api:
             **overrides,
         }
         return ok(await self.client.post("/v1/offerings", json=body, headers=self.admin), 201)
+
+
+def forget_committed(database_url: str, *, key_names: list[str], org_prefix: str = "") -> None:
+    """Remove what a test committed outside the rolled-back test transaction: the API keys
+    named, organizations whose name starts with `org_prefix`, and their audit rows."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if org_prefix:
+            conn.execute(
+                "DELETE FROM audit_events WHERE organization_id IN "
+                "(SELECT id FROM organizations WHERE name LIKE %s)",
+                (org_prefix + "%",),
+            )
+            conn.execute("DELETE FROM organizations WHERE name LIKE %s", (org_prefix + "%",))
+        conn.execute(
+            "DELETE FROM audit_events WHERE entity_id IN "
+            "(SELECT id FROM api_keys WHERE name = ANY(%s)) OR actor_key_id IN "
+            "(SELECT id FROM api_keys WHERE name = ANY(%s))",
+            (key_names, key_names),
+        )
+        conn.execute("DELETE FROM api_keys WHERE name = ANY(%s)", (key_names,))

@@ -22,7 +22,7 @@ from service.core.clock import local_today
 from service.core.errors import InvalidState
 from service.core.settings import Settings
 from tests.programs_support import make_program, sessions_of
-from tests.support import Api, ok
+from tests.support import Api, forget_committed, ok
 
 # A router as a newcomer would write it: a plain APIRouter, no route class, no commit.
 plain = APIRouter(prefix="/v1/house-test")
@@ -71,14 +71,7 @@ async def committing_app(
         headers={"Authorization": f"Bearer {key}"},
     ) as client:
         yield client, prefix
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "DELETE FROM audit_events WHERE organization_id IN "
-            "(SELECT id FROM organizations WHERE name LIKE %s)",
-            (prefix + "%",),
-        )
-        conn.execute("DELETE FROM organizations WHERE name LIKE %s", (prefix + "%",))
-        conn.execute("DELETE FROM api_keys WHERE name LIKE %s", (prefix + "%",))
+    forget_committed(database_url, key_names=[prefix + "admin"], org_prefix=prefix)
 
 
 async def test_a_new_router_without_any_opt_in_commits_its_write_before_answering(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
@@ -15,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from service.core.settings import Settings
+
 
 def sqlalchemy_url(libpq_url: str) -> str:
     """Turn a plain libpq URL (postgresql://user@host/db, ?host=/socket) into one for psycopg 3."""
@@ -24,12 +28,70 @@ def sqlalchemy_url(libpq_url: str) -> str:
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def make_async_engine(libpq_url: str, *, pool_size: int = 10) -> AsyncEngine:
+@dataclass(frozen=True)
+class Deadlines:
+    """How long each wait on the database may last, in seconds (see Settings)."""
+
+    statement: float = 5.0
+    lock: float = 2.0
+    idle_in_transaction: float = 10.0
+    pool: float = 2.0
+    connect: int = 3
+
+    @classmethod
+    def for_requests(cls, settings: Settings) -> Deadlines:
+        return cls(
+            statement=settings.db_statement_timeout,
+            lock=settings.db_lock_timeout,
+            idle_in_transaction=settings.db_idle_in_transaction_timeout,
+            pool=settings.db_pool_timeout,
+            connect=settings.db_connect_timeout,
+        )
+
+    @classmethod
+    def for_jobs(cls, settings: Settings) -> Deadlines:
+        return replace(
+            cls.for_requests(settings),
+            statement=settings.job_statement_timeout,
+            lock=max(settings.db_lock_timeout, 10.0),
+            idle_in_transaction=max(settings.db_idle_in_transaction_timeout, 60.0),
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        """libpq parameters: server-side timeouts for the session, a connect timeout, and TCP
+        keepalives plus a user timeout so that a silent network loss ends the connection (a
+        client-side wait on a dead peer would otherwise last as long as the kernel's)."""
+        ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+        return {
+            "connect_timeout": self.connect,
+            "options": (
+                f"-c statement_timeout={ms(self.statement)} -c lock_timeout={ms(self.lock)} "
+                f"-c idle_in_transaction_session_timeout={ms(self.idle_in_transaction)}"
+            ),
+            **KEEPALIVE,
+        }
+
+
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 6000,
+}
+
+
+def make_async_engine(
+    libpq_url: str, *, pool_size: int = 10, deadlines: Deadlines | None = None
+) -> AsyncEngine:
+    deadlines = deadlines or Deadlines()
     return create_async_engine(
         sqlalchemy_url(libpq_url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_timeout=deadlines.pool,
+        connect_args=deadlines.connect_args(),
     )
 
 

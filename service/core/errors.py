@@ -91,7 +91,29 @@ class IdempotencyMismatch(DomainError):
 
 
 class ServiceUnavailable(DomainError):
+    """The server or the database cannot answer now; the client may retry after
+    `retry_after` seconds (the Retry-After header)."""
+
     status, slug, title = 503, "unavailable", "Service unavailable"
+    retry_after = 1
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    slug, title = "database-unavailable", "Database unavailable"
+
+
+# SQLSTATEs that mean "not now" rather than "never": a deadline passed (statement, lock), the
+# server is shutting down, starting or out of connections, or the connection broke.
+RETRY_LATER = {
+    "57014": "The database took too long to answer; nothing was saved",
+    "55P03": "A record was locked by another change for too long; nothing was saved",
+    "57P01": "The database is restarting; nothing was saved",
+    "57P02": "The database is restarting; nothing was saved",
+    "57P03": "The database is starting; nothing was saved",
+    "53300": "The database has no free connection; nothing was saved",
+}
+# Two changes collided; the one refused may simply be sent again.
+COLLIDED = {"40001", "40P01"}
 
 
 # Constraint names (from the naming convention) that deserve a precise message. Anything else
@@ -105,6 +127,15 @@ def from_database_error(sqlstate: str | None, constraint: str | None) -> DomainE
     """Translate an integrity violation into a domain error, or None if it is not one."""
     if sqlstate is None:
         return None
+    if sqlstate in RETRY_LATER:
+        return DatabaseUnavailable(RETRY_LATER[sqlstate])
+    if sqlstate.startswith("08"):  # connection exception
+        return DatabaseUnavailable("The connection to the database broke; nothing was saved")
+    if sqlstate in COLLIDED:
+        return Conflict(
+            "The change collided with another one at the same moment; send it again",
+            conflicts=[{"reason": "concurrent_change"}],
+        )
     if constraint and constraint in CONSTRAINT_MESSAGES:
         field_name, message = CONSTRAINT_MESSAGES[constraint]
         return Conflict(message, conflicts=[{"field": field_name, "constraint": constraint}])

@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     timezone: str = "America/Edmonton"
     horizon_weeks: int = Field(default=12, ge=1, le=104)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Every wait on the database has a deadline (seconds). Requests: a statement, a row lock, an
+    # idle open transaction, a free pooled connection, a new connection. Jobs and migrations
+    # take `job_statement_timeout` instead of the request's statement timeout.
+    db_statement_timeout: float = Field(default=5.0, gt=0, le=600)
+    db_lock_timeout: float = Field(default=2.0, gt=0, le=600)
+    db_idle_in_transaction_timeout: float = Field(default=10.0, gt=0, le=3600)
+    db_pool_timeout: float = Field(default=2.0, gt=0, le=60)
+    db_connect_timeout: int = Field(default=3, ge=1, le=60)
+    job_statement_timeout: float = Field(default=120.0, gt=0, le=3600)
+    # The last word: a request whose work is not committed (or refused) within this many
+    # seconds answers 503 and saves nothing, whatever it was waiting for.
+    request_timeout: float = Field(default=8.0, gt=0, le=600)
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias="STRIPE_API_KEY")
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias="STRIPE_WEBHOOK_SECRET"

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from models.base import utcnow
 from models.jobs import JobOutcome
 from service.core import metrics
+from service.core.db import KEEPALIVE
 from service.core.outbox import CHANNEL
 from service.core.settings import Settings
 from service.integrations.webhook_delivery import Deliverer
@@ -44,12 +45,6 @@ HEARTBEAT_EVERY = 5.0
 # On stop, running jobs get this long to finish (the deliverer sends what is in flight and
 # gives back what it claimed ahead) before they are cancelled; well inside `docker stop`'s 10 s.
 STOP_GRACE = 5.0
-KEEPALIVE: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-}
 
 
 def job_context(

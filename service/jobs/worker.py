@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from models.jobs import JobOutcome
-from service.core.db import make_async_engine, make_session_factory
+from service.core.db import Deadlines, make_async_engine, make_session_factory
 from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.jobs.definitions import JobContext, Summary
@@ -18,7 +18,11 @@ from service.jobs.scheduler import Scheduler, job_context, run_job
 @asynccontextmanager
 async def _context(settings: Settings) -> AsyncIterator[JobContext]:
     assert settings.database_url
-    engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        deadlines=Deadlines.for_jobs(settings),
+    )
     ctx = job_context(settings, make_session_factory(engine), stripe_api.make_client(settings))
     try:
         yield ctx
