@@ -31,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from routers.body_limit import replay_body
 from routers.problems import database_error_response, problem_response
 from service.core import idempotency
 from service.core.auth import authenticate, caller_fingerprint
@@ -153,7 +154,7 @@ class _Request:
         """Claim the key for this request; True when the answer was a replay or a refusal."""
         assert self.key is not None
         body = await _read_body(self.receive)
-        self.receive = _replay(body, self.receive)
+        self.receive = replay_body(body, self.receive)
         try:
             idempotency.validate_key(self.key)
             if self.authorization:
@@ -295,20 +296,6 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body once more for the route, then the client's own messages (a disconnect)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def work_of(state: Any) -> Work:

@@ -28,6 +28,7 @@ from routers import (
     therapists,
     webhooks,
 )
+from routers.body_limit import BodyLimit
 from routers.problems import HANDLERS
 from routers.unit_of_work import UnitOfWork
 from service.core.db import Deadlines, make_async_engine, make_session_factory
@@ -123,6 +124,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(UnitOfWork)
+    app.add_middleware(BodyLimit)  # outside the unit of work: bodies are read before it
     app.add_middleware(MetricsMiddleware)
     for error, handler in HANDLERS:
         app.add_exception_handler(error, handler)

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # The last word: a request whose work is not committed (or refused) within this many
     # seconds answers 503 and saves nothing, whatever it was waiting for.
     request_timeout: float = Field(default=8.0, gt=0, le=600)
+    # Request bodies: at most this many bytes, received within this many seconds.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=100_000_000)
+    body_timeout: float = Field(default=10.0, gt=0, le=600)
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias="STRIPE_API_KEY")
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias="STRIPE_WEBHOOK_SECRET"
