@@ -30,6 +30,7 @@ from routers import (
 )
 from routers.body_limit import BodyLimit
 from routers.problems import HANDLERS
+from routers.rate_limit import RateLimit
 from routers.unit_of_work import UnitOfWork
 from service.core.db import Deadlines, make_async_engine, make_session_factory
 from service.core.metrics import MetricsMiddleware
@@ -125,6 +126,7 @@ def create_app(
         app.include_router(router)
     app.add_middleware(UnitOfWork)
     app.add_middleware(BodyLimit)  # outside the unit of work: bodies are read before it
+    app.add_middleware(RateLimit)  # outside both: an abusive client costs no read, no query
     app.add_middleware(MetricsMiddleware)
     for error, handler in HANDLERS:
         app.add_exception_handler(error, handler)

@@ -113,6 +113,8 @@ def settings(database_url: str) -> Settings:
         # themselves. Webhook receivers in tests listen on loopback over http.
         scheduler=False,
         webhook_allow_private=True,
+        # Limits are tested on their own (tests/test_rate_limits.py) with buckets of their own.
+        rate_limits=False,
     )
 
 

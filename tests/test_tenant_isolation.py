@@ -143,6 +143,7 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         environment="development",
         stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
+        rate_limits=False,
     )
 
 

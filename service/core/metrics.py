@@ -33,6 +33,10 @@ OUTBOX_LAG = Gauge(
 )
 JOB_RUNS = Counter("ensemble_job_runs_total", "Scheduled job runs by outcome", ["job", "outcome"])
 JOB_DURATION = Histogram("ensemble_job_duration_seconds", "Time a job run took", ["job"])
+RATE_LIMIT_STORE_FAILURES = Counter(
+    "ensemble_rate_limit_store_failures_total",
+    "Times the rate limit store could not be asked (requests then go through unlimited)",
+)
 SCHEDULER_LEADER = Gauge(
     "ensemble_scheduler_leader", "1 while this process holds the scheduler lock and runs jobs"
 )

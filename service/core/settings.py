@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +41,23 @@ class Settings(BaseSettings):
     # Request bodies: at most this many bytes, received within this many seconds.
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=100_000_000)
     body_timeout: float = Field(default=10.0, gt=0, le=600)
+    # Rate limits ("N/second|minute|hour"): per API key, and per client address for requests
+    # without a key or with a key that failed. Counted in a store every replica shares.
+    rate_limits: bool = True
+    rate_limit: str = "600/minute"
+    rate_limit_anonymous: str = "120/minute"
+    rate_limit_storage: str = "redis://127.0.0.1:6379/0"
+    rate_limit_prefix: str = "ensemble"
+
+    @field_validator("rate_limit", "rate_limit_anonymous")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate such as 600/minute") from exc
+        return value
+
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias="STRIPE_API_KEY")
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias="STRIPE_WEBHOOK_SECRET"

@@ -1,0 +1,156 @@
+"""Rate limits, per API key and, for requests without one or whose key failed, per client
+address; counted in a store every replica shares (Redis through the `limits` library).
+
+Every limited response carries the IETF draft's `RateLimit-Limit`, `RateLimit-Remaining` and
+`RateLimit-Reset` (seconds); a request over the limit is a 429 problem+json with
+`Retry-After`, answered before its body is read or the database is touched. A failed key
+(401) counts against its address, so guessing keys is slowed like any anonymous traffic.
+When the store cannot be reached, requests go through unlimited (a warning in the log, at most
+one a minute, and `ensemble_rate_limit_store_failures_total`), and the store is asked again
+after a few seconds: the limiter never takes the API down with it.
+
+The probes and metrics (`/healthz`, `/readyz`, `/metrics`) are not limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from routers.problems import problem_response
+from service.core.auth import bearer_token
+from service.core.errors import DomainError
+from service.core.metrics import RATE_LIMIT_STORE_FAILURES
+from service.core.settings import Settings
+
+log = logging.getLogger(__name__)
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+STORE_DEADLINE = 0.5  # seconds for one call to the store
+STORE_PAUSE = 5.0  # after a failure, requests go through without asking for this long
+WARN_EVERY = 60.0
+
+
+class TooManyRequests(DomainError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window resets
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+class Limiter:
+    """Counts hits per bucket in the shared store; None when the store is unavailable."""
+
+    def __init__(self, settings: Settings) -> None:
+        url = settings.rate_limit_storage
+        self._storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
+        self._strategy = FixedWindowRateLimiter(self._storage)
+        self.per_key = parse(settings.rate_limit)
+        self.per_address = parse(settings.rate_limit_anonymous)
+        self.prefix = settings.rate_limit_prefix
+        self._paused_until = 0.0
+        self._warned_at = -WARN_EVERY
+
+    async def hit(self, item: RateLimitItem, bucket: str) -> Verdict | None:
+        return await self._ask(item, bucket, hit=True)
+
+    async def peek(self, item: RateLimitItem, bucket: str) -> Verdict | None:
+        return await self._ask(item, bucket, hit=False)
+
+    async def _ask(self, item: RateLimitItem, bucket: str, *, hit: bool) -> Verdict | None:
+        if time.monotonic() < self._paused_until:
+            return None
+        try:
+            async with asyncio.timeout(STORE_DEADLINE):
+                allowed = await (
+                    self._strategy.hit(item, self.prefix, bucket)
+                    if hit
+                    else self._strategy.test(item, self.prefix, bucket)
+                )
+                stats = await self._strategy.get_window_stats(item, self.prefix, bucket)
+        except Exception as exc:  # any failure of the store: let the request through
+            self._store_failed(exc)
+            return None
+        reset = max(math.ceil(stats.reset_time - time.time()), 0)
+        return Verdict(allowed, item.amount, max(stats.remaining, 0), reset)
+
+    def _store_failed(self, exc: Exception) -> None:
+        RATE_LIMIT_STORE_FAILURES.inc()
+        self._paused_until = time.monotonic() + STORE_PAUSE
+        if time.monotonic() - self._warned_at >= WARN_EVERY:
+            self._warned_at = time.monotonic()
+            log.warning("rate limit store unavailable (%s); requests go through unlimited", exc)
+
+
+class RateLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._limiter: Limiter | None = None
+
+    def _limiter_for(self, scope: Scope) -> Limiter | None:
+        settings: Settings = scope["app"].state.settings
+        if not settings.rate_limits:
+            return None
+        if self._limiter is None:
+            self._limiter = Limiter(settings)
+        return self._limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self._limiter_for(scope) if scope["type"] == "http" else None
+        if limiter is None or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(Headers(scope=scope).get("authorization"))
+        address = f"address:{(scope.get('client') or ('unknown',))[0]}"
+        verdict: Verdict | None
+        if token is None:
+            verdict = await limiter.hit(limiter.per_address, address)
+        else:
+            # A key is counted by its hash; its address's failed attempts stop it early.
+            failures = await limiter.peek(limiter.per_address, address)
+            if failures is not None and not failures.allowed:
+                verdict = failures
+            else:
+                verdict = await limiter.hit(limiter.per_key, "key:" + _digest(token))
+        if verdict is not None and not verdict.allowed:
+            refused = problem_response(
+                TooManyRequests(f"Over {verdict.limit} requests; retry in {verdict.reset} s")
+            )
+            refused.headers.update(verdict.headers() | {"Retry-After": str(max(verdict.reset, 1))})
+            await refused(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if token is not None and message["status"] == 401:
+                    await limiter.hit(limiter.per_address, address)
+                if verdict is not None:
+                    MutableHeaders(scope=message).update(verdict.headers())
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
