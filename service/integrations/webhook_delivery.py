@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -44,6 +45,12 @@ from service.integrations.webhook_endpoints import webhook_id
 log = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=10.0, write=10.0, pool=5.0)
+# The whole attempt (connect, send, the whole answer) ends by then: a receiver that answers a
+# byte at a time cannot outlast the lease and be sent the same delivery twice at once.
+ATTEMPT_DEADLINE = 15.0
+# While attempts are in flight, a pass looks for newly due deliveries at least this often (a
+# new event is also a wake-up), so slow endpoints never hold up the others' events.
+POLL_WHILE_SENDING = 1.0
 # Longer than START_WITHIN plus any attempt can take with TIMEOUT, so a live sender always
 # records first.
 LEASE = timedelta(seconds=60)
@@ -235,9 +242,12 @@ class Deliverer:
         allow_private: bool,
         retry_delays: tuple[timedelta, ...],
         client: httpx.AsyncClient | None = None,
+        attempt_deadline: float = ATTEMPT_DEADLINE,
     ) -> None:
         self._factory = session_factory
         self._delays = retry_delays
+        self._attempt_deadline = attempt_deadline
+        self._run: _Pass | None = None
         self._client = client or address_guard.webhook_client(
             allow_private=allow_private, timeout=TIMEOUT
         )
@@ -252,6 +262,11 @@ class Deliverer:
         them, gives back what it claimed ahead, and ends; later passes claim nothing."""
         self._stopping = True
 
+    def poke(self) -> None:
+        """New deliveries may be due: a pass under way claims them now, between its sends."""
+        if self._run is not None:
+            self._run.changed.set()
+
     async def deliver_due(self) -> DeliveryReport:
         """Send everything due now and anything that becomes due while sending; return when
         nothing due is left and every attempt started here is recorded."""
@@ -260,7 +275,7 @@ class Deliverer:
 
     async def _pass(self) -> DeliveryReport:
         report = DeliveryReport()
-        run = _Pass()
+        run = self._run = _Pass()
         try:
             while True:
                 if run.error is not None:
@@ -274,8 +289,11 @@ class Deliverer:
                     return report
                 run.changed.clear()
                 if not (run.finished or run.unsent or run.error):
-                    await run.changed.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_WHILE_SENDING):
+                            await run.changed.wait()
         finally:
+            self._run = None
             for task in run.in_flight:
                 task.cancel()
 
@@ -400,13 +418,19 @@ class Deliverer:
         error: str | None = None
         excerpt: str | None = None
         try:
-            async with self._client.stream(
-                "POST", claimed.url, content=claimed.body, headers=headers
-            ) as response:
+            async with (
+                asyncio.timeout(self._attempt_deadline),
+                self._client.stream(
+                    "POST", claimed.url, content=claimed.body, headers=headers
+                ) as response,
+            ):
                 status_code = response.status_code
                 excerpt = await _excerpt(response)
             if not 200 <= status_code < 300:
                 error = f"answered {status_code}"
+        except TimeoutError:
+            deadline = f"{self._attempt_deadline:g} s"
+            status_code, error = None, f"timed out (no whole answer within {deadline})"
         except httpx.TimeoutException as exc:
             error = f"timed out ({type(exc).__name__})"
         except httpx.HTTPError as exc:

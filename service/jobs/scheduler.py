@@ -163,6 +163,7 @@ class Scheduler:
             return
         if DELIVER_WEBHOOKS in self._running.values():
             self._woken_while_delivering = True
+            self.ctx.deliverer.poke()
         else:
             self._apscheduler.modify_job(DELIVER_WEBHOOKS, next_run_time=datetime.now(UTC))
 
