@@ -42,6 +42,20 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x656E_7365_6D62  # "ensemb": the one scheduler lock
 RETRY_EVERY = 3.0  # a standby asks for the lock this often
 HEARTBEAT_EVERY = 5.0
+# A leader that cannot confirm its lock (a heartbeat on the lock's connection) within this
+# many seconds stops leading and cancels its running jobs at once...
+HEARTBEAT_DEADLINE = 3.0
+# ...well before the database ends the lock's session on its side: after this many seconds
+# without a heartbeat (idle_session_timeout), or when its own TCP keepalives find the client
+# gone. Only then is the lock free for a standby, so two leaders never run jobs at once: the
+# old one stopped at most HEARTBEAT_EVERY + HEARTBEAT_DEADLINE seconds after its last
+# heartbeat, the lock is freed LOCK_SESSION_IDLE seconds after it, and a standby asks every
+# RETRY_EVERY seconds: it leads within about LOCK_SESSION_IDLE + RETRY_EVERY of a partition.
+LOCK_SESSION_IDLE = 20.0
+LOCK_SESSION_OPTIONS = (
+    f"-c idle_session_timeout={int(LOCK_SESSION_IDLE * 1000)} "
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+)
 # On stop, running jobs get this long to finish (the deliverer sends what is in flight and
 # gives back what it claimed ahead) before they are cancelled; well inside `docker stop`'s 10 s.
 STOP_GRACE = 5.0
@@ -173,7 +187,12 @@ class Scheduler:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    url, autocommit=True, application_name="ensemble-scheduler", **KEEPALIVE
+                    url,
+                    autocommit=True,
+                    application_name="ensemble-scheduler",
+                    options=LOCK_SESSION_OPTIONS,
+                    connect_timeout=5,
+                    **KEEPALIVE,
                 ) as conn:
                     # Polling the database, not an in-process flag: an Event cannot help.
                     while not await _try_lock(conn):  # noqa: ASYNC110
@@ -182,9 +201,9 @@ class Scheduler:
             except asyncio.CancelledError:
                 self._step_down(stopping=True)
                 raise
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._step_down()
-                log.warning("scheduler lock connection lost (%s); retrying", exc)
+                log.warning("scheduler lock connection lost (%r); retrying", exc)
             await asyncio.sleep(RETRY_EVERY)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -219,7 +238,9 @@ class Scheduler:
                 job.modify(next_run_time=now)
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("SELECT 1")  # raises if the lock's connection is gone
+        # Raises if the lock's connection is gone, and TimeoutError if it went silent.
+        async with asyncio.timeout(HEARTBEAT_DEADLINE):
+            await conn.execute("SELECT 1")
         try:
             await state.record_leader(self.ctx.session_factory, acquired=False)
             await state.record_next_runs(
@@ -239,6 +260,10 @@ class Scheduler:
         metrics.SCHEDULER_LEADER.set(0)
         if self._apscheduler.running:
             self._apscheduler.pause()
+        if not stopping:
+            # The lock may soon be another's: nothing of this process may still be running.
+            for task in self._running:
+                task.cancel()
 
 
 async def _try_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
