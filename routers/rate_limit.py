@@ -1,5 +1,6 @@
-"""Rate limits, per API key and, for requests without one or whose key failed, per client
-address; counted in a store every replica shares (Redis through the `limits` library).
+"""Rate limits, per API key and, per client address, for requests without a key and for keys
+that fail (two counters: an anonymous flood never stops a client with a good key); counted in a
+store every replica shares (Redis through the `limits` library).
 
 Every limited response carries the IETF draft's `RateLimit-Limit`, `RateLimit-Remaining` and
 `RateLimit-Reset` (seconds); a request over the limit is a 429 problem+json with
@@ -122,13 +123,15 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         token = bearer_token(Headers(scope=scope).get("authorization"))
-        address = f"address:{(scope.get('client') or ('unknown',))[0]}"
+        address = (scope.get("client") or ("unknown",))[0]
+        failed = f"failed:{address}"
         verdict: Verdict | None
         if token is None:
-            verdict = await limiter.hit(limiter.per_address, address)
+            verdict = await limiter.hit(limiter.per_address, f"anonymous:{address}")
         else:
-            # A key is counted by its hash; its address's failed attempts stop it early.
-            failures = await limiter.peek(limiter.per_address, address)
+            # A key is counted by its hash; an address whose keys keep failing is stopped
+            # before the next key is even looked up.
+            failures = await limiter.peek(limiter.per_address, failed)
             if failures is not None and not failures.allowed:
                 verdict = failures
             else:
@@ -144,7 +147,7 @@ class RateLimit:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if token is not None and message["status"] == 401:
-                    await limiter.hit(limiter.per_address, address)
+                    await limiter.hit(limiter.per_address, failed)
                 if verdict is not None:
                     MutableHeaders(scope=message).update(verdict.headers())
             await send(message)

@@ -68,20 +68,27 @@ async def test_two_keys_have_their_own_counters(api: Api, limited: MakeClient):
     assert (mine, theirs) == ([200, 200, 429], 200)
 
 
-async def test_anonymous_requests_and_failed_keys_count_against_the_address(
+async def test_anonymous_requests_are_limited_per_address_without_stopping_good_keys(
     api: Api, limited: MakeClient
 ):
     async with limited(rate_limit_anonymous="3/minute") as http:
-        anonymous = [(await http.get("/v1/me")).status_code for _ in range(2)]
-        guess = {"Authorization": f"Bearer ens_{uuid.uuid4().hex}"}
-        failed = (await http.get("/v1/me", headers=guess)).status_code
-        # The address has used its three: a new guess is refused before any key lookup, and
-        # so is a real key from there.
-        another = {"Authorization": f"Bearer ens_{uuid.uuid4().hex}"}
-        refused = await http.get("/v1/me", headers=another)
+        anonymous = [(await http.get("/v1/me")).status_code for _ in range(4)]
+        keyed = (await http.get("/v1/me", headers=api.admin)).status_code
+    assert (anonymous, keyed) == ([401, 401, 401, 429], 200)
+
+
+async def test_an_address_whose_keys_keep_failing_is_stopped_before_the_next_lookup(
+    api: Api, limited: MakeClient
+):
+    async with limited(rate_limit_anonymous="3/minute") as http:
+        guesses = [
+            await http.get("/v1/me", headers={"Authorization": f"Bearer ens_{uuid.uuid4().hex}"})
+            for _ in range(4)
+        ]
+        # Guessing from this address has used its three: even a real key from it waits.
         real = await http.get("/v1/me", headers=api.admin)
-    assert (anonymous, failed) == ([401, 401], 401)
-    problem(refused, 429)
+    assert [g.status_code for g in guesses] == [401, 401, 401, 429]
+    problem(guesses[3], 429)
     problem(real, 429)
 
 
