@@ -5,6 +5,7 @@ open, a new event for a healthy endpoint is picked up and sent."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,6 +30,7 @@ class DripReceiver:
     port: int = 0
     requests: int = 0
     open_now: int = 0
+    arrivals: list[float] = field(default_factory=list)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     server: asyncio.Server | None = None
 
@@ -44,6 +46,7 @@ class DripReceiver:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.requests += 1
         self.open_now += 1
+        self.arrivals.append(time.monotonic())
         self.opened.set()
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -76,7 +79,7 @@ async def drip() -> AsyncIterator[DripReceiver]:
     await receiver.stop()
 
 
-def _deliverer(connection: AsyncConnection, deadline: float) -> Deliverer:
+def _deliverer(connection: AsyncConnection, deadline: float, slots: int = 8) -> Deliverer:
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
@@ -85,6 +88,7 @@ def _deliverer(connection: AsyncConnection, deadline: float) -> Deliverer:
         allow_private=True,
         retry_delays=(timedelta(hours=1),),
         attempt_deadline=deadline,
+        per_endpoint=slots,
     )
 
 
@@ -150,3 +154,22 @@ async def test_a_healthy_endpoints_new_event_is_sent_while_slow_attempts_are_sti
         sending.cancel()
         await asyncio.gather(sending, return_exceptions=True)
         await deliverer.aclose()
+
+
+async def test_a_slow_endpoint_holds_no_more_than_its_slots(
+    api: Api, db: AsyncSession, connection: AsyncConnection, drip: DripReceiver
+):
+    await _endpoint(api, drip.url)
+    await outbox.publish_many(db, EventType.invoice_issued, issued(5))
+    await db.commit()
+    deliverer = _deliverer(connection, deadline=0.3, slots=2)
+    try:
+        report = await deliverer.deliver_due()
+    finally:
+        await deliverer.aclose()
+    assert report.as_dict() == {"sent": 0, "retried": 5, "failed": 0}
+    assert drip.requests == 5
+    # Two slots: each attempt after the second starts only once one of the two before it has
+    # ended, at its deadline.
+    starts = drip.arrivals
+    assert all(starts[i] - starts[i - 2] >= 0.3 for i in range(2, 5)), starts

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,10h"
     # Lets webhook URLs be http and point at loopback or private addresses (development, tests).
     webhook_allow_private: bool = False
+    # Attempts in flight to one webhook endpoint at most: slow endpoints hold only these.
+    webhook_slots_per_endpoint: int = Field(default=8, ge=1, le=64)
 
     @field_validator("webhook_retry_schedule")
     @classmethod

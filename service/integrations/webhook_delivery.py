@@ -55,12 +55,11 @@ POLL_WHILE_SENDING = 1.0
 # records first.
 LEASE = timedelta(seconds=60)
 MAX_IN_FLIGHT = 64
-PER_ENDPOINT = 8
+PER_ENDPOINT = 8  # the default of ENSEMBLE_WEBHOOK_SLOTS_PER_ENDPOINT
 # Claimed ahead and queued per endpoint, behind the attempts in flight (and in all, as many per
 # MAX_IN_FLIGHT). `bench/webhooks.py` to one endpoint: 1 x PER_ENDPOINT took 0.29 transactions
 # per event, 3 x 0.18 and a fifth more events/s.
-AHEAD = 3 * PER_ENDPOINT
-MOST_HELD = MAX_IN_FLIGHT + AHEAD * MAX_IN_FLIGHT // PER_ENDPOINT  # claimed, not recorded
+AHEAD_PER_SLOT = 3
 # A queued delivery starts only this soon after its claim, so that its attempt too ends within
 # the lease; later, it is given back unsent.
 START_WITHIN = timedelta(seconds=20)
@@ -243,7 +242,13 @@ class Deliverer:
         retry_delays: tuple[timedelta, ...],
         client: httpx.AsyncClient | None = None,
         attempt_deadline: float = ATTEMPT_DEADLINE,
+        per_endpoint: int = PER_ENDPOINT,
     ) -> None:
+        # At most `per_endpoint` attempts in flight to one endpoint, and as many again times
+        # AHEAD_PER_SLOT claimed and queued behind them; in all, claimed and not recorded:
+        self._per_endpoint = per_endpoint
+        self._ahead = AHEAD_PER_SLOT * per_endpoint
+        self._most_held = MAX_IN_FLIGHT + self._ahead * MAX_IN_FLIGHT // per_endpoint
         self._factory = session_factory
         self._delays = retry_delays
         self._attempt_deadline = attempt_deadline
@@ -306,7 +311,7 @@ class Deliverer:
                 queue.clear()
             while (
                 queue
-                and run.per_endpoint[endpoint_id] < PER_ENDPOINT
+                and run.per_endpoint[endpoint_id] < self._per_endpoint
                 and len(run.in_flight) < MAX_IN_FLIGHT
             ):
                 item = queue.popleft()
@@ -338,12 +343,13 @@ class Deliverer:
         held: Counter[uuid.UUID],
     ) -> list[Claimed]:
         """Record `finished`, give back `unsent`, and claim what the free places take (up to
-        PER_ENDPOINT + AHEAD held per endpoint), in one transaction.
+        the per-endpoint slots and as many again times AHEAD_PER_SLOT held per endpoint), in
+        one transaction.
 
         A claim looks at the oldest due deliveries only (4 per free place). When that filled an
         endpoint's places, more was due than it looked at, and other endpoints exist, it claims
         again without the full ones: another endpoint's deliveries may be next."""
-        if not (finished or unsent) and sum(held.values()) >= MOST_HELD:
+        if not (finished or unsent) and sum(held.values()) >= self._most_held:
             return []
         claimed: list[Claimed] = []
         async with transaction(self._factory) as db:
@@ -351,7 +357,7 @@ class Deliverer:
                 await self._record(db, finished, report)
             if unsent:
                 await db.execute(_GIVE_BACK, {"unsent": json.dumps([_unsent(c) for c in unsent])})
-            while not self._stopping and (free := MOST_HELD - sum(held.values())) > 0:
+            while not self._stopping and (free := self._most_held - sum(held.values())) > 0:
                 batch, others_may_be_due = await self._claim(db, free, held)
                 claimed += batch
                 held.update(item.endpoint_id for item in batch)
@@ -362,10 +368,10 @@ class Deliverer:
     async def _claim(
         self, db: AsyncSession, limit: int, held: Counter[uuid.UUID]
     ) -> tuple[list[Claimed], bool]:
-        """Up to `limit` due deliveries, never more than PER_ENDPOINT + AHEAD held per endpoint
+        """Up to `limit` due deliveries, never more than the slots and the queue per endpoint
         counting `held`; and whether another endpoint may have due deliveries it did not see."""
         scan = limit * 4
-        per_endpoint = PER_ENDPOINT + AHEAD
+        per_endpoint = self._per_endpoint + self._ahead
         full = [e for e, n in held.items() if n >= per_endpoint]
         claimed_at = time.monotonic()
         rows = (

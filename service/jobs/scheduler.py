@@ -73,6 +73,7 @@ def job_context(
             factory,
             allow_private=settings.webhook_allow_private,
             retry_delays=settings.webhook_retry_delays,
+            per_endpoint=settings.webhook_slots_per_endpoint,
         ),
         stripe=stripe_client,
     )
