@@ -100,3 +100,54 @@ async def test_utilization_needs_a_sane_period_and_staff_access(api: Api):
         "/v1/reports/utilization?from=2030-01-01&to=2030-01-31", headers=coordinator
     )
     assert response.status_code == 403
+
+
+async def test_the_utilization_arithmetic_runs_off_the_event_loop_and_counts_overlaps_once(
+    api: Api, monkeypatch
+):
+    """A year of windows against a thousand time-off rows must not stall other requests: the
+    per-day arithmetic runs in a worker thread. Overlapping time off is subtracted once."""
+    import threading
+
+    from service.reports import utilization
+
+    therapist = await api.make_therapist(
+        availability=[{"weekday": "MO", "start": "09:00", "end": "17:00"}]
+    )
+    zone = ZoneInfo("America/Edmonton")
+    today = datetime.now(zone).date()
+    monday = today - timedelta(days=today.weekday() + 7)
+    for hours in (range(9, 13), range(11, 15)):  # 09-13 and 11-15 overlap from 11 to 13
+        ok(
+            await api.client.post(
+                f"/v1/therapists/{therapist['id']}/time-off",
+                json={
+                    "starts_at": datetime.combine(monday, datetime.min.time(), zone)
+                    .replace(hour=hours.start)
+                    .isoformat(),
+                    "ends_at": datetime.combine(monday, datetime.min.time(), zone)
+                    .replace(hour=hours.stop)
+                    .isoformat(),
+                },
+                headers=api.admin,
+            ),
+            201,
+        )
+    threads: list[bool] = []
+    computed = utilization._available_minutes
+
+    def watched(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return computed(*args, **kwargs)
+
+    monkeypatch.setattr(utilization, "_available_minutes", watched)
+    report = ok(
+        await api.client.get(
+            "/v1/reports/utilization",
+            params={"from": str(monday), "to": str(monday)},
+            headers=api.admin,
+        )
+    )
+    [row] = [r for r in report["data"] if r["therapist_id"] == therapist["id"]]
+    assert row["available_minutes"] == 8 * 60 - 6 * 60  # 09:00-15:00 away, once
+    assert threads and not any(threads)
