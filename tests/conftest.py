@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.app import create_app
@@ -141,14 +142,33 @@ async def db(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
     await session.close()
 
 
+@pytest.fixture(scope="session")
+def shared_apps() -> list[tuple[Settings, FastAPI]]:
+    """The apps `client` made so far, one per distinct settings."""
+    return []
+
+
 @pytest_asyncio.fixture
 async def client(
-    settings: Settings, engine: AsyncEngine, connection: AsyncConnection
+    settings: Settings,
+    engine: AsyncEngine,
+    connection: AsyncConnection,
+    shared_apps: list[tuple[Settings, FastAPI]],
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """The app, driven through HTTP, inside the test's transaction. One app serves every test
+    with equal settings: a fresh app spends up to 100 ms on its first requests (FastAPI builds
+    its routes' dependencies on first use). The app keeps nothing between requests but what
+    create_app puts in `app.state`; its session factory is this test's."""
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    app = create_app(settings, engine=engine, session_factory=factory)
+    app = next((app for made, app in shared_apps if made == settings), None)
+    if app is None:
+        app = create_app(settings, engine=engine, session_factory=factory)
+        shared_apps.append((settings.model_copy(deep=True), app))
+    # The routers open each request's session from here: the sessions join this test's
+    # transaction, never an earlier test's.
+    app.state.session_factory = factory
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ensemble.test") as http:
         yield http
