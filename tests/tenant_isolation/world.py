@@ -1,4 +1,4 @@
-"""The world the tenant-isolation tests walk and probe, built once per test module (see
+"""The world the tenant-isolation tests walk and probe, built once for them all (see
 conftest.py): two organizations, two therapists, one offering, a key per role, a confirmed
 program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030, and a
 calendar feed (made by the admin) for each organization and each therapist. Billing: each
