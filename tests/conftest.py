@@ -1,5 +1,7 @@
 """Test harness: one real PostgreSQL, migrated once by Alembic; every test runs inside an outer
-transaction that is rolled back, so tests are independent and order does not matter.
+transaction that is rolled back, so tests are independent and order does not matter. (The
+tenant-isolation tests share one world instead: each of them runs inside a savepoint of the
+world's transaction, rolled back after it; see tests/tenant_isolation/conftest.py.)
 
 The database is a fresh embedded server, or the server named by TEST_DATABASE_URL (whose public
 schema is reset first: point it at a database meant for tests).
