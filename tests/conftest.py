@@ -1,5 +1,7 @@
 """Test harness: one real PostgreSQL, migrated once by Alembic; every test runs inside an outer
-transaction that is rolled back, so tests are independent and order does not matter.
+transaction that is rolled back, so tests are independent and order does not matter. (The
+tenant-isolation tests share one world instead: each of them runs inside a savepoint of the
+world's transaction, rolled back after it; see tests/tenant_isolation/conftest.py.)
 
 The database is a fresh embedded server, or the server named by TEST_DATABASE_URL (whose public
 schema is reset first: point it at a database meant for tests).
@@ -12,7 +14,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.app import create_app
@@ -143,14 +146,41 @@ async def db(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
     await session.close()
 
 
+AppFor = Callable[[Settings, async_sessionmaker[AsyncSession]], FastAPI]
+
+
+@pytest.fixture(scope="session")
+def app_for(engine: AsyncEngine) -> AppFor:
+    """`create_app` for tests: the app for `settings`, with its sessions made by
+    `session_factory` (bound to the test's transaction). Apps are made once per distinct
+    settings and reused by every later test: a fresh app spends up to 100 ms on its first
+    requests (FastAPI builds its routes' dependencies on first use). An app keeps nothing
+    between requests but what create_app puts in `app.state`; only the session factory changes
+    from test to test."""
+    made: list[tuple[Settings, FastAPI]] = []
+
+    def app_for(settings: Settings, session_factory: async_sessionmaker[AsyncSession]) -> FastAPI:
+        app = next((app for known, app in made if known == settings), None)
+        if app is None:
+            app = create_app(settings, engine=engine, session_factory=session_factory)
+            made.append((settings.model_copy(deep=True), app))
+        # The routers open each request's session from here: sessions join this test's
+        # transaction, never an earlier test's.
+        app.state.session_factory = session_factory
+        return app
+
+    return app_for
+
+
 @pytest_asyncio.fixture
 async def client(
-    settings: Settings, engine: AsyncEngine, connection: AsyncConnection
+    settings: Settings, connection: AsyncConnection, app_for: AppFor
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """The app, driven through HTTP, inside the test's transaction."""
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    app = create_app(settings, engine=engine, session_factory=factory)
+    app = app_for(settings, factory)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ensemble.test") as http:
         yield http

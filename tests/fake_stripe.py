@@ -326,7 +326,10 @@ class FakeStripe:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
         server.daemon_threads = True
         fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop to look again.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         thread.start()
         try:
             yield fake
@@ -350,6 +353,9 @@ def _error(status: int, kind: str, message: str) -> Answer:
 def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out in two writes: with Nagle's algorithm on, the body
+        # waits for the client's delayed ACK of the headers (40 ms on Linux, every request).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -11,12 +11,12 @@ from datetime import timedelta
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from service.app import create_app
 from service.core.settings import Settings
 from service.integrations.address_guard import address_class
 from service.integrations.webhook_delivery import Deliverer
+from tests.conftest import AppFor
 from tests.programs_support import make_program
 from tests.support import Api, invalid_fields, ok, problem
 from tests.webhook_receiver import Receiver
@@ -25,18 +25,14 @@ from tests.webhooks_support import deliveries, subscribe
 
 @pytest_asyncio.fixture
 async def public_only(
-    settings: Settings, engine: AsyncEngine, connection: AsyncConnection, db: AsyncSession
+    settings: Settings, connection: AsyncConnection, db: AsyncSession, app_for: AppFor
 ) -> AsyncIterator[Api]:
     """The app as deployed: ENSEMBLE_WEBHOOK_ALLOW_PRIVATE unset (the tests' other apps set it,
     so their receivers can listen on loopback over http)."""
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    app = create_app(
-        settings.model_copy(update={"webhook_allow_private": False}),
-        engine=engine,
-        session_factory=factory,
-    )
+    app = app_for(settings.model_copy(update={"webhook_allow_private": False}), factory)
     assert app.state.settings.webhook_allow_private is False
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ensemble.test") as http:
