@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from service.app import create_app
 from service.core import migrate
-from service.core.db import make_async_engine
+from service.core.db import make_async_engine, make_session_factory
 from service.core.settings import Settings
 from service.integrations.webhook_delivery import Deliverer
 from tests.support import Api, Headers, bearer
@@ -216,6 +216,18 @@ def _truncate_all(url: str) -> None:
         ]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
+@pytest_asyncio.fixture
+async def committing_factory(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that really commit (for schedulers and workers, which open their own
+    transactions); every table is truncated afterwards."""
+    engine = make_async_engine(database_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+        _truncate_all(database_url)
 
 
 @pytest.fixture

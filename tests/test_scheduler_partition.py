@@ -7,28 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest_asyncio
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.core.db import make_async_engine, make_session_factory
 from service.core.settings import Settings
 from service.jobs.scheduler import Scheduler, job_context
-from tests.conftest import _truncate_all
 from tests.db_proxy import DatabaseProxy
 
 TAKE_OVER_WITHIN = 30.0
 
 
-@pytest_asyncio.fixture
-async def factory(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_async_engine(database_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        await engine.dispose()
-        _truncate_all(database_url)
+@pytest.fixture
+def factory(
+    committing_factory: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    return committing_factory
 
 
 async def _until(

@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,28 +17,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from models.webhooks import EventType, WebhookEndpointCreate
 from service.core import outbox
 from service.core.auth import SYSTEM
-from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.db import transaction
 from service.core.settings import Settings
 from service.integrations import webhook_endpoints
 from service.integrations.webhook_delivery import PER_ENDPOINT
 from service.jobs import state
 from service.jobs.definitions import DELIVER_WEBHOOKS, JOBS
 from service.jobs.scheduler import Scheduler, job_context
-from tests.conftest import _truncate_all
 from tests.webhook_receiver import Receiver
 from tests.webhooks_support import issued
 
 COMMIT_TO_RECEIPT_LIMIT = 2.0
 
 
-@pytest_asyncio.fixture
-async def factory(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_async_engine(database_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        await engine.dispose()
-        _truncate_all(database_url)
+@pytest.fixture
+def factory(
+    committing_factory: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    return committing_factory
 
 
 async def publish_one(factory: async_sessionmaker[AsyncSession]) -> float:
