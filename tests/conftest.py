@@ -14,6 +14,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -86,12 +87,14 @@ def _create_database(server_url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def scratch_database(server_url: str) -> Iterator[object]:
-    """Factory for throwaway databases (migration tests)."""
+    """Factory for throwaway databases (migration tests). Names get this run's own suffix, so
+    two suites on one server (CI's and a developer's) never drop each other's."""
     made: list[str] = []
+    run = uuid.uuid4().hex[:8]
 
     def make(name: str) -> str:
-        made.append(name)
-        return _create_database(server_url, name)
+        made.append(f"{name}_{run}")
+        return _create_database(server_url, made[-1])
 
     yield make
     from psycopg import sql

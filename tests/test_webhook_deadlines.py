@@ -170,6 +170,7 @@ async def test_a_slow_endpoint_holds_no_more_than_its_slots(
     assert report.as_dict() == {"sent": 0, "retried": 5, "failed": 0}
     assert drip.requests == 5
     # Two slots: each attempt after the second starts only once one of the two before it has
-    # ended, at its deadline.
+    # ended, at its deadline (seen from the receiver: an attempt's clock starts a connect
+    # before its arrival, hence the margin; with more slots they would all arrive at once).
     starts = drip.arrivals
-    assert all(starts[i] - starts[i - 2] >= 0.3 for i in range(2, 5)), starts
+    assert all(starts[i] - starts[i - 2] >= 0.25 for i in range(2, 5)), starts
