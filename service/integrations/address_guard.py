@@ -35,10 +35,32 @@ class RefusedAddress(Exception):
     """A webhook URL that points somewhere we will not send to; the message says why."""
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """IPv4 addresses that an IPv6 address carries and routes to: 6to4 (2002::/16), Teredo
+    (2001::/32: its server and its client) and NAT64 (64:ff9b::/96)."""
+    found = []
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        found += [("Teredo", inner) for inner in address.teredo]
+    if address in NAT64:
+        found.append(("NAT64", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)))
+    return found
+
+
 def address_class(address: IPAddress) -> str | None:
-    """The reason `address` is not public, or None when it is."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address_class(address.ipv4_mapped)
+    """The reason `address` is not public, or None when it is. An IPv6 address that carries
+    an IPv4 address (mapped, 6to4, Teredo, NAT64) is judged by that one too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_class(address.ipv4_mapped)
+        for kind, inner in embedded_ipv4(address):
+            reason = address_class(inner)
+            if reason is not None:
+                return f"{reason} inside a {kind} address"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_loopback:
