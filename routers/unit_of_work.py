@@ -146,6 +146,8 @@ class _Request:
             return
         try:
             await self.app(self.scope, self.receive, self._on_send)
+        except asyncio.CancelledError:
+            raise  # the deadline, or a gone client: the caller drops the session, no wait here
         except BaseException:
             await self.work.rollback()
             raise
