@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     # Attempts in flight to one webhook endpoint at most: slow endpoints hold only these.
     webhook_slots_per_endpoint: int = Field(default=8, ge=1, le=64)
 
+    # Secrets at rest (webhook signing secrets, replayable responses, clinical notes) are
+    # encrypted with ENSEMBLE_SECRET_KEY: one or more keys separated by commas, the first
+    # encrypts and every one still decrypts (rotation: put the new key first). Required in
+    # production; development falls back to a fixed development-only key.
+    secret_key: SecretStr | None = None
+    # Links Ensemble hands out (calendar feed URLs, links in webhooks) start with this, never
+    # with the request's Host header.
+    public_url: str = "http://127.0.0.1:8000"
+    # The interactive docs (/docs, /redoc) and /openapi.json; turn off in production if wanted.
+    docs: bool = True
+    # /metrics answers only with `Authorization: Bearer <token>` when set (required in
+    # production unless metrics are served on their own port with `ensemble serve
+    # --metrics-port`).
+    metrics_token: SecretStr | None = None
+    # Retention, enforced by the `apply-retention` job in bounded batches.
+    idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 90)
+    delivered_event_retention_days: int = Field(default=30, ge=1, le=3650)
+    audit_retention_days: int = Field(default=730, ge=30, le=36500)
+
     @field_validator("webhook_retry_schedule")
     @classmethod
     def _retry_schedule(cls, value: str) -> str:
