@@ -28,6 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from models.jobs import JobOutcome
+from service.core import idempotency
+from service.core.auth import caller_fingerprint
 from service.app import create_app
 from service.core.settings import Settings
 from service.integrations import stripe_api
@@ -573,23 +575,28 @@ async def test_idempotency_keys_older_than_a_day_are_forgotten_and_younger_ones_
     def clinic(name: str) -> dict[str, str]:
         return {"name": name, "kind": "clinic", "timezone": "America/Edmonton"}
 
-    for key in ("day-old", "hours-old", "fresh"):
+    caller = caller_fingerprint(api.admin["Authorization"])
+    hashed = {key: idempotency.key_hash(caller, key) for key in ("day-old", "hours-old", "fresh")}
+    for key in hashed:
         headers = {**api.admin, "Idempotency-Key": key}
         ok(await api.client.post("/v1/organizations", json=clinic(key), headers=headers), 201)
     await db.execute(
         text(
             "UPDATE idempotency_keys SET created_at = now() - CAST(:age AS interval) "
-            "WHERE key = :key"
+            "WHERE key_hash = :key_hash"
         ),
-        [{"key": "day-old", "age": "25 hours"}, {"key": "hours-old", "age": "23 hours"}],
+        [
+            {"key_hash": hashed["day-old"], "age": "25 hours"},
+            {"key_hash": hashed["hours-old"], "age": "23 hours"},
+        ],
     )
     await db.commit()
 
     outcome = await run_now(connection, settings, "expire-idempotency-keys")
 
     assert outcome == (SUCCEEDED, {"expired": 1})
-    kept = await db.execute(text("SELECT key FROM idempotency_keys ORDER BY key"))
-    assert kept.scalars().all() == ["fresh", "hours-old"]
+    kept = await db.execute(text("SELECT key_hash FROM idempotency_keys"))
+    assert sorted(kept.scalars().all()) == sorted([hashed["fresh"], hashed["hours-old"]])
     # A forgotten key is a new request; a remembered one still refuses another body.
     reused = {**api.admin, "Idempotency-Key": "day-old"}
     ok(await api.client.post("/v1/organizations", json=clinic("Other"), headers=reused), 201)

@@ -39,8 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from models.base import utcnow
 from service.core import metrics
 from service.core.db import transaction
+from service.core.encryption import Keyring
 from service.integrations import address_guard
-from service.integrations.webhook_endpoints import webhook_id
+from service.integrations.webhook_endpoints import open_secret, webhook_id
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class Deliverer:
         *,
         allow_private: bool,
         retry_delays: tuple[timedelta, ...],
+        keyring: Keyring,
         client: httpx.AsyncClient | None = None,
         attempt_deadline: float = ATTEMPT_DEADLINE,
         per_endpoint: int = PER_ENDPOINT,
@@ -250,6 +252,7 @@ class Deliverer:
         self._ahead = AHEAD_PER_SLOT * per_endpoint
         self._most_held = MAX_IN_FLIGHT + self._ahead * MAX_IN_FLIGHT // per_endpoint
         self._factory = session_factory
+        self._keyring = keyring  # opens the endpoints' signing secrets
         self._delays = retry_delays
         self._attempt_deadline = attempt_deadline
         self._run: _Pass | None = None
@@ -396,11 +399,14 @@ class Deliverer:
                 attempt=r.attempt_count,
                 endpoint_id=r.endpoint_id,
                 url=r.url,
-                secrets=(r.secret,)
-                + (
-                    (r.previous_secret,)
-                    if r.previous_secret and r.previous_secret_expires_at > now
-                    else ()
+                secrets=tuple(
+                    open_secret(self._keyring, r.endpoint_id, sealed)
+                    for sealed in (r.secret,)
+                    + (
+                        (r.previous_secret,)
+                        if r.previous_secret and r.previous_secret_expires_at > now
+                        else ()
+                    )
                 ),
                 body=body_of(r.type, r.created_at, r.data),
                 due_at=r.due_at,
