@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from pydantic import ValidationError
@@ -142,26 +144,36 @@ class Capture(logging.Handler):
         self.records.append(record)
 
 
-def test_every_log_record_is_redacted_in_its_message_and_arguments(
-    monkeypatch: pytest.MonkeyPatch,
-):
+@contextmanager
+def captured(*names: str) -> Iterator[Capture]:
+    """Every record of these loggers from INFO up, whatever an earlier test configured."""
+    capture = Capture()
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.handlers, lg.level, lg.disabled) for lg in loggers]
+    for logger in loggers:
+        logger.handlers, logger.disabled = [capture], False
+        logger.setLevel(logging.INFO)
+    try:
+        yield capture
+    finally:
+        for logger, (handlers, level, disabled) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.disabled = handlers, disabled
+            logger.setLevel(level)
+
+
+def test_every_log_record_is_redacted_in_its_message_and_arguments():
     log_redaction.install()
     log_redaction.install()  # twice is once
-    capture = Capture()
-    for name in ("uvicorn.access", "ensemble"):
-        logger = logging.getLogger(name)
-        monkeypatch.setattr(logger, "handlers", [capture])
-        monkeypatch.setattr(logger, "level", logging.INFO)
-        monkeypatch.setattr(logger, "disabled", False)
-    logging.getLogger("uvicorn.access").info(
-        '%s - "%s %s HTTP/%s" %d',
-        "127.0.0.1:5000",
-        "GET",
-        "/v1/calendar/cal_secretfeedtoken123.ics",
-        "1.1",
-        200,
-    )
-    logging.getLogger("ensemble").info("minted ens_secretapikey12345")
+    with captured("uvicorn.access", "ensemble") as capture:
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            "/v1/calendar/cal_secretfeedtoken123.ics",
+            "1.1",
+            200,
+        )
+        logging.getLogger("ensemble").info("minted ens_secretapikey12345")
     assert [r.getMessage() for r in capture.records] == [
         '127.0.0.1:5000 - "GET /v1/calendar/[REDACTED].ics HTTP/1.1" 200',
         "minted ens_[REDACTED]",

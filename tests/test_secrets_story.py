@@ -68,7 +68,9 @@ def served(
     for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "handlers", [*logger.handlers, capture])
-    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.DEBUG)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -83,6 +85,7 @@ def served(
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+        root.setLevel(root_level)
         _truncate_all(database_url)
 
 
