@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core import encryption, log_redaction
 from service.core.encryption import DecryptionFailed, Keyring, key_id
 from service.core.settings import Settings
+from service.integrations import webhook_endpoints
+from service.integrations.webhook_delivery import Deliverer
+from tests.programs_support import make_program
+from tests.support import Api, ok
+from tests.webhook_receiver import Receiver
+from tests.webhooks_support import deliveries, subscribe
 
 OLD = "old-key-" + "o" * 40
 NEW = "new-key-" + "n" * 40
@@ -185,3 +194,43 @@ def test_every_log_record_is_redacted_in_its_message_and_arguments():
         "1.1",
         200,
     )
+
+
+async def test_a_signing_secret_the_keys_cannot_open_fails_only_its_own_deliveries(
+    api: Api, receiver: Receiver, deliverer: Deliverer, db: AsyncSession
+) -> None:
+    good = await subscribe(api, receiver, ["program.requested"])
+    orphan = ok(
+        await api.client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://127.0.0.1:9/never-sent", "events": ["program.requested"]},
+            headers=api.admin,
+        ),
+        201,
+    )
+    # As if its secret had been encrypted with a key since removed from ENSEMBLE_SECRET_KEY.
+    removed = Keyring((OLD,))
+    orphan_id = uuid.UUID(orphan["id"])
+    await db.execute(
+        text("UPDATE webhook_endpoints SET secret = :sealed WHERE id = :id"),
+        {
+            "id": orphan_id,
+            "sealed": webhook_endpoints.seal_secret(removed, orphan_id, orphan["secret"]),
+        },
+    )
+    await db.commit()
+    await make_program(api, await api.make_org(), await api.make_offering())
+
+    report = await deliverer.deliver_due()
+
+    assert report.as_dict() == {"sent": 1, "retried": 3, "failed": 1}
+    assert [r.verified for r in receiver.accepted()] == [True]
+    [good_delivery] = await deliveries(api, good["id"])
+    [failed] = await deliveries(api, orphan["id"])
+    assert (good_delivery["status"], failed["status"]) == ("succeeded", "failed")
+    assert {a["error"] for a in failed["attempts"]} == {
+        f"signing secret cannot be decrypted: encrypted with key {key_id(OLD)}, which "
+        f"ENSEMBLE_SECRET_KEY no longer lists (it lists {encryption.keyring(Settings()).primary_id}"
+        "); add that key back after the first one"
+    }
+    assert {a["status_code"] for a in failed["attempts"]} == {None}
