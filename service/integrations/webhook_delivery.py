@@ -429,8 +429,8 @@ class Deliverer:
         except DecryptionFailed as exc:
             # Only this endpoint's deliveries suffer (e.g. its key was removed from
             # ENSEMBLE_SECRET_KEY too soon); the delivery log says why, nothing is sent.
-            error = f"signing secret cannot be decrypted: {exc}"[:EXCERPT]
-            return Result(claimed, attempted_at, 0, None, error, None)
+            unusable = f"signing secret cannot be decrypted: {exc}"[:EXCERPT]
+            return Result(claimed, attempted_at, 0, None, unusable, None)
         headers = signed_headers(secrets, msg_id, timestamp, claimed.body)
         started = time.perf_counter()
         status_code: int | None = None
