@@ -196,6 +196,19 @@ def test_every_log_record_is_redacted_in_its_message_and_arguments():
     )
 
 
+def test_a_logged_traceback_is_redacted_too():
+    log_redaction.install()
+    with captured("ensemble") as capture:
+        try:
+            raise RuntimeError("refused Authorization: Bearer ens_secretapikey12345")
+        except RuntimeError:
+            logging.getLogger("ensemble").exception("request failed")
+    written = logging.Formatter("%(message)s").format(capture.records[0])
+    assert written.startswith("request failed\nTraceback (most recent call last):")
+    assert written.endswith("RuntimeError: refused Authorization: [REDACTED]")
+    assert "secretapikey" not in written
+
+
 async def test_a_signing_secret_the_keys_cannot_open_fails_only_its_own_deliveries(
     api: Api, receiver: Receiver, deliverer: Deliverer, db: AsyncSession
 ) -> None:

@@ -4,9 +4,9 @@ access log), Stripe keys and the values of Authorization headers are replaced by
 
 Redaction happens where each log record is made (a log record factory), so it holds for every
 logger and every handler, whether configured before or after (uvicorn's access log, a test's
-capture, a JSON formatter): the message and each argument are redacted (an object by its text,
-as `%s` would show it). Numbers (a status code) are left as they are, so formatters that expect
-them still work.
+capture, a JSON formatter): the message, each argument (an object by its text, as `%s` would
+show it) and the traceback are redacted. Numbers (a status code) are left as they are, so
+formatters that expect them still work.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 MASK = "[REDACTED]"
+_TRACEBACKS = logging.Formatter()
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # An Authorization header's whole value (`Authorization: Bearer ...`, `'authorization': ...`).
@@ -56,6 +57,11 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
         record.args = {k: _redact_value(v) for k, v in record.args.items()}
     elif isinstance(record.args, tuple):
         record.args = tuple(_redact_value(v) for v in record.args)
+    if record.exc_info and not record.exc_text:
+        # Formatters use exc_text when it is set: the traceback is written redacted.
+        record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
     return record
 
 
