@@ -1,6 +1,7 @@
 """The migration that encrypts secrets at rest converts what an older release stored: webhook
 signing secrets become ciphertexts under ENSEMBLE_SECRET_KEY, idempotency keys become hashes and
-their stored responses replay only to a request carrying the same key."""
+their stored responses replay only to a request carrying the same key. Ending a later key
+rotation (`ensemble reencrypt-secrets`) moves the secrets to the new key."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 from service.core import encryption, idempotency, migrate
 from service.core.settings import Settings
 from service.integrations import webhook_endpoints
+from tests.test_cli import ensemble
 
 BEFORE = "719957df2600"  # the release before secrets were encrypted
 
@@ -68,6 +70,26 @@ def test_existing_secrets_and_replays_are_encrypted_and_still_usable(
     )
     with pytest.raises(encryption.DecryptionFailed):
         idempotency.open_response(keyring, caller=caller, key="another-key", sealed=sealed)
+
+    # Ending a key rotation: the operator puts a new key first and re-encrypts; then the old key
+    # can go.
+    new_key = secrets.token_urlsafe(32)
+    monkeypatch.setenv("ENSEMBLE_SECRET_KEY", f"{new_key},{key}")
+    done = ensemble("reencrypt-secrets", database_url=url)
+    assert (done.returncode, done.stdout) == (0, '{"reencrypted_webhook_endpoints": 1}\n')
+    assert ensemble("reencrypt-secrets", database_url=url).stdout == (
+        '{"reencrypted_webhook_endpoints": 0}\n'
+    )
+    only_new = encryption.keyring(Settings(secret_key=SecretStr(new_key)))
+    with psycopg.connect(url) as conn:
+        resealed = conn.execute(
+            "SELECT secret, previous_secret FROM webhook_endpoints WHERE id = %s", (endpoint_id,)
+        ).fetchone()
+    assert resealed is not None
+    assert [webhook_endpoints.open_secret(only_new, endpoint_id, s) for s in resealed] == [
+        signing,
+        previous,
+    ]
 
     migrate.downgrade(url, BEFORE)
     with psycopg.connect(url) as conn:

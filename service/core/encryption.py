@@ -93,6 +93,10 @@ class Keyring:
     def primary_id(self) -> str:
         return self._keys[0].id
 
+    def is_primary(self, ciphertext: str) -> bool:
+        """Whether this ciphertext was made with the key that encrypts now."""
+        return ciphertext.startswith(f"{VERSION}:{self.primary_id}:")
+
     def encrypt(
         self, purpose: str, plaintext: bytes, *, aad: bytes = b"", context: bytes = b""
     ) -> str:

@@ -94,6 +94,41 @@ async def create(
     return WebhookEndpointCreated(**read.model_dump(), secret=secret)
 
 
+async def reseal_secrets(db: AsyncSession, keyring: Keyring) -> int:
+    """Re-encrypt every signing secret not yet under the first key of ENSEMBLE_SECRET_KEY (the
+    end of a key rotation: afterwards the old key may be removed). The secrets themselves do
+    not change, so receivers notice nothing. Answers how many endpoints were re-encrypted."""
+    rows = (
+        await db.execute(
+            select(
+                col(WebhookEndpoint.id),
+                col(WebhookEndpoint.secret),
+                col(WebhookEndpoint.previous_secret),
+            ).with_for_update()
+        )
+    ).all()
+    changed = [
+        {
+            "id": row.id,
+            "secret": seal_secret(keyring, row.id, open_secret(keyring, row.id, row.secret)),
+            "previous_secret": (
+                seal_secret(keyring, row.id, open_secret(keyring, row.id, row.previous_secret))
+                if row.previous_secret is not None
+                else None
+            ),
+        }
+        for row in rows
+        if not all(
+            keyring.is_primary(sealed)
+            for sealed in (row.secret, row.previous_secret)
+            if sealed is not None
+        )
+    ]
+    if changed:
+        await db.execute(update(WebhookEndpoint), changed)
+    return len(changed)
+
+
 async def list_endpoints(
     db: AsyncSession, principal: Principal, page: PageRequest
 ) -> Page[WebhookEndpointRead]:
