@@ -264,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ValidationError as exc:  # a setting the environment got wrong: one line each
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # A setting the environment got wrong: one line each, no traceback.
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]) or "settings"
             print(f"ensemble {args.command}: {where}: {error['msg']}", file=sys.stderr)
