@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import LargeBinary, String, UniqueConstraint
+from sqlalchemy import Index, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import id_field, timestamp_field
@@ -15,7 +15,10 @@ class IdempotencyRecord(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
     # One row per caller and key: concurrent requests with the same key serialize on this
     # constraint, so only one of them ever runs the change.
-    __table_args__ = (UniqueConstraint("caller", "key"),)
+    __table_args__ = (
+        UniqueConstraint("caller", "key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),  # retention, oldest first
+    )
 
     id: uuid.UUID = id_field()
     caller: str = Field(sa_type=String(64))

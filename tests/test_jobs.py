@@ -564,41 +564,6 @@ async def test_stripe_sync_waits_out_a_failed_push_backoff_then_resumes_it(
     assert done == (SUCCEEDED, {"invoices": 0})
 
 
-# --- expire-idempotency-keys ---------------------------------------------------------------------
-
-
-async def test_idempotency_keys_older_than_a_day_are_forgotten_and_younger_ones_kept(
-    api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
-):
-    def clinic(name: str) -> dict[str, str]:
-        return {"name": name, "kind": "clinic", "timezone": "America/Edmonton"}
-
-    for key in ("day-old", "hours-old", "fresh"):
-        headers = {**api.admin, "Idempotency-Key": key}
-        ok(await api.client.post("/v1/organizations", json=clinic(key), headers=headers), 201)
-    await db.execute(
-        text(
-            "UPDATE idempotency_keys SET created_at = now() - CAST(:age AS interval) "
-            "WHERE key = :key"
-        ),
-        [{"key": "day-old", "age": "25 hours"}, {"key": "hours-old", "age": "23 hours"}],
-    )
-    await db.commit()
-
-    outcome = await run_now(connection, settings, "expire-idempotency-keys")
-
-    assert outcome == (SUCCEEDED, {"expired": 1})
-    kept = await db.execute(text("SELECT key FROM idempotency_keys ORDER BY key"))
-    assert kept.scalars().all() == ["fresh", "hours-old"]
-    # A forgotten key is a new request; a remembered one still refuses another body.
-    reused = {**api.admin, "Idempotency-Key": "day-old"}
-    ok(await api.client.post("/v1/organizations", json=clinic("Other"), headers=reused), 201)
-    remembered = {**api.admin, "Idempotency-Key": "hours-old"}
-    problem(
-        await api.client.post("/v1/organizations", json=clinic("Other"), headers=remembered), 422
-    )
-
-
 # --- outcomes and GET /v1/jobs -------------------------------------------------------------------
 
 
