@@ -119,16 +119,16 @@ async def _check_erasable(db: AsyncSession, therapist: Therapist) -> None:
 
 
 # The snapshots of the therapist themself and of their keys: each personal field present is
-# replaced by the tombstone's (time off's `reason` is cleared).
+# replaced by the tombstone's (time off's `reason` is cleared). A missing snapshot is JSON null.
 _SCRUB_SNAPSHOTS = text(
     """
     UPDATE audit_events AS a
-    SET before = CASE WHEN a.before IS NULL THEN NULL ELSE a.before || coalesce(
+    SET before = CASE WHEN jsonb_typeof(a.before) = 'object' THEN a.before || coalesce(
             (SELECT jsonb_object_agg(t.key, t.value) FROM jsonb_each(CAST(:tombstone AS jsonb)) t
-             WHERE (a.before -> t.key) IS NOT NULL), '{}'::jsonb) END,
-        after = CASE WHEN a.after IS NULL THEN NULL ELSE a.after || coalesce(
+             WHERE (a.before -> t.key) IS NOT NULL), '{}'::jsonb) ELSE a.before END,
+        after = CASE WHEN jsonb_typeof(a.after) = 'object' THEN a.after || coalesce(
             (SELECT jsonb_object_agg(t.key, t.value) FROM jsonb_each(CAST(:tombstone AS jsonb)) t
-             WHERE (a.after -> t.key) IS NOT NULL), '{}'::jsonb) END
+             WHERE (a.after -> t.key) IS NOT NULL), '{}'::jsonb) ELSE a.after END
     WHERE a.entity_type = :entity_type AND a.entity_id = ANY(CAST(:entity_ids AS uuid[]))
     """
 )
