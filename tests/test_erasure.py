@@ -17,7 +17,7 @@ from models.webhooks import EventType
 from service.core import outbox
 from tests.billing_support import complete, period, run
 from tests.programs_support import confirmed_program, sessions_of
-from tests.support import ALL_WEEK, Api, Headers, bearer, ok, problem
+from tests.support import ALL_WEEK, Api, Headers, ok, problem
 
 NAME = "Jane Erasable"
 EMAIL = "jane.erasable@ensemble.example"
@@ -121,7 +121,7 @@ async def tables_holding(db: AsyncSession, needle: str) -> list[str]:
         hits = (
             await db.execute(
                 text(
-                    f'SELECT count(*) FROM "{table}" AS r '  # noqa: S608 (names from the catalog)
+                    f'SELECT count(*) FROM "{table}" AS r '
                     "WHERE strpos(CAST(row_to_json(r) AS text), :text) > 0 "
                     "OR strpos(CAST(row_to_json(r) AS text), :hex) > 0"
                 ),
@@ -212,7 +212,7 @@ async def test_the_name_and_email_are_nowhere_in_the_database_after_erasure(
 
 
 async def replays(db: AsyncSession, where: str, **params: Any) -> int:
-    query = text(f"SELECT count(*) FROM idempotency_keys WHERE {where}")  # noqa: S608
+    query = text(f"SELECT count(*) FROM idempotency_keys WHERE {where}")
     count: int = (await db.execute(query, params)).scalar_one()
     return count
 
