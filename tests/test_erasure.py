@@ -338,7 +338,12 @@ async def test_a_therapist_with_sessions_still_to_come_cannot_be_erased(api: Api
         f"Therapist {therapist['id']} still has sessions to come: reassign or cancel them first"
     )
     sessions = await sessions_of(api, program["id"])
-    assert body["conflicts"] == [{"session_id": s["id"]} for s in sessions]
+    assert [(c["reason"], c["session_id"]) for c in body["conflicts"]] == [
+        ("session_to_come", s["id"]) for s in sessions
+    ]
+    assert [datetime.fromisoformat(c["starts_at"]) for c in body["conflicts"]] == [
+        datetime.fromisoformat(s["starts_at"]) for s in sessions
+    ]
     assert (
         ok(await api.client.get(f"/v1/therapists/{therapist['id']}", headers=api.admin))["name"]
         == therapist["name"]

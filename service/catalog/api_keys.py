@@ -32,13 +32,14 @@ async def create(db: AsyncSession, principal: Principal, data: ApiKeyCreate) -> 
     require_role(principal, ADMINS, "manage API keys")
     missing = []
     if data.organization_id:
-        org = await db.get(Organization, data.organization_id)
+        # FOR SHARE: a deactivation running now waits for this key, then revokes it too.
+        org = await db.get(Organization, data.organization_id, with_for_update={"read": True})
         if org is None:
             missing.append(FieldError("organization_id", "no such organization", "not_found"))
         elif not org.active:
             missing.append(FieldError("organization_id", "is deactivated", "inactive"))
     if data.therapist_id:
-        therapist = await db.get(Therapist, data.therapist_id)
+        therapist = await db.get(Therapist, data.therapist_id, with_for_update={"read": True})
         if therapist is None:
             missing.append(FieldError("therapist_id", "no such therapist", "not_found"))
         elif not therapist.active:

@@ -96,25 +96,28 @@ async def _check_erasable(db: AsyncSession, therapist: Therapist) -> None:
     if therapist.active:
         raise InvalidState(f"Therapist {therapist.id} is active: deactivate them first")
     to_come = (
-        (
-            await db.execute(
-                select(col(Session.id))
-                .where(
-                    col(Session.therapist_id) == therapist.id,
-                    col(Session.status) == SessionStatus.scheduled.value,
-                    col(Session.ends_at) > utcnow(),
-                )
-                .order_by(col(Session.starts_at))
-                .limit(BLOCKING_SESSIONS_SHOWN)
+        await db.execute(
+            select(col(Session.id), col(Session.starts_at))
+            .where(
+                col(Session.therapist_id) == therapist.id,
+                col(Session.status) == SessionStatus.scheduled.value,
+                col(Session.ends_at) > utcnow(),
             )
+            .order_by(col(Session.starts_at))
+            .limit(BLOCKING_SESSIONS_SHOWN)
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     if to_come:
         raise Conflict(
             f"Therapist {therapist.id} still has sessions to come: reassign or cancel them first",
-            conflicts=[{"session_id": str(session_id)} for session_id in to_come],
+            conflicts=[
+                {
+                    "reason": "session_to_come",
+                    "session_id": str(session_id),
+                    "starts_at": starts_at.isoformat(),
+                }
+                for session_id, starts_at in to_come
+            ],
         )
 
 

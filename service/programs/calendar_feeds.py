@@ -58,10 +58,13 @@ async def create(
     require_role(principal, (Role.admin, Role.coordinator, Role.therapist), "create feeds")
     if data.organization_id is not None:
         org = await organizations.get_visible(db, principal, data.organization_id)
+        # FOR SHARE: a deactivation running now waits for this feed, then revokes it too.
+        await db.refresh(org, with_for_update={"read": True})
         if not org.active:
             raise InvalidState(f"Organization {org.id} is deactivated")
     if data.therapist_id is not None:
         therapist = await therapists.get_visible(db, principal, data.therapist_id)
+        await db.refresh(therapist, with_for_update={"read": True})
         if not therapist.active:
             raise InvalidState(f"Therapist {therapist.id} is deactivated")
     token = _new_token()
