@@ -5,9 +5,14 @@ says what was revoked and why."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
+import psycopg
+
+from tests.conftest import LiveServer
 from tests.support import Api, Headers, bearer, invalid_fields, ok, problem
 
 
@@ -287,3 +292,69 @@ async def test_rotating_a_feed_ends_its_old_url_on_the_next_request(api: Api):
         None,
         rotated["rotated_at"],
     )
+
+
+def lock_waiters(database_url: str, table: str) -> int:
+    """Requests of the app waiting for a row lock on `table` right now."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query ILIKE %s",
+            (f"%FROM {table}%",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_key_or_feed_made_while_its_therapist_is_being_deactivated_waits_and_is_refused(
+    live_server: LiveServer, database_url: str
+):
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+        therapist = ok(
+            await client.post(
+                "/v1/therapists",
+                json={
+                    "name": "Leaving",
+                    "email": "leaving@ensemble.example",
+                    "timezone": "America/Edmonton",
+                },
+                headers=admin,
+            ),
+            201,
+        )
+        with psycopg.connect(database_url) as deactivation:
+            # A deactivation in flight: the therapist row is changed, not yet committed.
+            deactivation.execute(
+                "UPDATE therapists SET active = false WHERE id = %s", (therapist["id"],)
+            )
+            minting = asyncio.create_task(
+                client.post(
+                    "/v1/api-keys",
+                    json={"name": "late", "role": "therapist", "therapist_id": therapist["id"]},
+                    headers=admin,
+                )
+            )
+            subscribing = asyncio.create_task(
+                client.post(
+                    "/v1/calendar-feeds", json={"therapist_id": therapist["id"]}, headers=admin
+                )
+            )
+            waiting = 0
+            for _ in range(500):  # until both wait on the row (evidence that they overlapped)
+                waiting = lock_waiters(database_url, "therapists")
+                if waiting == 2 or minting.done() or subscribing.done():
+                    break
+                await asyncio.sleep(0.002)
+            deactivation.commit()
+        key, feed = await minting, await subscribing
+
+    assert waiting == 2
+    assert invalid_fields(key) == ["therapist_id"]
+    assert problem(feed, 409)["detail"] == f"Therapist {therapist['id']} is deactivated"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM api_keys WHERE therapist_id = %s", (therapist["id"],)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM calendar_feeds WHERE therapist_id = %s", (therapist["id"],)
+        ).fetchone() == (0,)
