@@ -75,6 +75,14 @@ async def former_therapist(api: Api, db: AsyncSession) -> Former:
         ),
         201,
     )
+    ok(
+        await api.client.post(
+            "/v1/calendar-feeds",
+            json={"therapist_id": therapist["id"]},
+            headers={**key, "Idempotency-Key": "my-calendar"},
+        ),
+        201,
+    )
     start = (datetime.now(UTC) - timedelta(days=20)).date()
     program = await confirmed_program(
         api,
@@ -232,20 +240,23 @@ async def test_idempotent_replays_that_may_hold_the_personal_data_are_deleted(
     own_routes = f"/v1/therapists/{former.therapist['id']}/%"
     hiring = "path = '/v1/therapists'"
     time_off = "path LIKE :own"
+    their_feed = "path = '/v1/calendar-feeds'"  # sent with the therapist's own key
     assert [
         await replays(db, hiring),
         await replays(db, time_off, own=own_routes),
+        await replays(db, their_feed),
         await replays(db, "path = '/v1/organizations'"),
-    ] == [1, 1, 1]
+    ] == [1, 1, 1, 1]
 
     ok(await erase(api, former.therapist["id"], {**api.admin, "Idempotency-Key": "erase-jane"}))
 
     assert [
         await replays(db, hiring),
         await replays(db, time_off + " AND path NOT LIKE '%/erase'", own=own_routes),
+        await replays(db, their_feed),
         await replays(db, "path = '/v1/organizations'"),
         await replays(db, "path LIKE '%/erase'"),
-    ] == [0, 0, 1, 1]
+    ] == [0, 0, 0, 1, 1]
 
 
 async def test_the_audit_trail_keeps_every_event_without_the_personal_data(
