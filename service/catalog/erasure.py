@@ -64,8 +64,9 @@ async def erase(db: AsyncSession, principal: Principal, therapist: Therapist) ->
     await credentials.revoke_for_therapist(
         db, principal, therapist.id, reason=RevocationReason.therapist_erased
     )
+    now = utcnow()
     therapist.sqlmodel_update(
-        {**tombstone, "max_weekly_minutes": 0, "erased_at": utcnow(), "updated_at": utcnow()}
+        {**tombstone, "max_weekly_minutes": 0, "erased_at": now, "updated_at": now}
     )
     await db.execute(
         delete(AvailabilityRow).where(col(AvailabilityRow.therapist_id) == therapist.id)
