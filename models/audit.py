@@ -27,6 +27,9 @@ class AuditEvent(SQLModel, table=True):
     organization_id: uuid.UUID | None = Field(default=None, index=True)
     before: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     after: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    # Why, when the change was not asked for itself but followed from another (a key revoked
+    # because its therapist was deactivated: "therapist_deactivated").
+    reason: str | None = Field(default=None, sa_type=String(40))
 
 
 class AuditEventRead(SQLModel):
@@ -40,3 +43,4 @@ class AuditEventRead(SQLModel):
     organization_id: uuid.UUID | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    reason: str | None
