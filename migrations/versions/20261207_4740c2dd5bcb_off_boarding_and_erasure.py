@@ -1,7 +1,7 @@
 """off-boarding and erasure: organizations.active, therapists.erased_at, audit_events.reason
 
 Revision ID: 4740c2dd5bcb
-Revises: 719957df2600
+Revises: 5e7a1c0d9b42
 Create Date: 2026-12-07 09:30:00.000000+00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "4740c2dd5bcb"
-down_revision: str | None = "719957df2600"
+down_revision: str | None = "5e7a1c0d9b42"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
