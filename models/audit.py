@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -15,6 +15,7 @@ from models.base import id_field, timestamp_field
 
 class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_created_at", "created_at"),)  # retention
 
     id: uuid.UUID = id_field()
     created_at: datetime = timestamp_field()
@@ -26,6 +27,9 @@ class AuditEvent(SQLModel, table=True):
     organization_id: uuid.UUID | None = Field(default=None, index=True)
     before: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
     after: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+    # Why, when the change was not asked for itself but followed from another (a key revoked
+    # because its therapist was deactivated: "therapist_deactivated").
+    reason: str | None = Field(default=None, sa_type=String(40))
 
 
 class AuditEventRead(SQLModel):
@@ -39,3 +43,4 @@ class AuditEventRead(SQLModel):
     organization_id: uuid.UUID | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    reason: str | None

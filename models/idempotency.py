@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy import Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import id_field, timestamp_field
@@ -19,7 +19,10 @@ class IdempotencyRecord(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
     # One row per caller and key: concurrent requests with the same key serialize on this
     # constraint, so only one of them ever runs the change.
-    __table_args__ = (UniqueConstraint("caller", "key_hash"),)
+    __table_args__ = (
+        UniqueConstraint("caller", "key_hash"),
+        Index("ix_idempotency_keys_created_at", "created_at"),  # retention, oldest first
+    )
 
     id: uuid.UUID = id_field()
     caller: str = Field(sa_type=String(64))

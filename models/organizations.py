@@ -53,6 +53,9 @@ class Organization(OrganizationBase, table=True):
     # The organization's Stripe customer, once a push found or created it (never shown in the
     # API: it is the integration's bookkeeping). Unique: one customer per organization.
     stripe_customer_id: str | None = Field(default=None, sa_type=String(255), unique=True)
+    # False once the provider off-boards the organization: its coordinators' keys and its
+    # calendar feeds were revoked then (service.catalog.credentials), and stay revoked.
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": "true"})
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 
@@ -76,14 +79,19 @@ class OrganizationUpdate(SQLModel):
     payment_terms_days: int = Field(default=None, ge=0, le=PAYMENT_TERMS_MAX_DAYS)
     holiday_region: HolidayRegion | None = None
     address: LongText | None = None
+    active: bool = Field(default=None)
 
 
-# Fields only the provider sets: they decide what an organization is billed.
-PROVIDER_ONLY_FIELDS = frozenset({"currency", "tax_rate_bps", "tax_label", "payment_terms_days"})
+# Fields only the provider sets: they decide what an organization is billed, and whether it is
+# a client at all (deactivating revokes every credential tied to it).
+PROVIDER_ONLY_FIELDS = frozenset(
+    {"currency", "tax_rate_bps", "tax_label", "payment_terms_days", "active"}
+)
 
 
 class OrganizationRead(OrganizationBase):
     id: uuid.UUID
+    active: bool
     created_at: datetime
     updated_at: datetime
 

@@ -46,6 +46,8 @@ class Therapist(TherapistBase, table=True):
     id: uuid.UUID = id_field()
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+    # Set when the therapist's personal data was replaced by a tombstone (service.catalog.erasure).
+    erased_at: datetime | None = timestamp_field(nullable=True)
 
 
 class TherapistCreate(TherapistBase):
@@ -69,6 +71,7 @@ class TherapistRead(TherapistBase):
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None
 
 
 class AvailabilityWindow(SQLModel):

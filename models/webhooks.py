@@ -81,6 +81,7 @@ class WebhookEvent(SQLModel, table=True):
     """The outbox: written in the transaction of the change that caused it."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_created_at", "created_at"),)  # retention
 
     id: uuid.UUID = id_field()
     type: str = Field(sa_type=String(40))
@@ -103,6 +104,12 @@ class WebhookDelivery(SQLModel, table=True):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_webhook_deliveries_endpoint_id_created_at", "endpoint_id", "created_at", "id"),
+        # Retention scans only finished deliveries, oldest first.
+        Index(
+            "ix_webhook_deliveries_finished",
+            "created_at",
+            postgresql_where=text("status IN ('succeeded', 'cancelled')"),
+        ),
     )
 
     id: uuid.UUID = id_field()

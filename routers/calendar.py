@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
 from models.calendar_feeds import CalendarFeedCreate, CalendarFeedCreated, CalendarFeedRead
-from routers.deps import CurrentPrincipal, DbSession
+from routers.deps import AppSettings, CurrentPrincipal, DbSession
 from service.programs import calendar_feeds
 
 router = APIRouter(prefix="/v1", tags=["calendar"])
@@ -15,19 +15,19 @@ router = APIRouter(prefix="/v1", tags=["calendar"])
 
 @router.post("/calendar-feeds", status_code=status.HTTP_201_CREATED)
 async def create_calendar_feed(
-    body: CalendarFeedCreate, request: Request, db: DbSession, principal: CurrentPrincipal
+    body: CalendarFeedCreate, db: DbSession, principal: CurrentPrincipal, settings: AppSettings
 ) -> CalendarFeedCreated:
     """A subscribable feed of a therapist's or an organization's sessions. `url` (with its
     token) is shown only here and on rotate; anyone holding it can read the calendar."""
-    return await calendar_feeds.create(db, principal, body, base_url=str(request.base_url))
+    return await calendar_feeds.create(db, principal, body, base_url=settings.public_url)
 
 
 @router.post("/calendar-feeds/{feed_id}/rotate")
 async def rotate_calendar_feed(
-    feed_id: uuid.UUID, request: Request, db: DbSession, principal: CurrentPrincipal
+    feed_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal, settings: AppSettings
 ) -> CalendarFeedCreated:
     """Replace the feed's secret URL; the old one stops working immediately."""
-    return await calendar_feeds.rotate(db, principal, feed_id, base_url=str(request.base_url))
+    return await calendar_feeds.rotate(db, principal, feed_id, base_url=settings.public_url)
 
 
 @router.delete("/calendar-feeds/{feed_id}")

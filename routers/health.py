@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from routers.deps import AppSettings
 from service.core import metrics, migrate
 
 router = APIRouter(tags=["operations"])
@@ -47,7 +48,9 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    """Prometheus text exposition."""
+async def prometheus_metrics(request: Request, settings: AppSettings) -> Response:
+    """Prometheus text exposition. With ENSEMBLE_METRICS_TOKEN set, only with
+    `Authorization: Bearer <token>` (401 otherwise); 404 when metrics have their own port."""
+    metrics.check_access(settings, request.headers.get("authorization"))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

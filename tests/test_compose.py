@@ -15,14 +15,25 @@ import yaml
 from pydantic import AliasChoices
 
 from service.core.db import sqlalchemy_url
+from service.core.production import COMPOSE_DEFAULT_PASSWORD, production_refusals
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 APP_SERVICES = ("api", "worker")
-# ${VAR}, ${VAR-default}, ${VAR:-default}; $$ is a literal dollar.
-INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+# ${VAR}, ${VAR-default}, ${VAR:-default}, ${VAR?error}, ${VAR:?error}; $$ is a literal dollar.
+INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+# What a deployer must give (compose stops with the `:?` message otherwise): stand-ins.
+REQUIRED = {
+    "POSTGRES_PASSWORD": "a-long-secret-database-password",
+    "ENSEMBLE_SECRET_KEY": "kZ3v9cQe8yT1mW4pL7xN2bR5sD0fG6hJ-aUiOoPqE1w",
+    "ENSEMBLE_PUBLIC_URL": "https://ensemble.example.org",
+}
+
+
+class MissingVariable(Exception):
+    pass
 
 
 def compose() -> dict[str, Any]:
@@ -48,11 +59,28 @@ def environment(name: str) -> dict[str, str | None]:
     return {key: None if value is None else str(value) for key, value in env.items()}
 
 
-def with_defaults(value: str | None) -> str:
-    """What compose would substitute with nothing set in the shell or an .env file."""
-    text = INTERPOLATION.sub(lambda m: m.group("default") or "", value or "")
+def interpolate(value: str | None, shell: dict[str, str]) -> str:
+    """What compose would substitute with `shell` as the shell's (or .env file's) variables;
+    MissingVariable (with compose's message) for a required one that is missing."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match.group("name"), match.group("op") or "", match.group("arg") or ""
+        given = shell.get(name)
+        missing = given is None or (op.startswith(":") and given == "")
+        if not missing:
+            return given or ""
+        if op.endswith("?"):
+            raise MissingVariable(f"{name}: {arg}")
+        return arg if op.endswith("-") else ""
+
+    text = INTERPOLATION.sub(substitute, value or "")
     assert "${" not in text, f"unsupported interpolation in {value!r}"
     return text.replace("$$", "$")
+
+
+def with_defaults(value: str | None) -> str:
+    """What compose would substitute with only the required variables set."""
+    return interpolate(value, REQUIRED)
 
 
 def command(name: str) -> list[str]:
@@ -185,6 +213,40 @@ def test_the_compose_defaults_give_valid_production_settings(
     assert settings.environment == "production"
     assert settings.database_url and urlsplit(settings.database_url).hostname == "postgres"
     assert not settings.stripe_api_key, "Stripe must stay off unless STRIPE_API_KEY is given"
+    # ...and production starts with them (the api's metrics are on their own port).
+    metrics_on_own_port = name == "worker" or "--metrics-port" in command(name)
+    assert (
+        production_refusals(
+            settings, holds_demo_data=False, metrics_on_own_port=metrics_on_own_port
+        )
+        == []
+    )
+
+
+def test_compose_refuses_to_start_without_a_database_password_a_secret_key_or_a_public_url():
+    required = set()
+    for name in ("postgres", *APP_SERVICES):
+        for value in environment(name).values():
+            try:
+                interpolate(value, {})
+            except MissingVariable as exc:
+                required.add(str(exc).split(":")[0])
+    assert required == {"POSTGRES_PASSWORD", "ENSEMBLE_SECRET_KEY", "ENSEMBLE_PUBLIC_URL"}
+    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD: set POSTGRES_PASSWORD"):
+        interpolate(environment("postgres")["POSTGRES_PASSWORD"], {"POSTGRES_PASSWORD": ""})
+
+
+def test_the_old_default_database_password_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shell = {**REQUIRED, "POSTGRES_PASSWORD": COMPOSE_DEFAULT_PASSWORD}
+    for key, value in environment("worker").items():
+        monkeypatch.setenv(key, interpolate(value, shell))
+    settings = Settings()
+    assert production_refusals(settings, holds_demo_data=False, metrics_on_own_port=True) == [
+        "the database password is 'ensemble', the compose file's old default; set "
+        "POSTGRES_PASSWORD (and DATABASE_URL) to a secret one"
+    ]
 
 
 def test_the_image_installs_the_project_and_serves_as_an_unprivileged_user() -> None:

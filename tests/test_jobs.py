@@ -29,8 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from models.jobs import JobOutcome
 from service.app import create_app
-from service.core import idempotency
-from service.core.auth import caller_fingerprint
 from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.integrations.webhook_delivery import Deliverer
@@ -564,46 +562,6 @@ async def test_stripe_sync_waits_out_a_failed_push_backoff_then_resumes_it(
     assert len(fake_stripe.customers_of(org["id"])) == 1
     done = await run_now(connection, stripe_settings, "stripe-sync", stripe_client=client)
     assert done == (SUCCEEDED, {"invoices": 0})
-
-
-# --- expire-idempotency-keys ---------------------------------------------------------------------
-
-
-async def test_idempotency_keys_older_than_a_day_are_forgotten_and_younger_ones_kept(
-    api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
-):
-    def clinic(name: str) -> dict[str, str]:
-        return {"name": name, "kind": "clinic", "timezone": "America/Edmonton"}
-
-    caller = caller_fingerprint(api.admin["Authorization"])
-    hashed = {key: idempotency.key_hash(caller, key) for key in ("day-old", "hours-old", "fresh")}
-    for key in hashed:
-        headers = {**api.admin, "Idempotency-Key": key}
-        ok(await api.client.post("/v1/organizations", json=clinic(key), headers=headers), 201)
-    await db.execute(
-        text(
-            "UPDATE idempotency_keys SET created_at = now() - CAST(:age AS interval) "
-            "WHERE key_hash = :key_hash"
-        ),
-        [
-            {"key_hash": hashed["day-old"], "age": "25 hours"},
-            {"key_hash": hashed["hours-old"], "age": "23 hours"},
-        ],
-    )
-    await db.commit()
-
-    outcome = await run_now(connection, settings, "expire-idempotency-keys")
-
-    assert outcome == (SUCCEEDED, {"expired": 1})
-    kept = await db.execute(text("SELECT key_hash FROM idempotency_keys"))
-    assert sorted(kept.scalars().all()) == sorted([hashed["fresh"], hashed["hours-old"]])
-    # A forgotten key is a new request; a remembered one still refuses another body.
-    reused = {**api.admin, "Idempotency-Key": "day-old"}
-    ok(await api.client.post("/v1/organizations", json=clinic("Other"), headers=reused), 201)
-    remembered = {**api.admin, "Idempotency-Key": "hours-old"}
-    problem(
-        await api.client.post("/v1/organizations", json=clinic("Other"), headers=remembered), 422
-    )
 
 
 # --- outcomes and GET /v1/jobs -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from service.core.settings import Settings
 from service.integrations import webhook_endpoints
 from tests.test_cli import ensemble
 
-BEFORE = "719957df2600"  # the release before secrets were encrypted
+BEFORE = "4740c2dd5bcb"  # the revision before secrets were encrypted
 
 
 def test_existing_secrets_and_replays_are_encrypted_and_still_usable(

@@ -31,7 +31,7 @@ JOBS = [
     "deliver-webhooks",
     "mark-overdue",
     "session-reminders",
-    "expire-idempotency-keys",
+    "apply-retention",
 ]
 
 

@@ -6,7 +6,7 @@ under a key derived from the Idempotency-Key itself (service/core/idempotency.py
 rows are converted here, with the keys of the settings this migration runs under.
 
 Revision ID: 02746717bd71
-Revises: 719957df2600
+Revises: 4740c2dd5bcb
 Create Date: 2026-12-07 09:45:00+00:00
 """
 
@@ -20,7 +20,7 @@ from service.core.settings import Settings
 from service.integrations import webhook_endpoints
 
 revision: str = "02746717bd71"
-down_revision: str | None = "719957df2600"
+down_revision: str | None = "4740c2dd5bcb"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -20,6 +20,8 @@ from models.organizations import (
     OrganizationUpdate,
 )
 from models.types import Role
+from service.catalog import credentials
+from service.catalog.credentials import RevocationReason
 from service.core import crud
 from service.core.auth import Principal, require_role, scope_to_organizations
 from service.core.errors import Forbidden
@@ -64,11 +66,13 @@ async def list_organizations(
 async def update(
     db: AsyncSession, principal: Principal, org: Organization, changes: OrganizationUpdate
 ) -> OrganizationRead:
+    """Deactivating (`active: false`, admin) revokes every credential tied to the organization
+    at once: its coordinators' keys and its calendar feeds. Reactivating brings none back."""
     require_role(principal, EDITORS, "change organizations")
     fields = changes.model_dump(exclude_unset=True)
     if principal.role != Role.admin and (blocked := PROVIDER_ONLY_FIELDS & fields.keys()):
         raise Forbidden(f"Only the provider may change {', '.join(sorted(blocked))}")
-    return await crud.update(
+    read = await crud.update(
         db,
         principal,
         org,
@@ -77,6 +81,11 @@ async def update(
         to_read=to_read,
         organization_id=org.id,
     )
+    if fields.get("active") is False:
+        await credentials.revoke_for_organization(
+            db, principal, org.id, reason=RevocationReason.organization_deactivated
+        )
+    return read
 
 
 def location_to_read(location: Location) -> LocationRead:

@@ -26,9 +26,11 @@ from models.therapists import (
     WeeklyAvailability,
 )
 from models.types import Role, Weekday
+from service.catalog import credentials
+from service.catalog.credentials import RevocationReason
 from service.core import audit, crud
 from service.core.auth import Principal, require_role, scope_to_therapist
-from service.core.errors import FieldError, ValidationFailed
+from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 
 READERS = (Role.admin, Role.finance, Role.therapist)
@@ -69,15 +71,20 @@ async def list_therapists(
 async def update(
     db: AsyncSession, principal: Principal, therapist: Therapist, changes: TherapistUpdate
 ) -> TherapistRead:
+    """Deactivating (`active: false`) revokes every credential tied to the therapist at once;
+    reactivating brings none back. An erased therapist is a tombstone and changes no more."""
     require_role(principal, (Role.admin,), "change therapists")
-    return await crud.update(
-        db,
-        principal,
-        therapist,
-        changes.model_dump(exclude_unset=True),
-        action="therapist.updated",
-        to_read=to_read,
+    if therapist.erased_at is not None:
+        raise InvalidState(f"Therapist {therapist.id} has been erased")
+    fields = changes.model_dump(exclude_unset=True)
+    read = await crud.update(
+        db, principal, therapist, fields, action="therapist.updated", to_read=to_read
     )
+    if fields.get("active") is False:
+        await credentials.revoke_for_therapist(
+            db, principal, therapist.id, reason=RevocationReason.therapist_deactivated
+        )
+    return read
 
 
 def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:

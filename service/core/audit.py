@@ -43,11 +43,13 @@ async def record_change(
     event: BaseModel | None = None,
     organization_id: uuid.UUID | None = None,
     entity_type: str | None = None,
+    reason: str | None = None,
 ) -> None:
     """Audit `action` on `entity` (a row, or its id) and publish it as an event when it is one,
     with `event` (default: `after`) as its data. The entity type is what precedes the dot in
-    "program.confirmed" unless given; the organization is the row's own unless given. A change
-    that changed nothing is not audited."""
+    "program.confirmed" unless given; the organization is the row's own unless given; `reason` says
+    why when the change followed from another one. A change that changed nothing is not
+    audited."""
     entity_id = entity if isinstance(entity, uuid.UUID) else entity.id
     organization_id = organization_id or getattr(entity, "organization_id", None)
     before_state, after_state = snapshot(before), snapshot(after)
@@ -62,6 +64,7 @@ async def record_change(
                 organization_id=organization_id,
                 before=before_state,
                 after=after_state,
+                reason=reason,
             )
         )
     data = event if event is not None else after

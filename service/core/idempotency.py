@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -30,7 +29,6 @@ from service.core.errors import Conflict, FieldError, IdempotencyMismatch, Valid
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-KEPT = timedelta(hours=24)  # how long a key replays (the expire-idempotency-keys job)
 RESPONSE_PURPOSE = "idempotent-response"
 
 

@@ -3,10 +3,14 @@ ids do not explode the label space)."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.errors import NotFound, Unauthorized
+from service.core.settings import Settings
 
 REQUESTS = Counter(
     "ensemble_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -40,6 +44,22 @@ RATE_LIMIT_STORE_FAILURES = Counter(
 SCHEDULER_LEADER = Gauge(
     "ensemble_scheduler_leader", "1 while this process holds the scheduler lock and runs jobs"
 )
+
+
+def check_access(settings: Settings, authorization: str | None) -> None:
+    """/metrics on the API: served only where metrics have no port of their own, and only with
+    `Authorization: Bearer <ENSEMBLE_METRICS_TOKEN>` when a token is set (compared in constant
+    time)."""
+    if settings.metrics_port is not None:
+        raise NotFound(f"Metrics are served on port {settings.metrics_port}, not by the API")
+    if settings.metrics_token is None:
+        return
+    scheme, _, credential = (authorization or "").partition(" ")
+    expected = settings.metrics_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), expected):
+        raise Unauthorized(
+            "Send the metrics token as 'Authorization: Bearer <ENSEMBLE_METRICS_TOKEN>'"
+        )
 
 
 def exposition() -> tuple[bytes, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse
@@ -101,10 +102,32 @@ class Settings(BaseSettings):
     # production unless metrics are served on their own port with `ensemble serve
     # --metrics-port`).
     metrics_token: SecretStr | None = None
+    # Metrics on their own port (bind it to a private network) instead of the API's /metrics;
+    # `ensemble serve --metrics-port` sets it.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Retention, enforced by the `apply-retention` job in bounded batches.
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 90)
     delivered_event_retention_days: int = Field(default=30, ge=1, le=3650)
     audit_retention_days: int = Field(default=730, ge=30, le=36500)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        return normalize_public_url(value)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value() if value else ""
+        if value is not None and not (
+            METRICS_TOKEN_LENGTH[0] <= len(token) <= METRICS_TOKEN_LENGTH[1]
+            and token.isascii()
+            and token.isprintable()
+            and " " not in token
+        ):
+            low, high = METRICS_TOKEN_LENGTH
+            raise ValueError(f"must be {low} to {high} printable ASCII characters without spaces")
+        return value
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -131,6 +154,26 @@ class Settings(BaseSettings):
         if self.environment == "production" and not self.database_url:
             raise ValueError("DATABASE_URL is required when ENSEMBLE_ENVIRONMENT=production")
         return self
+
+
+METRICS_TOKEN_LENGTH = (16, 500)
+
+
+def normalize_public_url(value: str) -> str:
+    """An absolute http(s) URL with a host and nothing after it, without a trailing slash."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL such as https://ensemble.example.org")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError("must have no path, query or fragment (https://host[:port] only)")
+    if parts.username or parts.password or not text.isprintable() or " " in text:
+        raise ValueError("must have no credentials, spaces or control characters")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

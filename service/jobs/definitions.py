@@ -14,17 +14,16 @@ import stripe
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from models.billing import Invoice, InvoiceRunCreate, InvoiceStatus
-from models.idempotency import IdempotencyRecord
 from models.programs import Program
 from models.sessions import Session, SessionStatus
 from models.webhooks import EventType
 from service.billing import invoices
-from service.core import idempotency, outbox
+from service.core import outbox
 from service.core.auth import SYSTEM
 from service.core.clock import local_today
 from service.core.db import transaction
@@ -32,6 +31,7 @@ from service.core.errors import DomainError
 from service.core.settings import Settings
 from service.integrations import stripe_sync
 from service.integrations.webhook_delivery import Deliverer
+from service.jobs import retention
 from service.programs import materialize, session_records
 
 Summary = dict[str, Any]
@@ -196,14 +196,9 @@ async def remind_sessions(ctx: JobContext) -> Summary:
     return {"sessions": len(ids)}
 
 
-async def expire_idempotency_keys(ctx: JobContext) -> Summary:
-    async with transaction(ctx.session_factory) as db:
-        result = await db.execute(
-            delete(IdempotencyRecord).where(
-                col(IdempotencyRecord.created_at) < func.now() - idempotency.KEPT
-            )
-        )
-    return {"expired": getattr(result, "rowcount", 0)}
+async def apply_retention(ctx: JobContext) -> Summary:
+    """Forget what is past its retention period (see `retention`), in bounded batches."""
+    return (await retention.apply_retention(ctx.session_factory, ctx.settings)).as_dict()
 
 
 def _every(**interval: int) -> Callable[[Settings], BaseTrigger]:
@@ -263,11 +258,13 @@ JOBS: dict[str, Job] = {
             remind_sessions,
         ),
         Job(
-            "expire-idempotency-keys",
-            "Forget Idempotency-Key records older than 24 hours",
-            "every hour",
-            _every(hours=1),
-            expire_idempotency_keys,
+            "apply-retention",
+            "Delete idempotency records, finished webhook deliveries and their events, and "
+            "audit events older than their retention periods (ENSEMBLE_*_RETENTION_*), "
+            "in batches",
+            "hourly at :15",
+            _cron(minute=15),
+            apply_retention,
         ),
     )
 }

@@ -57,9 +57,16 @@ async def create(
     """Admins make any feed; a coordinator their organization's; a therapist their own."""
     require_role(principal, (Role.admin, Role.coordinator, Role.therapist), "create feeds")
     if data.organization_id is not None:
-        await organizations.get_visible(db, principal, data.organization_id)
+        org = await organizations.get_visible(db, principal, data.organization_id)
+        # FOR SHARE: a deactivation running now waits for this feed, then revokes it too.
+        await db.refresh(org, with_for_update={"read": True})
+        if not org.active:
+            raise InvalidState(f"Organization {org.id} is deactivated")
     if data.therapist_id is not None:
-        await therapists.get_visible(db, principal, data.therapist_id)
+        therapist = await therapists.get_visible(db, principal, data.therapist_id)
+        await db.refresh(therapist, with_for_update={"read": True})
+        if not therapist.active:
+            raise InvalidState(f"Therapist {therapist.id} is deactivated")
     token = _new_token()
     feed = CalendarFeed(
         therapist_id=data.therapist_id,

@@ -36,6 +36,8 @@ NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role,
 # Reports are the provider's (admin, finance): aggregates over every tenant.
 REPORTS = frozenset({("GET", "/v1/reports/utilization"), ("GET", "/v1/reports/revenue")})
 CREATE_FEED = ("POST", "/v1/calendar-feeds")
+# Erasing a former therapist is the admin's alone (the walk's T1 is active: a 409 for the admin).
+ERASE_THERAPIST = ("POST", "/v1/therapists/{therapist_id}/erase")
 BY_ROLE = frozenset({403})  # a role that may use none of a kind, whoever's it is
 # Billing: invoice runs, invoices and whatever hangs off an invoice (a route added later too).
 BILLING_PATHS = ("/v1/invoice-runs", "/v1/invoices")
@@ -262,7 +264,9 @@ def coordinator_of_a(world: World) -> Walker:
             "invoice_id": world.billing_a.issued["id"],
         },
         # Staffing is the provider's: the ranking names and scores its therapists.
-        refused=frozenset({("GET", "/v1/programs/{program_id}/therapist-suggestions"), JOBS})
+        refused=frozenset(
+            {("GET", "/v1/programs/{program_id}/therapist-suggestions"), JOBS, ERASE_THERAPIST}
+        )
         | REPORTS
         | coordinators_refused_billing(world)
         | webhook_operations(world),
@@ -334,7 +338,9 @@ def therapist_1(world: World) -> Walker:
             "feed_id": world.feed_therapist_1["id"],
         },
         # Their programs come through /v1/me/programs, without the money; billing is all money.
-        refused=frozenset({("GET", "/v1/programs"), ("POST", "/v1/programs"), JOBS})
+        refused=frozenset(
+            {("GET", "/v1/programs"), ("POST", "/v1/programs"), JOBS, ERASE_THERAPIST}
+        )
         | REPORTS
         | billing_operations(world)
         | webhook_operations(world),
@@ -370,7 +376,11 @@ def provider_staff(world: World, role: str) -> Walker:
             "endpoint_id": world.webhook_endpoint["id"],
             "delivery_id": world.webhook_delivery["id"],
         },
-        refused=THERAPISTS_OWN_VIEW if admin else THERAPISTS_OWN_VIEW | {CREATE_FEED, JOBS},
+        refused=(
+            THERAPISTS_OWN_VIEW
+            if admin
+            else THERAPISTS_OWN_VIEW | {CREATE_FEED, JOBS, ERASE_THERAPIST}
+        ),
     )
 
 
@@ -468,6 +478,7 @@ def body_for(
         ("PUT", "/v1/therapists/{therapist_id}/availability"): [
             {"weekday": "MO", "start": "09:00", "end": "17:00"}
         ],
+        ERASE_THERAPIST: None,
         ("POST", "/v1/therapists/{therapist_id}/time-off"): {
             "starts_at": "2030-03-04T09:00:00-07:00",
             "ends_at": "2030-03-05T09:00:00-07:00",
