@@ -43,7 +43,7 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from models.webhooks import EventType, WebhookEndpointCreate
-from service.core import migrate, outbox
+from service.core import encryption, migrate, outbox
 from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
 from service.core.embedded import EmbeddedPostgres
@@ -338,7 +338,11 @@ async def outbox_run(url: str, receiver: Receiver, args: argparse.Namespace) -> 
         if others:
             print(f"warning: {others} other live endpoints also get these events")
         endpoint = await webhook_endpoints.create(
-            db, SYSTEM, WebhookEndpointCreate(url=receiver.url, events=["*"]), allow_private=True
+            db,
+            SYSTEM,
+            WebhookEndpointCreate(url=receiver.url, events=["*"]),
+            allow_private=True,
+            keyring=encryption.keyring(settings),
         )
     scheduler = Scheduler(job_context(settings, factory, None))
     await scheduler.start()

@@ -65,11 +65,12 @@ class WebhookEndpoint(SQLModel, table=True):
     url: str = Field(sa_type=String(2000))
     events: list[str] = Field(sa_type=ARRAY(String(40)))
     description: str = Field(default="", sa_type=String(2000))
-    # Signing needs the secret itself (an HMAC key), so it is stored, never shown again.
-    secret: str = Field(sa_type=String(100))
+    # Signing needs the secret itself (an HMAC key), so it is stored, never shown again, and
+    # encrypted (service/integrations/webhook_endpoints.seal_secret).
+    secret: str = Field(sa_type=String(500))
     # After a rotation the old secret keeps signing beside the new one for a while, so a
     # receiver can switch without dropping deliveries (Standard Webhooks allows several).
-    previous_secret: str | None = Field(default=None, sa_type=String(100))
+    previous_secret: str | None = Field(default=None, sa_type=String(500))
     previous_secret_expires_at: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routers.body_limit import replay_body
 from routers.problems import database_error_response, problem_response
-from service.core import idempotency
+from service.core import encryption, idempotency
 from service.core.auth import authenticate, caller_fingerprint
 from service.core.errors import DomainError, ServiceUnavailable
 
@@ -134,6 +134,7 @@ class _Request:
         self.authorization = headers.get("authorization")
         self.key = headers.get(idempotency.HEADER) if scope["method"] == "POST" else None
         self.caller = caller_fingerprint(self.authorization)
+        self.keyring = encryption.keyring(scope["app"].state.settings)
         self.status = 0
         self.start: Message | None = None
         self.held: list[bytes] = []
@@ -164,6 +165,7 @@ class _Request:
                 await authenticate(self.work.session, self.authorization)
             stored = await idempotency.claim(
                 self.work.session,
+                keyring=self.keyring,
                 caller=self.caller,
                 key=self.key,
                 method=self.scope["method"],
@@ -222,7 +224,11 @@ class _Request:
         try:
             if stored is not None and self.key is not None:
                 await idempotency.save_response(
-                    self.work.session, caller=self.caller, key=self.key, response=stored
+                    self.work.session,
+                    keyring=self.keyring,
+                    caller=self.caller,
+                    key=self.key,
+                    response=stored,
                 )
             await self.work.commit()
             self._no_deadline()
@@ -260,6 +266,7 @@ class _Request:
             async with self.work.new_session() as db:
                 await idempotency.save_response(
                     db,
+                    keyring=self.keyring,
                     caller=self.caller,
                     key=self.key,
                     response=idempotency.StoredResponse(

@@ -14,6 +14,7 @@ from models.webhooks import (
     WebhookEndpointRead,
 )
 from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
+from service.core import encryption
 from service.integrations import webhook_endpoints
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -27,7 +28,11 @@ async def create_webhook_endpoint(
     (`whsec_...`, for verifying signatures per Standard Webhooks) is shown in this response
     only."""
     return await webhook_endpoints.create(
-        db, principal, body, allow_private=settings.webhook_allow_private
+        db,
+        principal,
+        body,
+        allow_private=settings.webhook_allow_private,
+        keyring=encryption.keyring(settings),
     )
 
 
@@ -58,11 +63,13 @@ async def delete_webhook_endpoint(
 
 @router.post("/webhook-endpoints/{endpoint_id}/rotate-secret")
 async def rotate_webhook_endpoint_secret(
-    endpoint_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal
+    endpoint_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal, settings: AppSettings
 ) -> WebhookEndpointCreated:
     """A new signing secret, shown in this response only. For 24 hours deliveries carry a
     signature with the old secret too, so receivers can switch without missing any."""
-    return await webhook_endpoints.rotate_secret(db, principal, endpoint_id)
+    return await webhook_endpoints.rotate_secret(
+        db, principal, endpoint_id, keyring=encryption.keyring(settings)
+    )
 
 
 @router.get("/webhook-endpoints/{endpoint_id}/deliveries")

@@ -32,6 +32,7 @@ from routers.body_limit import BodyLimit
 from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
 from routers.unit_of_work import UnitOfWork
+from service.core import log_redaction
 from service.core.db import Deadlines, make_async_engine, make_session_factory
 from service.core.metrics import MetricsMiddleware
 from service.core.settings import Settings
@@ -77,6 +78,7 @@ def create_app(
     (none without STRIPE_API_KEY) unless one is given. Every route of every router runs in
     the unit of work (routers.unit_of_work); no router opts in."""
     settings = settings or Settings()
+    log_redaction.install()  # whoever configures logging, no record carries a credential
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,9 +15,11 @@ from models.organizations import LocationCreate, Organization, OrganizationCreat
 from models.therapists import AvailabilityWindow, Therapist, TherapistCreate
 from models.types import FocusArea, OfferingFormat, OrganizationKind, Role, Weekday
 from service.catalog import api_keys, offerings, organizations, therapists
+from service.core import encryption
 from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
 from service.core.settings import Settings
+from service.integrations import webhook_endpoints
 
 LOCAL_ADMIN_KEY_FILE = "admin-key"
 
@@ -43,6 +45,18 @@ async def create_key(
             )
             created = await api_keys.create(db, SYSTEM, data)
             return created.key
+    finally:
+        await engine.dispose()
+
+
+async def reencrypt_secrets(settings: Settings) -> int:
+    """After putting a new key first in ENSEMBLE_SECRET_KEY: re-encrypt what the older keys
+    encrypted, so they can be removed. Stored replays are not touched: they expire in a day."""
+    assert settings.database_url
+    engine = make_async_engine(settings.database_url, pool_size=1)
+    try:
+        async with transaction(make_session_factory(engine)) as db:
+            return await webhook_endpoints.reseal_secrets(db, encryption.keyring(settings))
     finally:
         await engine.dispose()
 

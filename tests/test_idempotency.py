@@ -8,6 +8,8 @@ import uuid
 import httpx
 import psycopg
 
+from service.core import idempotency
+from service.core.auth import caller_fingerprint
 from tests.conftest import LiveServer
 from tests.support import Api, ok
 
@@ -102,7 +104,8 @@ async def test_ten_concurrent_requests_with_one_key_create_one_organization(
     with psycopg.connect(database_url) as conn:
         count = conn.execute("SELECT count(*) FROM organizations WHERE name = %s", (name,))
         assert count.fetchone() == (1,)
-        keys = conn.execute(
-            "SELECT count(*) FROM idempotency_keys WHERE key = %s", (headers["Idempotency-Key"],)
+        hashed = idempotency.key_hash(
+            caller_fingerprint(headers["Authorization"]), headers["Idempotency-Key"]
         )
+        keys = conn.execute("SELECT count(*) FROM idempotency_keys WHERE key_hash = %s", (hashed,))
         assert keys.fetchone() == (1,)

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from models.jobs import JobOutcome
 from models.webhooks import EventType
-from service.core import outbox
+from service.core import idempotency, outbox
+from service.core.auth import caller_fingerprint
 from service.core.settings import Settings
 from service.jobs import retention
 from service.jobs.scheduler import job_context, run_job
@@ -35,6 +36,24 @@ async def age(db: AsyncSession, table: str, where: str, interval: str, **params:
         text(f"UPDATE {table} SET created_at = now() - CAST(:age AS interval) WHERE {where}"),
         {"age": interval, **params},
     )
+
+
+def key_hashes(api: Api, *keys: str) -> list[str]:
+    """Idempotency-Keys as the table keeps them (hashed with the caller)."""
+    caller = caller_fingerprint(api.admin["Authorization"])
+    return [idempotency.key_hash(caller, key) for key in keys]
+
+
+async def age_keys(db: AsyncSession, api: Api, keys: list[str], interval: str) -> None:
+    hashes = key_hashes(api, *keys)
+    await age(db, "idempotency_keys", "key_hash = ANY(:hashes)", interval, hashes=hashes)
+
+
+async def kept_keys(db: AsyncSession, api: Api, *candidates: str) -> list[str]:
+    """The Idempotency-Keys still remembered, among `candidates`, in order."""
+    by_hash = dict(zip(key_hashes(api, *candidates), candidates, strict=True))
+    rows = await db.execute(text("SELECT key_hash FROM idempotency_keys"))
+    return sorted(by_hash.get(h, h) for h in rows.scalars())
 
 
 async def create_clinics(api: Api, *keys: str) -> dict[str, str]:
@@ -93,8 +112,8 @@ async def test_each_record_is_kept_for_its_period_and_deleted_after_it(
     api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
 ):
     orgs = await create_clinics(api, "day-old", "hours-old", "fresh")
-    await age(db, "idempotency_keys", "key = 'day-old'", "25 hours")
-    await age(db, "idempotency_keys", "key = 'hours-old'", "23 hours")
+    await age_keys(db, api, ["day-old"], "25 hours")
+    await age_keys(db, api, ["hours-old"], "23 hours")
     await age(db, "audit_events", "entity_id = :id", "731 days", id=orgs["day-old"])
     await age(db, "audit_events", "entity_id = :id", "729 days", id=orgs["hours-old"])
     endpoint = ok(
@@ -133,8 +152,7 @@ async def test_each_record_is_kept_for_its_period_and_deleted_after_it(
         "complete": True,
     }
     assert outcome == (JobOutcome.succeeded, summary)
-    keys = await db.execute(text("SELECT key FROM idempotency_keys ORDER BY key"))
-    assert keys.scalars().all() == ["fresh", "hours-old"]
+    assert await kept_keys(db, api, "day-old", "hours-old", "fresh") == ["fresh", "hours-old"]
     events = await db.execute(text("SELECT id FROM webhook_events"))
     assert set(events.scalars()) == {sent_recent, failed_old, pending_old}
     deliveries = await db.execute(
@@ -170,22 +188,21 @@ async def test_periods_come_from_the_settings(
     api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
 ):
     await create_clinics(api, "two-hours-old", "fresh")
-    await age(db, "idempotency_keys", "key = 'two-hours-old'", "2 hours")
+    await age_keys(db, api, ["two-hours-old"], "2 hours")
     await db.commit()
     shorter = settings.model_copy(update={"idempotency_retention_hours": 1})
 
     run = await retention.apply_retention(in_test_transaction(connection), shorter)
 
     assert run.deleted["idempotency_records"] == 1
-    keys = await db.execute(text("SELECT key FROM idempotency_keys"))
-    assert keys.scalars().all() == ["fresh"]
+    assert await kept_keys(db, api, "two-hours-old", "fresh") == ["fresh"]
 
 
 async def test_rows_are_deleted_in_batches_of_the_given_size(
     api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
 ):
     await create_clinics(api, *(f"old-{n}" for n in range(5)))
-    await age(db, "idempotency_keys", "key LIKE 'old-%'", "25 hours")
+    await age_keys(db, api, [f"old-{n}" for n in range(5)], "25 hours")
     await db.commit()
 
     run = await retention.apply_retention(in_test_transaction(connection), settings, batch_size=2)
@@ -208,7 +225,7 @@ async def test_a_run_stops_when_its_time_is_up_and_the_next_one_goes_on(
     api: Api, db: AsyncSession, connection: AsyncConnection, settings: Settings
 ):
     await create_clinics(api, *(f"old-{n}" for n in range(5)))
-    await age(db, "idempotency_keys", "key LIKE 'old-%'", "25 hours")
+    await age_keys(db, api, [f"old-{n}" for n in range(5)], "25 hours")
     await db.commit()
     # A clock that reads 0 for the start and two batches, then is past the budget.
     ticks = itertools.chain([0.0, 0.0, 0.0], itertools.repeat(100.0))

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.webhooks import EventType, WebhookEndpointCreate
-from service.core import outbox
+from service.core import encryption, outbox
 from service.core.auth import SYSTEM
 from service.core.db import transaction
 from service.core.settings import Settings
@@ -77,7 +77,11 @@ async def test_an_event_committed_while_a_delivery_run_finishes_is_sent_without_
     monkeypatch.setattr(state, "record_run", slow_record_run)
     async with transaction(factory) as db:
         endpoint = await webhook_endpoints.create(
-            db, SYSTEM, WebhookEndpointCreate(url=receiver.url, events=["*"]), allow_private=True
+            db,
+            SYSTEM,
+            WebhookEndpointCreate(url=receiver.url, events=["*"]),
+            allow_private=True,
+            keyring=encryption.keyring(Settings()),
         )
     receiver.secret = endpoint.secret
     settings = Settings(database_url=database_url, webhook_allow_private=True, scheduler=True)
@@ -107,7 +111,11 @@ async def test_a_stopping_scheduler_finishes_its_sends_and_gives_back_the_rest_f
     receiver.delay = 0.2
     async with transaction(factory) as db:
         endpoint = await webhook_endpoints.create(
-            db, SYSTEM, WebhookEndpointCreate(url=receiver.url, events=["*"]), allow_private=True
+            db,
+            SYSTEM,
+            WebhookEndpointCreate(url=receiver.url, events=["*"]),
+            allow_private=True,
+            keyring=encryption.keyring(Settings()),
         )
         await outbox.publish_many(db, EventType.invoice_issued, issued(40))
     receiver.secret = endpoint.secret

@@ -15,7 +15,8 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from models.webhooks import EventType
-from service.core import outbox
+from service.core import encryption, outbox
+from service.core.settings import Settings
 from service.integrations import webhook_delivery
 from service.integrations.webhook_delivery import Deliverer
 from tests.support import Api, ok
@@ -87,6 +88,7 @@ def _deliverer(connection: AsyncConnection, deadline: float, slots: int = 8) -> 
         factory,
         allow_private=True,
         retry_delays=(timedelta(hours=1),),
+        keyring=encryption.keyring(Settings()),
         attempt_deadline=deadline,
         per_endpoint=slots,
     )

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from service.core import encryption
 from service.core.settings import Settings
 from service.integrations.address_guard import address_class
 from service.integrations.webhook_delivery import Deliverer
@@ -129,7 +130,12 @@ async def test_a_delivery_to_a_loopback_address_is_refused_when_it_connects(
     factory = async_sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    strict = Deliverer(factory, allow_private=False, retry_delays=(timedelta(0),) * 3)
+    strict = Deliverer(
+        factory,
+        allow_private=False,
+        retry_delays=(timedelta(0),) * 3,
+        keyring=encryption.keyring(Settings()),
+    )
     try:
         report = await strict.deliver_due()
     finally:

@@ -5,6 +5,12 @@ constraint, in the request's own transaction. A concurrent request with the same
 that insert until the first commits (then it replays the stored response) or rolls back (then it
 runs itself). The response is saved in the same transaction as the change, so a committed change
 always has its replay, and a failed request (any 4xx/5xx) leaves no key behind and may be retried.
+
+Responses may carry secrets shown once (API keys, webhook signing secrets, calendar feed URLs),
+so the table keeps neither the key nor the response in the clear: the key is stored as a hash
+(with the caller), the response encrypted under a key derived from the server's secret key, the
+caller and the Idempotency-Key itself. A copy of the database (or of the server's key) alone
+cannot read a replay; only a request carrying the same Idempotency-Key gets it back.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.idempotency import IdempotencyRecord
+from service.core.encryption import Keyring
 from service.core.errors import Conflict, FieldError, IdempotencyMismatch, ValidationFailed
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+RESPONSE_PURPOSE = "idempotent-response"
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,27 @@ def request_hash(method: str, path: str, query: str, body: bytes) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def key_hash(caller: str, key: str) -> str:
+    """How a key is stored: the hash of the caller and the key (callers never contain ':')."""
+    return hashlib.sha256(f"{caller}:{key}".encode()).hexdigest()
+
+
+def seal_response(keyring: Keyring, *, caller: str, key: str, body: bytes) -> str:
+    return keyring.encrypt(
+        RESPONSE_PURPOSE, body, aad=key_hash(caller, key).encode(), context=_context(caller, key)
+    )
+
+
+def open_response(keyring: Keyring, *, caller: str, key: str, sealed: str) -> bytes:
+    return keyring.decrypt(
+        RESPONSE_PURPOSE, sealed, aad=key_hash(caller, key).encode(), context=_context(caller, key)
+    )
+
+
+def _context(caller: str, key: str) -> bytes:
+    return caller.encode() + b"\0" + key.encode()
 
 
 def validate_key(key: str) -> str:
@@ -55,14 +84,24 @@ def validate_key(key: str) -> str:
 
 
 async def claim(
-    db: AsyncSession, *, caller: str, key: str, fingerprint: str, method: str, path: str
+    db: AsyncSession,
+    *,
+    keyring: Keyring,
+    caller: str,
+    key: str,
+    fingerprint: str,
+    method: str,
+    path: str,
 ) -> StoredResponse | None:
     """Claim `key` for this request, or return the response it already produced."""
+    hashed = key_hash(caller, key)
     inserted = (
         await db.execute(
             insert(IdempotencyRecord)
-            .values(caller=caller, key=key, request_hash=fingerprint, method=method, path=path)
-            .on_conflict_do_nothing(constraint="uq_idempotency_keys_caller_key")
+            .values(
+                caller=caller, key_hash=hashed, request_hash=fingerprint, method=method, path=path
+            )
+            .on_conflict_do_nothing(constraint="uq_idempotency_keys_caller_key_hash")
             .returning(col(IdempotencyRecord.id))
         )
     ).scalar_one_or_none()
@@ -71,7 +110,7 @@ async def claim(
     record = (
         await db.execute(
             select(IdempotencyRecord).where(
-                col(IdempotencyRecord.caller) == caller, col(IdempotencyRecord.key) == key
+                col(IdempotencyRecord.caller) == caller, col(IdempotencyRecord.key_hash) == hashed
             )
         )
     ).scalar_one()
@@ -84,20 +123,23 @@ async def claim(
         raise Conflict(f"A request with Idempotency-Key {key!r} is still in progress")
     return StoredResponse(
         status=record.response_status,
-        body=record.response_body,
+        body=open_response(keyring, caller=caller, key=key, sealed=record.response_body),
         content_type=record.response_content_type or "application/json",
     )
 
 
 async def save_response(
-    db: AsyncSession, *, caller: str, key: str, response: StoredResponse
+    db: AsyncSession, *, keyring: Keyring, caller: str, key: str, response: StoredResponse
 ) -> None:
     await db.execute(
         update(IdempotencyRecord)
-        .where(col(IdempotencyRecord.caller) == caller, col(IdempotencyRecord.key) == key)
+        .where(
+            col(IdempotencyRecord.caller) == caller,
+            col(IdempotencyRecord.key_hash) == key_hash(caller, key),
+        )
         .values(
             response_status=response.status,
-            response_body=response.body,
+            response_body=seal_response(keyring, caller=caller, key=key, body=response.body),
             response_content_type=response.content_type,
         )
     )

@@ -17,7 +17,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 class Settings(BaseSettings):
     # An empty variable (STRIPE_API_KEY=) means "not set", as compose files write it.
-    model_config = SettingsConfigDict(env_prefix="ENSEMBLE_", extra="ignore", env_ignore_empty=True)
+    # Errors never echo their input: some settings are secrets (ENSEMBLE_SECRET_KEY).
+    model_config = SettingsConfigDict(
+        env_prefix="ENSEMBLE_", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     database_url: str | None = Field(
@@ -80,6 +83,16 @@ class Settings(BaseSettings):
     # encrypts and every one still decrypts (rotation: put the new key first). Required in
     # production; development falls back to a fixed development-only key.
     secret_key: SecretStr | None = None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        from service.core.encryption import parse_keys
+
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
+
     # Links Ensemble hands out (calendar feed URLs, links in webhooks) start with this, never
     # with the request's Host header.
     public_url: str = "http://127.0.0.1:8000"

@@ -39,8 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from models.base import utcnow
 from service.core import metrics
 from service.core.db import transaction
+from service.core.encryption import DecryptionFailed, Keyring
 from service.integrations import address_guard
-from service.integrations.webhook_endpoints import webhook_id
+from service.integrations.webhook_endpoints import open_secret, webhook_id
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Claimed:
     attempt: int
     endpoint_id: uuid.UUID
     url: str
-    secrets: tuple[str, ...]
+    sealed_secrets: tuple[str, ...]  # as stored (encrypted); opened just before signing
     body: bytes
     due_at: datetime  # before the claim, to give it back unsent
     claimed_at: float  # time.monotonic() just before the claim
@@ -240,6 +241,7 @@ class Deliverer:
         *,
         allow_private: bool,
         retry_delays: tuple[timedelta, ...],
+        keyring: Keyring,
         client: httpx.AsyncClient | None = None,
         attempt_deadline: float = ATTEMPT_DEADLINE,
         per_endpoint: int = PER_ENDPOINT,
@@ -250,6 +252,7 @@ class Deliverer:
         self._ahead = AHEAD_PER_SLOT * per_endpoint
         self._most_held = MAX_IN_FLIGHT + self._ahead * MAX_IN_FLIGHT // per_endpoint
         self._factory = session_factory
+        self._keyring = keyring  # opens the endpoints' signing secrets
         self._delays = retry_delays
         self._attempt_deadline = attempt_deadline
         self._run: _Pass | None = None
@@ -396,7 +399,7 @@ class Deliverer:
                 attempt=r.attempt_count,
                 endpoint_id=r.endpoint_id,
                 url=r.url,
-                secrets=(r.secret,)
+                sealed_secrets=(r.secret,)
                 + (
                     (r.previous_secret,)
                     if r.previous_secret and r.previous_secret_expires_at > now
@@ -418,7 +421,17 @@ class Deliverer:
         msg_id = webhook_id(claimed.delivery_id)
         attempted_at = utcnow()
         timestamp = int(attempted_at.timestamp())
-        headers = signed_headers(claimed.secrets, msg_id, timestamp, claimed.body)
+        try:
+            secrets = [
+                open_secret(self._keyring, claimed.endpoint_id, sealed)
+                for sealed in claimed.sealed_secrets
+            ]
+        except DecryptionFailed as exc:
+            # Only this endpoint's deliveries suffer (e.g. its key was removed from
+            # ENSEMBLE_SECRET_KEY too soon); the delivery log says why, nothing is sent.
+            unusable = f"signing secret cannot be decrypted: {exc}"[:EXCERPT]
+            return Result(claimed, attempted_at, 0, None, unusable, None)
+        headers = signed_headers(secrets, msg_id, timestamp, claimed.body)
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None

@@ -28,6 +28,7 @@ from models.webhooks import (
 )
 from service.core import audit, crud, outbox
 from service.core.auth import Principal, require_role
+from service.core.encryption import Keyring
 from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 from service.integrations import address_guard
@@ -38,8 +39,21 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 ROTATION_OVERLAP = timedelta(hours=24)
 
 
+# Stored encrypted (service/core/encryption.py), bound to the endpoint's id.
+SECRET_PURPOSE = "webhook-signing-secret"  # noqa: S105 (a label, not a secret)
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def seal_secret(keyring: Keyring, endpoint_id: uuid.UUID, secret: str) -> str:
+    """A signing secret as stored: encrypted, and valid only in its own endpoint's row."""
+    return keyring.encrypt_text(SECRET_PURPOSE, secret, aad=endpoint_id.bytes)
+
+
+def open_secret(keyring: Keyring, endpoint_id: uuid.UUID, sealed: str) -> str:
+    return keyring.decrypt_text(SECRET_PURPOSE, sealed, aad=endpoint_id.bytes)
 
 
 def to_read(endpoint: WebhookEndpoint) -> WebhookEndpointRead:
@@ -52,7 +66,12 @@ def webhook_id(delivery_id: uuid.UUID) -> str:
 
 
 async def create(
-    db: AsyncSession, principal: Principal, data: WebhookEndpointCreate, *, allow_private: bool
+    db: AsyncSession,
+    principal: Principal,
+    data: WebhookEndpointCreate,
+    *,
+    allow_private: bool,
+    keyring: Keyring,
 ) -> WebhookEndpointCreated:
     """Register an endpoint; the secret is in this answer only."""
     require_role(principal, MANAGERS, "manage webhook endpoints")
@@ -61,13 +80,53 @@ async def create(
     except address_guard.RefusedAddress as exc:
         raise ValidationFailed([FieldError("url", str(exc), "unsafe_url")]) from exc
     secret = new_secret()
+    endpoint_id = uuid.uuid4()
     endpoint = WebhookEndpoint(
-        url=data.url, events=list(data.events), description=data.description, secret=secret
+        id=endpoint_id,
+        url=data.url,
+        events=list(data.events),
+        description=data.description,
+        secret=seal_secret(keyring, endpoint_id, secret),
     )
     read = await crud.create(
         db, principal, endpoint, action="webhook_endpoint.created", to_read=to_read
     )
     return WebhookEndpointCreated(**read.model_dump(), secret=secret)
+
+
+async def reseal_secrets(db: AsyncSession, keyring: Keyring) -> int:
+    """Re-encrypt every signing secret not yet under the first key of ENSEMBLE_SECRET_KEY (the
+    end of a key rotation: afterwards the old key may be removed). The secrets themselves do
+    not change, so receivers notice nothing. Answers how many endpoints were re-encrypted."""
+    rows = (
+        await db.execute(
+            select(
+                col(WebhookEndpoint.id),
+                col(WebhookEndpoint.secret),
+                col(WebhookEndpoint.previous_secret),
+            ).with_for_update()
+        )
+    ).all()
+    changed = [
+        {
+            "id": row.id,
+            "secret": seal_secret(keyring, row.id, open_secret(keyring, row.id, row.secret)),
+            "previous_secret": (
+                seal_secret(keyring, row.id, open_secret(keyring, row.id, row.previous_secret))
+                if row.previous_secret is not None
+                else None
+            ),
+        }
+        for row in rows
+        if not all(
+            keyring.is_primary(sealed)
+            for sealed in (row.secret, row.previous_secret)
+            if sealed is not None
+        )
+    ]
+    if changed:
+        await db.execute(update(WebhookEndpoint), changed)
+    return len(changed)
 
 
 async def list_endpoints(
@@ -112,21 +171,22 @@ async def delete(db: AsyncSession, principal: Principal, endpoint_id: uuid.UUID)
 
 
 async def rotate_secret(
-    db: AsyncSession, principal: Principal, endpoint_id: uuid.UUID
+    db: AsyncSession, principal: Principal, endpoint_id: uuid.UUID, *, keyring: Keyring
 ) -> WebhookEndpointCreated:
     """A new secret, shown once. Deliveries are signed with both secrets for 24 hours."""
     endpoint = await get_live(db, principal, endpoint_id, for_update=True)
     now = utcnow()
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = now + ROTATION_OVERLAP
-    endpoint.secret = new_secret()
+    secret = new_secret()
+    endpoint.secret = seal_secret(keyring, endpoint.id, secret)
     endpoint.updated_at = now
     await db.flush()
     read = to_read(endpoint)
     await audit.record_change(
         db, principal, "webhook_endpoint.secret_rotated", endpoint, after=read
     )
-    return WebhookEndpointCreated(**read.model_dump(), secret=endpoint.secret)
+    return WebhookEndpointCreated(**read.model_dump(), secret=secret)
 
 
 async def list_deliveries(

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from models.base import utcnow
 from models.jobs import JobOutcome
-from service.core import metrics
+from service.core import encryption, metrics
 from service.core.db import KEEPALIVE
 from service.core.outbox import CHANNEL
 from service.core.settings import Settings
@@ -74,6 +74,7 @@ def job_context(
             allow_private=settings.webhook_allow_private,
             retry_delays=settings.webhook_retry_delays,
             per_endpoint=settings.webhook_slots_per_endpoint,
+            keyring=encryption.keyring(settings),
         ),
         stripe=stripe_client,
     )

