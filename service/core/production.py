@@ -10,15 +10,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
+from service.core.encryption import DEVELOPMENT_ONLY_KEY
 from service.core.settings import Settings
 
 # The password docker-compose.yml used to default to; anyone who read the file knows it.
 COMPOSE_DEFAULT_PASSWORD = "ensemble"  # noqa: S105 (a known password, refused)
-# The key that stands in when ENSEMBLE_SECRET_KEY is unset (service/core/encryption.py's
-# DEVELOPMENT_ONLY_KEY): published in the source, so it protects nothing.
-DEVELOPMENT_SECRET_KEYS = frozenset(
-    {"ensemble-development-only-key-not-a-secret-never-use-in-production"}
-)
 LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -59,7 +55,7 @@ def production_refusals(
             "ENSEMBLE_SECRET_KEY is not set: secrets at rest would be encrypted with the "
             "published development key"
         )
-    elif DEVELOPMENT_SECRET_KEYS & {key.strip() for key in keys}:
+    elif DEVELOPMENT_ONLY_KEY in {key.strip() for key in keys}:
         refusals.append("ENSEMBLE_SECRET_KEY holds the published development key; make a new one")
     if not settings.database_url:
         refusals.append("DATABASE_URL is not set: production does not run the embedded database")
