@@ -97,9 +97,9 @@ def _strip(value: str) -> str:
     return value.strip()
 
 
-def single_line(*, min_length: int = 0, max_length: int) -> object:
-    """Constraints of a one-line text field: no control character, surrounding spaces
-    stripped after the check; with `min_length`, at least one character that is not a space."""
+def single_line(*, min_length: int = 0, max_length: int) -> StringConstraints:
+    """Constraints of a one-line text field: no control character; with `min_length`, at least
+    one character that is not a space. Types that trim add `AfterValidator(_strip)` after it."""
     return StringConstraints(
         min_length=min_length or None,
         max_length=max_length,
@@ -118,7 +118,7 @@ LongText = Annotated[
 ]
 """Free text of several lines, up to 2000 characters: addresses, reasons, descriptions. Tabs
 and line breaks (LF or CR LF) are allowed; no other control character."""
-FilterText = Annotated[str, single_line(min_length=1, max_length=40)]
+FilterText = Annotated[str, single_line(max_length=40)]
 """A one-line filter value in a query string."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -342,6 +342,8 @@ async def test_the_one_line_and_multi_line_rules_keep_ordinary_text(api: Api):
     [
         ("/v1/audit-events", {"entity_type": "program\x00"}),
         ("/v1/audit-events", {"entity_type": "program\r\nX"}),
+        ("/v1/offerings", {"cursor": "abc\x00"}),
+        ("/v1/audit-events", {"cursor": "abc\r\n"}),
         ("/v1/sessions", {"from": "0001-01-01"}),
         ("/v1/sessions", {"to": "9999-12-31T00:00:00Z"}),
         ("/v1/me/sessions", {"from": "2030-01-01\x00"}),
