@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.base import utcnow
 from models.types import (
     CURRENCY_PATTERN,
+    HTTPS_URL_PATTERN,
     MULTILINE_PATTERN,
     SINGLE_LINE_PATTERN,
     SOME_TEXT_PATTERN,
@@ -74,6 +75,8 @@ def kind_of(schema: dict[str, Any]) -> str:
             return "id"
         case ("uri", pattern) if pattern == URL_PATTERN:
             return "url"
+        case ("uri", pattern) if pattern == HTTPS_URL_PATTERN:
+            return "https_url"
         case ("date", _) | ("date-time", _):
             return "date"
         case ("time", _):
@@ -114,27 +117,31 @@ def embedded(bad: list[str]) -> st.SearchStrategy[str]:
     return st.builds(lambda a, c, b: a + c + b, printable, st.sampled_from(bad), printable)
 
 
+BAD_URLS = st.one_of(
+    st.sampled_from(
+        [
+            "ftp://files.example.org/a",
+            "javascript:alert(1)",
+            "https:///no-host",
+            "//meet.example.org/no-scheme",
+            "meet.example.org/relative",
+            "https://meet example.org/",
+            "https://meet.example.org:99999/",
+            "https://meet.example.org/" + "a" * 2000,
+        ]
+    ),
+    st.builds(
+        lambda c, tail: f"https://meet.example.org/{c}{tail}",
+        st.sampled_from([*CONTROLS, *LINE_BREAKS, " ", "\t"]),
+        printable,
+    ),
+)
 HOSTILE: dict[str, st.SearchStrategy[str]] = {
     "single_line": embedded([*CONTROLS, *LINE_BREAKS, "\t", "\u2028", "\u2029"]),
     "multi_line": embedded([*CONTROLS, "\r"]).filter(lambda s: "\r\n" not in s),
-    "url": st.one_of(
-        st.sampled_from(
-            [
-                "ftp://files.example.org/a",
-                "javascript:alert(1)",
-                "https:///no-host",
-                "//meet.example.org/no-scheme",
-                "meet.example.org/relative",
-                "https://meet example.org/",
-                "https://meet.example.org:99999/",
-                "https://meet.example.org/" + "a" * 2000,
-            ]
-        ),
-        st.builds(
-            lambda c, tail: f"https://meet.example.org/{c}{tail}",
-            st.sampled_from([*CONTROLS, *LINE_BREAKS, " ", "\t"]),
-            printable,
-        ),
+    "url": BAD_URLS,
+    "https_url": st.one_of(
+        BAD_URLS, st.sampled_from(["http://meet.example.org/room", "HTTP://meet.example.org/"])
     ),
     "date": st.sampled_from(
         [
@@ -252,7 +259,7 @@ def test_every_string_field_of_every_write_route_declares_its_input_rule():
     kinds = {kind for *_, kind in FIELDS}
     # Every write with a JSON body but these (whose bodies hold only booleans and numbers).
     assert operations == set(base_bodies(WORLD_IDS)) - {"confirm_program", "complete_session"}
-    assert kinds == {"single_line", "multi_line", "url", "date", "clock", "enum", "id"}
+    assert kinds == {"single_line", "multi_line", "url", "https_url", "date", "clock", "enum", "id"}
 
 
 WORLD_IDS = {name: {"id": ""} for name in ("org", "offering", "therapist")}
@@ -273,11 +280,8 @@ def test_the_text_fields_and_their_rules():
         "update_organization:address",
         "void_invoice:reason",
     }
-    assert by_kind["url"] == {
-        "create_program:video_url",
-        "create_webhook_endpoint:url",
-        "update_program:video_url",
-    }
+    assert by_kind["url"] == {"create_webhook_endpoint:url"}
+    assert by_kind["https_url"] == {"create_program:video_url", "update_program:video_url"}
 
 
 @pytest_asyncio.fixture
