@@ -109,7 +109,8 @@ class Program(SQLModel, table=True):
     updated_at: datetime = timestamp_field()
 
     def schedule(self) -> Schedule:
-        return Schedule(
+        # As stored: rows written before today's input rules are read, not judged again.
+        return Schedule.model_construct(
             timezone=self.timezone,
             start_date=self.start_date,
             start_time=self.start_time,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -492,3 +492,30 @@ async def test_stored_line_breaks_and_quotes_stay_inside_one_csv_cell(api: Api, 
     assert len(rows) == 3
     assert {r["organization_name"] for r in rows} == {'Two\r\nlines, "quoted"\n=1+1'}
     assert {r["organization_id"] for r in rows} == {org["id"]}
+
+
+async def test_rows_stored_before_the_rules_are_still_served_and_changed(
+    api: Api, db: AsyncSession
+):
+    org = await api.make_org()
+    offering = await api.make_offering()
+    program = await make_program(api, org, offering)
+    await db.execute(
+        text("UPDATE organizations SET name = :name, address = :address WHERE id = :id"),
+        {"id": org["id"], "name": "Bell\x07 School", "address": "Line\rbreak"},
+    )
+    await db.execute(
+        text("UPDATE programs SET title = :title, exdates = :exdates WHERE id = :id"),
+        {"id": program["id"], "title": "Old\ttitle", "exdates": [date(1, 1, 1)]},
+    )
+    await db.flush()
+    shown = ok(await api.client.get(f"/v1/organizations/{org['id']}", headers=api.admin))
+    assert (shown["name"], shown["address"]) == ("Bell\x07 School", "Line\rbreak")
+    read = ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))
+    assert (read["title"], read["schedule"]["exdates"]) == ("Old\ttitle", ["0001-01-01"])
+    changed = ok(
+        await api.client.patch(
+            f"/v1/programs/{program['id']}", json={"title": "New title"}, headers=api.admin
+        )
+    )
+    assert changed["title"] == "New title"
