@@ -90,6 +90,14 @@ PROVIDER_ONLY_FIELDS = frozenset(
 
 
 class OrganizationRead(OrganizationBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    timezone: str
+    currency: str
+    billing_email: str | None
+    tax_label: str | None
+    holiday_region: str | None
+    address: str | None
     id: uuid.UUID
     active: bool
     created_at: datetime
@@ -117,6 +125,10 @@ class LocationCreate(LocationBase):
 
 
 class LocationRead(LocationBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    address: str | None
+    timezone: str
     id: uuid.UUID
     organization_id: uuid.UUID
     created_at: datetime

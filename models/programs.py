@@ -5,14 +5,24 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, time
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import field_validator
 from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, String, Time
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.offerings import DURATION_MAX, DURATION_MIN, MAX_PARTICIPANTS
-from models.types import Cents, ClockTime, FocusArea, LongText, Name, TimeZoneName
+from models.types import (
+    Cents,
+    ClockTime,
+    Day,
+    FocusArea,
+    HttpsUrl,
+    LongText,
+    Name,
+    TimeZoneName,
+    single_line,
+)
 
 MAX_EXDATES = 200
 
@@ -29,10 +39,7 @@ class Modality(StrEnum):
     online = "online"
 
 
-def _https(url: str | None) -> str | None:
-    if url is not None and not url.lower().startswith("https://"):
-        raise ValueError("must be an https:// link")
-    return url
+VIDEO_URL = "An https:// link to the video call."
 
 
 class Schedule(SQLModel):
@@ -41,11 +48,11 @@ class Schedule(SQLModel):
     model_config = FORBID_EXTRA
 
     timezone: TimeZoneName
-    start_date: date
+    start_date: Day
     start_time: ClockTime
     duration_minutes: int | None = Field(default=None, ge=DURATION_MIN, le=DURATION_MAX)
-    rrule: str = Field(min_length=1, max_length=300)
-    exdates: list[date] = Field(default_factory=list, max_length=MAX_EXDATES)
+    rrule: Annotated[str, single_line(min_length=1, max_length=300)]
+    exdates: list[Day] = Field(default_factory=list, max_length=MAX_EXDATES)
     skip_holidays: bool = False
 
 
@@ -102,7 +109,8 @@ class Program(SQLModel, table=True):
     updated_at: datetime = timestamp_field()
 
     def schedule(self) -> Schedule:
-        return Schedule(
+        # As stored: rows written before today's input rules are read, not judged again.
+        return Schedule.model_construct(
             timezone=self.timezone,
             start_date=self.start_date,
             start_time=self.start_time,
@@ -122,12 +130,10 @@ class ProgramCreate(SQLModel):
     focus_areas: list[FocusArea] = Field(default_factory=list, max_length=5)
     modality: Modality
     location_id: uuid.UUID | None = None
-    video_url: str | None = Field(default=None, max_length=2000)
+    video_url: HttpsUrl | None = Field(default=None, description=VIDEO_URL)
     participants: int = Field(ge=1, le=MAX_PARTICIPANTS)
     rate_cents: Cents | None = None
     schedule: Schedule
-
-    _video_is_https = field_validator("video_url")(_https)
 
 
 class ProgramUpdate(SQLModel):
@@ -142,12 +148,10 @@ class ProgramUpdate(SQLModel):
     rate_cents: Cents = Field(default=None)
     schedule: Schedule = Field(default=None)
     therapist_id: uuid.UUID = Field(default=None)
-    video_url: str = Field(default=None, max_length=2000)
+    video_url: HttpsUrl = Field(default=None, description=VIDEO_URL)
     location_id: uuid.UUID = Field(default=None)
-    effective_date: date | None = None
+    effective_date: Day | None = None
     override: bool = Field(default=False, description="As for assign.")
-
-    _video_is_https = field_validator("video_url")(_https)
 
 
 class ScheduleRead(SQLModel):
@@ -185,7 +189,7 @@ class AssignTherapist(SQLModel):
     model_config = FORBID_EXTRA
 
     therapist_id: uuid.UUID
-    effective_date: date | None = None
+    effective_date: Day | None = None
     override: bool = Field(
         default=False,
         description="Admin only: staff even outside availability, in time off or over the "
@@ -202,7 +206,7 @@ class ConfirmProgram(SQLModel):
 class CancelProgram(SQLModel):
     model_config = FORBID_EXTRA
 
-    effective_date: date
+    effective_date: Day
     reason: LongText | None = None
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.offerings import Offering
 from models.organizations import Organization
 from models.therapists import Therapist
-from models.types import Day
+from models.types import PATTERN_MESSAGES, Day
 from routers.unit_of_work import work_of
 from service.catalog import offerings, organizations, therapists
 from service.core.auth import Principal, authenticate
@@ -52,9 +52,13 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+CURSOR_PATTERN = r"^[A-Za-z0-9_=-]*$"  # what a page's `next_cursor` holds: URL-safe base64
+PATTERN_MESSAGES[CURSOR_PATTERN] = "is not a cursor this API returned"
+
+
 def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=CURSOR_PATTERN)] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, cursor=cursor)
 
