@@ -268,6 +268,21 @@ def test_production_without_a_database_url_is_one_line_too():
     ]
 
 
+def test_a_database_that_cannot_be_reached_is_one_line_not_a_traceback():
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = ensemble(
+            "migrate", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/nowhere"}
+        )
+
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ensemble migrate: the database is unavailable: ")
+    assert f"port {port} failed: Connection refused" in lines[0]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
