@@ -82,39 +82,36 @@ async def end_feeds_of_key(db: AsyncSession, principal: Principal, key_id: uuid.
 
 
 async def _revoke_keys(
-    db: AsyncSession,
-    principal: Principal,
-    tied: ColumnElement[bool],
-    reason: RevocationReason,
+    db: AsyncSession, principal: Principal, tied: ColumnElement[bool], reason: RevocationReason
 ) -> None:
-    revoked = await _revoke(db, ApiKey, tied)
-    for key in revoked:
-        after = ApiKeyRead.model_validate(key, from_attributes=True)
-        await audit.record_change(
-            db,
-            principal,
-            "api_key.revoked",
-            key,
-            before=after.model_copy(update={"revoked_at": None}),
-            after=after,
-            reason=reason.value,
-        )
+    await _revoke_and_audit(db, principal, ApiKey, ApiKeyRead, "api_key.revoked", tied, reason)
 
 
 async def _revoke_feeds(
+    db: AsyncSession, principal: Principal, tied: ColumnElement[bool], reason: RevocationReason
+) -> None:
+    await _revoke_and_audit(
+        db, principal, CalendarFeed, CalendarFeedRead, "calendar_feed.revoked", tied, reason
+    )
+
+
+async def _revoke_and_audit(
     db: AsyncSession,
     principal: Principal,
+    table: type[ApiKey] | type[CalendarFeed],
+    read: type[ApiKeyRead] | type[CalendarFeedRead],
+    action: str,
     tied: ColumnElement[bool],
     reason: RevocationReason,
 ) -> None:
-    revoked = await _revoke(db, CalendarFeed, tied)
-    for feed in revoked:
-        after = CalendarFeedRead.model_validate(feed, from_attributes=True)
+    """Revoke what `tied` selects and audit each credential as the API shows it."""
+    for row in await _revoke(db, table, tied):
+        after = read.model_validate(row, from_attributes=True)
         await audit.record_change(
             db,
             principal,
-            "calendar_feed.revoked",
-            feed,
+            action,
+            row,
             before=after.model_copy(update={"revoked_at": None}),
             after=after,
             reason=reason.value,
