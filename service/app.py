@@ -28,6 +28,7 @@ from routers import (
     therapists,
     webhooks,
 )
+from routers import openapi
 from routers.body_limit import BodyLimit
 from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
@@ -130,4 +131,5 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     for error, handler in HANDLERS:
         app.add_exception_handler(error, handler)
+    openapi.install(app)
     return app

@@ -10,6 +10,7 @@ always has its replay, and a failed request (any 4xx/5xx) leaves no key behind a
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,6 +24,9 @@ from service.core.errors import Conflict, FieldError, IdempotencyMismatch, Valid
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Visible ASCII, inner spaces allowed (HTTP strips the outer ones); the OpenAPI document says
+# the same (routers.openapi).
+KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 KEPT = timedelta(hours=24)  # how long a key replays (the expire-idempotency-keys job)
 
 
@@ -42,12 +46,12 @@ def request_hash(method: str, path: str, query: str, body: bytes) -> str:
 
 
 def validate_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if len(key) > MAX_KEY_LENGTH or not re.fullmatch(KEY_PATTERN, key):
         raise ValidationFailed(
             [
                 FieldError(
                     HEADER,
-                    f"must be 1 to {MAX_KEY_LENGTH} printable characters",
+                    f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (and spaces)",
                     "idempotency_key",
                     "header",
                 )
