@@ -7,8 +7,10 @@ with path parameters, with a body, a write), never by hand per route.
 Which errors an operation can give (routers.problems renders all of them):
 
 - 401 and 403: authenticated operations (a missing or unknown key; a role that may not);
-- 404: operations with a path parameter (missing or out of the caller's scope);
-- 409: writes (an invalid state, a clash, a concurrent change, a key still in progress);
+- 404: operations naming a resource, in the path or by id in a body (missing or out of the
+  caller's scope);
+- 409: writes (an invalid state, a clash, a concurrent change, a key still in progress) and
+  operations on a resource (one whose state does not allow them);
 - 413 and 408: operations with a body (routers.body_limit);
 - 422: operations with any parameter or a body, and every POST (its Idempotency-Key);
 - 429: everything the rate limiter counts (routers.rate_limit);
@@ -94,9 +96,10 @@ def possible_errors(path: str, method: str, operation: dict[str, Any]) -> list[i
     statuses: list[int] = []
     if operation.get("security"):
         statuses += [401, 403]
-    if any(p["in"] == "path" for p in parameters):
+    names_resources = any(p["in"] == "path" for p in parameters)
+    if names_resources or has_body:  # in the path, or by id in the body
         statuses.append(404)
-    if method in WRITES:
+    if method in WRITES or names_resources:  # a change, or a resource's state
         statuses.append(409)
     if has_body:
         statuses += [400, 408, 413]

@@ -21,6 +21,7 @@ from routers import (
     jobs,
     me,
     offerings,
+    openapi,
     organizations,
     programs,
     reports,
@@ -28,7 +29,6 @@ from routers import (
     therapists,
     webhooks,
 )
-from routers import openapi
 from routers.body_limit import BodyLimit
 from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
