@@ -162,6 +162,7 @@ def install(app: FastAPI) -> None:
                     openapi_version=app.openapi_version,
                     description=app.description,
                     routes=app.routes,
+                    separate_input_output_schemas=app.separate_input_output_schemas,
                 )
             )
         return app.openapi_schema

@@ -117,6 +117,8 @@ def create_app(
         description="Booking and billing for music therapy providers.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # One schema per model (not -Input and -Output twins): generated clients get one class.
+        separate_input_output_schemas=False,
     )
     app.state.settings = settings
     app.state.stripe = stripe_client or stripe_api.make_client(settings)

@@ -51,13 +51,16 @@ def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] 
 
 
 @schemathesis.hook
-def map_path_parameters(context: Any, path_parameters: dict[str, Any]) -> dict[str, Any]:
-    for name, value in path_parameters.items():
+def map_path_parameters(
+    context: Any, path_parameters: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    for name, value in (path_parameters or {}).items():
         if name in SEEDED and isinstance(value, str):
             try:
                 generated = uuid.UUID(value)
             except ValueError:
                 continue  # not an id at all: left as generated
             if generated.int % 2 == 0:
+                assert path_parameters is not None
                 path_parameters[name] = SEEDED[name]
     return path_parameters
