@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 
 # ISO 4217 codes with two minor-unit digits that Stripe accepts. Zero- and three-decimal
@@ -30,6 +31,15 @@ TWO_DECIMAL_CURRENCIES = frozenset(
     ZAR ZMW USD
     """.split()  # noqa: SIM905 (a table is easier to read as words)
 )
+
+
+# Values checked against a registry (zoneinfo, ISO 4217, the `holidays` package) are named in
+# the OpenAPI document by these formats: too many to list, and each says where its values come
+# from. Clock times are "HH:MM".
+TIME_ZONE_FORMAT = "iana-time-zone"
+CURRENCY_FORMAT = "iso-4217-two-decimal-currency"
+HOLIDAY_REGION_FORMAT = "holiday-region"
+CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 class Weekday(StrEnum):
@@ -104,7 +114,7 @@ def _email(value: str) -> str:
 
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=254, pattern=_EMAIL.pattern),
     AfterValidator(_reject_nul),
     AfterValidator(_email),
 ]
@@ -123,7 +133,10 @@ def _timezone(value: str) -> str:
 
 
 TimeZoneName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_timezone)
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_timezone),
+    Field(json_schema_extra={"format": TIME_ZONE_FORMAT}),
 ]
 
 
@@ -135,7 +148,10 @@ def _currency(value: str) -> str:
 
 
 CurrencyCode = Annotated[
-    str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)
+    str,
+    StringConstraints(min_length=3, max_length=3),
+    AfterValidator(_currency),
+    Field(json_schema_extra={"format": CURRENCY_FORMAT}),
 ]
 
 
@@ -153,7 +169,10 @@ def _holiday_region(value: str) -> str:
 
 
 HolidayRegion = Annotated[
-    str, StringConstraints(min_length=2, max_length=16), AfterValidator(_holiday_region)
+    str,
+    StringConstraints(min_length=2, max_length=16),
+    AfterValidator(_holiday_region),
+    Field(json_schema_extra={"format": HOLIDAY_REGION_FORMAT}),
 ]
 
 Cents = Annotated[int, Field(ge=0, le=100_000_000_00)]
@@ -166,7 +185,7 @@ Percent = Annotated[int, Field(ge=0, le=100)]
 def _hhmm(value: object) -> object:
     if isinstance(value, time) and value.tzinfo is None:
         return value  # already parsed, e.g. read back from the database
-    if isinstance(value, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+    if isinstance(value, str) and re.fullmatch(CLOCK_TIME_PATTERN, value):
         return value
     raise ValueError("must be a time of day as HH:MM, 00:00 to 23:59")
 
@@ -174,6 +193,7 @@ def _hhmm(value: object) -> object:
 ClockTime = Annotated[
     time,
     BeforeValidator(_hhmm),
+    WithJsonSchema({"type": "string", "pattern": CLOCK_TIME_PATTERN}),
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str, when_used="json"),
 ]
 """A wall-clock time of day, written "HH:MM" both ways."""

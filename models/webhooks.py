@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints, field_validator
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema, field_validator
 from sqlalchemy import ARRAY, CheckConstraint, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -51,6 +51,24 @@ def _subscribable(value: str) -> str:
 
 
 Subscription = Annotated[str, AfterValidator(_subscribable)]
+Subscriptions = Annotated[
+    list[Subscription],
+    # As WebhookEndpointCreate checks: '*' alone, or distinct event types.
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "array", "items": {"const": ALL_EVENTS}, "minItems": 1, "maxItems": 1},
+                {
+                    "type": "array",
+                    "items": {"enum": [e.value for e in EventType]},
+                    "minItems": 1,
+                    "maxItems": len(EventType),
+                    "uniqueItems": True,
+                },
+            ]
+        }
+    ),
+]
 WebhookUrl = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
@@ -137,7 +155,7 @@ class WebhookEndpointCreate(SQLModel):
     model_config = FORBID_EXTRA
 
     url: WebhookUrl
-    events: list[Subscription] = Field(min_length=1, max_length=len(EventType) + 1)
+    events: Subscriptions = Field(min_length=1, max_length=len(EventType) + 1)
     description: LongText = ""
 
     @field_validator("events")

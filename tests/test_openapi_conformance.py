@@ -102,8 +102,9 @@ async def run_schemathesis(
         str(MAX_EXAMPLES),
         "--phases",
         "fuzzing",
+        # One worker per role: Hypothesis's lambda descriptions are not thread-safe.
         "--workers",
-        "2",
+        "1",
         "--no-shrink",
         *excluded,
         stdout=asyncio.subprocess.PIPE,
