@@ -93,6 +93,8 @@ class ApiKeyCreate(ApiKeyBase):
 
 
 class ApiKeyRead(ApiKeyBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
     id: uuid.UUID
     prefix: str
     created_at: datetime

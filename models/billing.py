@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
-from models.types import Cents, Instant, LongText, ShortText
+from models.types import Cents, Day, Instant, LongText, ShortText
 
 
 class InvoiceStatus(StrEnum):
@@ -207,8 +207,8 @@ class InvoiceRunCreate(SQLModel):
 
     model_config = FORBID_EXTRA
 
-    period_start: date
-    period_end: date
+    period_start: Day
+    period_end: Day
     organization_id: uuid.UUID | None = None
 
 

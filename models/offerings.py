@@ -90,6 +90,10 @@ class OfferingUpdate(SQLModel):
 
 
 class OfferingRead(OfferingBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    currency: str
+    required_credentials: list[str]
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime

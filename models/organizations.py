@@ -83,6 +83,14 @@ PROVIDER_ONLY_FIELDS = frozenset({"currency", "tax_rate_bps", "tax_label", "paym
 
 
 class OrganizationRead(OrganizationBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    timezone: str
+    currency: str
+    billing_email: str | None
+    tax_label: str | None
+    holiday_region: str | None
+    address: str | None
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
@@ -109,6 +117,10 @@ class LocationCreate(LocationBase):
 
 
 class LocationRead(LocationBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    address: str | None
+    timezone: str
     id: uuid.UUID
     organization_id: uuid.UUID
     created_at: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, time
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import field_validator
 from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, String, Time
@@ -12,7 +13,17 @@ from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.offerings import DURATION_MAX, DURATION_MIN, MAX_PARTICIPANTS
-from models.types import Cents, ClockTime, FocusArea, LongText, Name, TimeZoneName
+from models.types import (
+    Cents,
+    ClockTime,
+    Day,
+    FocusArea,
+    LongText,
+    Name,
+    TimeZoneName,
+    WebUrl,
+    single_line,
+)
 
 MAX_EXDATES = 200
 
@@ -35,17 +46,20 @@ def _https(url: str | None) -> str | None:
     return url
 
 
+VIDEO_URL = "An https:// link to the video call."
+
+
 class Schedule(SQLModel):
     """When the sessions happen, in the program's own time zone (RFC 5545 recurrence)."""
 
     model_config = FORBID_EXTRA
 
     timezone: TimeZoneName
-    start_date: date
+    start_date: Day
     start_time: ClockTime
     duration_minutes: int | None = Field(default=None, ge=DURATION_MIN, le=DURATION_MAX)
-    rrule: str = Field(min_length=1, max_length=300)
-    exdates: list[date] = Field(default_factory=list, max_length=MAX_EXDATES)
+    rrule: Annotated[str, single_line(min_length=1, max_length=300)]
+    exdates: list[Day] = Field(default_factory=list, max_length=MAX_EXDATES)
     skip_holidays: bool = False
 
 
@@ -122,7 +136,7 @@ class ProgramCreate(SQLModel):
     focus_areas: list[FocusArea] = Field(default_factory=list, max_length=5)
     modality: Modality
     location_id: uuid.UUID | None = None
-    video_url: str | None = Field(default=None, max_length=2000)
+    video_url: WebUrl | None = Field(default=None, description=VIDEO_URL)
     participants: int = Field(ge=1, le=MAX_PARTICIPANTS)
     rate_cents: Cents | None = None
     schedule: Schedule
@@ -142,9 +156,9 @@ class ProgramUpdate(SQLModel):
     rate_cents: Cents = Field(default=None)
     schedule: Schedule = Field(default=None)
     therapist_id: uuid.UUID = Field(default=None)
-    video_url: str = Field(default=None, max_length=2000)
+    video_url: WebUrl = Field(default=None, description=VIDEO_URL)
     location_id: uuid.UUID = Field(default=None)
-    effective_date: date | None = None
+    effective_date: Day | None = None
     override: bool = Field(default=False, description="As for assign.")
 
     _video_is_https = field_validator("video_url")(_https)
@@ -185,7 +199,7 @@ class AssignTherapist(SQLModel):
     model_config = FORBID_EXTRA
 
     therapist_id: uuid.UUID
-    effective_date: date | None = None
+    effective_date: Day | None = None
     override: bool = Field(
         default=False,
         description="Admin only: staff even outside availability, in time off or over the "
@@ -202,7 +216,7 @@ class ConfirmProgram(SQLModel):
 class CancelProgram(SQLModel):
     model_config = FORBID_EXTRA
 
-    effective_date: date
+    effective_date: Day
     reason: LongText | None = None
 
 

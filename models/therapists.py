@@ -66,6 +66,12 @@ class TherapistUpdate(SQLModel):
 
 
 class TherapistRead(TherapistBase):
+    # Read back as stored: output is not validated against the input rules.
+    name: str
+    email: str
+    credentials: list[str]
+    languages: list[str]
+    timezone: str
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
@@ -138,6 +144,8 @@ class TimeOffCreate(TimeOffBase):
 
 
 class TimeOffRead(TimeOffBase):
+    # Read back as stored: output is not validated against the input rules.
+    reason: str | None
     id: uuid.UUID
     therapist_id: uuid.UUID
     created_at: datetime

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -80,30 +81,59 @@ class FocusArea(StrEnum):
     wellbeing = "wellbeing"
 
 
-def _reject_nul(value: str) -> str:
-    # PostgreSQL text cannot store NUL; refuse it at the edge instead of failing in the driver.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+# Input text rules (docs/api.md, "Input rules"). Every pattern is written for both engines that
+# read it — pydantic's validator and a client's JSON Schema (ECMA-262) — and is checked on the
+# raw value, before surrounding spaces are stripped, so the spec and the server agree.
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+SINGLE_LINE_PATTERN = rf"^[^{_CONTROLS}]*$"
+"""No control character at all (C0, DEL, C1, Unicode line and paragraph separators)."""
+SOME_TEXT_PATTERN = rf"^[^{_CONTROLS}]*[^\s{_CONTROLS}][^{_CONTROLS}]*$"
+"""As SINGLE_LINE_PATTERN, and at least one character that is not a space."""
+MULTILINE_PATTERN = r"^(?:[^\x00-\x08\x0b-\x1f\x7f-\x9f]|\r\n)*$"
+"""Printable text, tabs and line breaks (LF or CR LF); no other control character, no NUL
+(which PostgreSQL text cannot store either)."""
 
 
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_reject_nul),
-]
-ShortText = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_reject_nul),
-]
+PATTERN_MESSAGES: dict[str, str] = {
+    SINGLE_LINE_PATTERN: "must be one line of text without control characters",
+    SOME_TEXT_PATTERN: "must be one line of text, not blank, without control characters",
+    MULTILINE_PATTERN: "must be text without control characters (tabs and line breaks allowed)",
+}
+"""What a broken pattern means, in words, for the 422 (the pattern itself is in the spec)."""
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+def single_line(*, min_length: int = 0, max_length: int) -> object:
+    """Constraints of a one-line text field: no control character, surrounding spaces
+    stripped after the check; with `min_length`, at least one character that is not a space."""
+    return StringConstraints(
+        min_length=min_length or None,
+        max_length=max_length,
+        pattern=SOME_TEXT_PATTERN if min_length else SINGLE_LINE_PATTERN,
+    )
+
+
+Name = Annotated[str, single_line(min_length=1, max_length=200), AfterValidator(_strip)]
+"""One line of text, 1 to 200 characters: names and titles."""
+ShortText = Annotated[str, single_line(min_length=1, max_length=100), AfterValidator(_strip)]
+"""One line of text, 1 to 100 characters: labels and references."""
 LongText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=2000),
-    AfterValidator(_reject_nul),
+    StringConstraints(max_length=2000, pattern=MULTILINE_PATTERN),
+    AfterValidator(_strip),
 ]
+"""Free text of several lines, up to 2000 characters: addresses, reasons, descriptions. Tabs
+and line breaks (LF or CR LF) are allowed; no other control character."""
+FilterText = Annotated[str, single_line(min_length=1, max_length=40)]
+"""A one-line filter value in a query string."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What _email checks, on the raw value (spaces around it are stripped after): one line.
+EMAIL_PATTERN = rf"^ *[^@\s{_CONTROLS}]+@[^@\s{_CONTROLS}]+\.[^@\s{_CONTROLS}]+ *$"
+PATTERN_MESSAGES[EMAIL_PATTERN] = "must be an email address like name@example.org"
 
 
 def _email(value: str) -> str:
@@ -114,8 +144,8 @@ def _email(value: str) -> str:
 
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=254, pattern=_EMAIL.pattern),
-    AfterValidator(_reject_nul),
+    StringConstraints(min_length=3, max_length=254, pattern=EMAIL_PATTERN),
+    AfterValidator(_strip),
     AfterValidator(_email),
 ]
 
@@ -134,7 +164,7 @@ def _timezone(value: str) -> str:
 
 TimeZoneName = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64),
+    StringConstraints(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN),
     AfterValidator(_timezone),
     Field(json_schema_extra={"format": TIME_ZONE_FORMAT}),
 ]
@@ -147,9 +177,11 @@ def _currency(value: str) -> str:
     return code
 
 
+CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
+PATTERN_MESSAGES[CURRENCY_PATTERN] = "must be three letters, such as CAD"
 CurrencyCode = Annotated[
     str,
-    StringConstraints(min_length=3, max_length=3),
+    StringConstraints(min_length=3, max_length=3, pattern=CURRENCY_PATTERN),
     AfterValidator(_currency),
     Field(json_schema_extra={"format": CURRENCY_FORMAT}),
 ]
@@ -170,10 +202,55 @@ def _holiday_region(value: str) -> str:
 
 HolidayRegion = Annotated[
     str,
-    StringConstraints(min_length=2, max_length=16),
+    StringConstraints(min_length=2, max_length=16, pattern=SINGLE_LINE_PATTERN),
     AfterValidator(_holiday_region),
     Field(json_schema_extra={"format": HOLIDAY_REGION_FORMAT}),
 ]
+
+
+URL_MAX_LENGTH = 2000
+# Absolute http(s): a scheme, a host (a name, or an IP literal in brackets), an optional port,
+# then anything printable without spaces. The scheme is matched in any case, as RFC 3986 says.
+_URL_CHARS = rf"[^\s{_CONTROLS}]"
+URL_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://"
+    rf"(?:[^\s/?#@{_CONTROLS}]+@)?"
+    rf"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]{_CONTROLS}]+)"
+    r"(?::[0-9]{1,5})?"
+    rf"(?:[/?#]{_URL_CHARS}*)?$"
+)
+
+
+def _absolute_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or (port is not None and not 0 < port <= 65535):
+        raise ValueError("must be an absolute http(s) URL with a host (and a valid port)")
+    return value
+
+
+PATTERN_MESSAGES[URL_PATTERN] = (
+    "must be an absolute http(s) URL with a host, without spaces or control characters"
+)
+WebUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=URL_MAX_LENGTH, pattern=URL_PATTERN),
+    AfterValidator(_absolute_http_url),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "uri",
+            "minLength": 1,
+            "maxLength": URL_MAX_LENGTH,
+            "pattern": URL_PATTERN,
+        }
+    ),
+]
+"""An absolute http:// or https:// URL with a host, at most 2000 characters, with no space
+and no control character. Where only https will do, the field says so."""
 
 Cents = Annotated[int, Field(ge=0, le=100_000_000_00)]
 """Money as integer minor units; never negative, bounded far below bigint."""
@@ -199,22 +276,29 @@ ClockTime = Annotated[
 """A wall-clock time of day, written "HH:MM" both ways."""
 
 
+YEARS = (1900, 2200)
+# The year range as a JSON Schema pattern, so a client knows the bounds before it asks.
+YEAR_PATTERN = r"^(?:19[0-9]{2}|2[01][0-9]{2}|2200)-"
+_IN_YEARS = Field(json_schema_extra={"pattern": YEAR_PATTERN})
+
+
 def _in_utc(moment: datetime) -> datetime:
-    if not 1900 <= moment.year <= 2200:
+    if not YEARS[0] <= moment.year <= YEARS[1]:
         raise ValueError("must be between the years 1900 and 2200")
     return moment.astimezone(UTC)
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc), _IN_YEARS]
+"""A moment with a UTC offset in the years 1900 to 2200, kept in UTC."""
 
 
 def _in_years(day: date) -> date:
-    if not 1900 <= day.year <= 2200:
+    if not YEARS[0] <= day.year <= YEARS[1]:
         raise ValueError("must be between the years 1900 and 2200")
     return day
 
 
-Day = Annotated[date, AfterValidator(_in_years)]
+Day = Annotated[date, AfterValidator(_in_years), _IN_YEARS]
 """A calendar date in the years 1900 to 2200."""
 
 
@@ -232,14 +316,10 @@ def _date_or_instant(value: object) -> object:
     return _in_utc(moment)
 
 
-DateOrInstant = Annotated[date | datetime, BeforeValidator(_date_or_instant)]
+DateOrInstant = Annotated[date | datetime, BeforeValidator(_date_or_instant), _IN_YEARS]
 """A window bound: a calendar date, or an instant with an offset (never a bare number), in the
 years 1900 to 2200."""
 
 
-Tag = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=40),
-    AfterValidator(_reject_nul),
-]
+Tag = Annotated[str, single_line(min_length=1, max_length=40), AfterValidator(_strip)]
 Tags = Annotated[list[Tag], Field(max_length=20)]

@@ -8,13 +8,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints, WithJsonSchema, field_validator
+from pydantic import AfterValidator, WithJsonSchema, field_validator
 from sqlalchemy import ARRAY, CheckConstraint, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
-from models.types import LongText, _reject_nul
+from models.types import LongText, WebUrl
 
 
 class EventType(StrEnum):
@@ -50,7 +50,11 @@ def _subscribable(value: str) -> str:
     return value
 
 
-Subscription = Annotated[str, AfterValidator(_subscribable)]
+Subscription = Annotated[
+    str,
+    AfterValidator(_subscribable),
+    WithJsonSchema({"type": "string", "enum": [*(e.value for e in EventType), ALL_EVENTS]}),
+]
 Subscriptions = Annotated[
     list[Subscription],
     # As WebhookEndpointCreate checks: '*' alone, or distinct event types.
@@ -68,11 +72,6 @@ Subscriptions = Annotated[
             ]
         }
     ),
-]
-WebhookUrl = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
-    AfterValidator(_reject_nul),
 ]
 
 
@@ -154,7 +153,7 @@ class WebhookAttempt(SQLModel, table=True):
 class WebhookEndpointCreate(SQLModel):
     model_config = FORBID_EXTRA
 
-    url: WebhookUrl
+    url: WebUrl
     events: Subscriptions = Field(min_length=1, max_length=len(EventType) + 1)
     description: LongText = ""
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from models.audit import AuditEventRead
 from models.base import Page
+from models.types import FilterText
 from routers.deps import CurrentPrincipal, DbSession, PageParams
 from service.core import audit
 
@@ -20,7 +21,7 @@ async def list_audit_events(
     db: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    entity_type: Annotated[str | None, Query(max_length=40)] = None,
+    entity_type: Annotated[FilterText | None, Query()] = None,
     entity_id: uuid.UUID | None = None,
 ) -> Page[AuditEventRead]:
     """Every change, oldest first (admin, finance)."""

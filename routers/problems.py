@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.types import PATTERN_MESSAGES
 from service.core.errors import (
     PROBLEM_BASE,
     DatabaseUnavailable,
@@ -89,6 +90,8 @@ def _validation_problem(exc: RequestValidationError) -> ValidationFailed:
         where = loc[0] if loc else "body"
         field = ".".join(loc[1:]) or where
         message = str(item.get("msg", "is invalid")).removeprefix("Value error, ")
+        if item.get("type") == "string_pattern_mismatch":
+            message = PATTERN_MESSAGES.get(str(item.get("ctx", {}).get("pattern")), message)
         errors.append(FieldError(field, message, str(item.get("type", "invalid")), where))
     return ValidationFailed(errors)
 

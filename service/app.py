@@ -30,6 +30,7 @@ from routers import (
     webhooks,
 )
 from routers.body_limit import BodyLimit
+from routers.header_guard import HeaderGuard
 from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
 from routers.unit_of_work import UnitOfWork
@@ -130,6 +131,7 @@ def create_app(
     app.add_middleware(UnitOfWork)
     app.add_middleware(BodyLimit)  # outside the unit of work: bodies are read before it
     app.add_middleware(RateLimit)  # outside both: an abusive client costs no read, no query
+    app.add_middleware(HeaderGuard)  # before anything reads a header (the rate limit's key)
     app.add_middleware(MetricsMiddleware)
     for error, handler in HANDLERS:
         app.add_exception_handler(error, handler)

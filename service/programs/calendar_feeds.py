@@ -7,9 +7,11 @@ money: what, when, where, and whether it is still on.
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import timedelta
+from urllib.parse import quote
 
 import icalendar
 from sqlalchemy import select
@@ -36,6 +38,23 @@ from service.core.errors import InvalidState, NotFound
 TOKEN_PREFIX = "cal_"  # noqa: S105 (a label, not a secret)
 FEED_PAST = timedelta(days=90)  # how far back a feed still shows sessions
 FEED_LIMIT = 2000
+# RFC 5545 §3.3.11: TEXT holds no CONTROL character but HTAB; a line break is written `\n`.
+_TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Every printable ASCII character but the space stays as it is in a URI; the rest is
+# percent-encoded, so no stored value can end a content line.
+_URI_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def ical_text(value: str) -> str:
+    r"""User text made safe for an iCalendar TEXT value: line breaks (CR LF, CR, LF) become one
+    LF, which the icalendar library writes as the escape `\n`; other controls are dropped. The
+    library escapes `\`, `;` and `,` and folds long lines (RFC 5545 §3.1)."""
+    return _TEXT_CONTROLS.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def ical_uri(value: str) -> str:
+    """A stored URL as an iCalendar URI value: spaces and control characters percent-encoded."""
+    return quote(value, safe=_URI_SAFE)
 
 
 def _new_token() -> str:
@@ -150,7 +169,7 @@ async def render(db: AsyncSession, token: str) -> bytes:
     calendar.add("prodid", "-//Ensemble//Music therapy sessions//EN")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", f"Ensemble: {name}")
+    calendar.add("x-wr-calname", ical_text(f"Ensemble: {name}"))
     for session, program, org_name, location_name, location_address in rows:
         calendar.add_component(
             _event(
@@ -191,16 +210,17 @@ def _event(
     event.add("last-modified", session.updated_at)
     event.add("dtstart", session.starts_at)
     event.add("dtend", session.ends_at)
-    event.add("summary", f"{program.title} ({org_name})" if for_therapist else program.title)
+    summary = f"{program.title} ({org_name})" if for_therapist else program.title
+    event.add("summary", ical_text(summary))
     where = (
         (f"{location_name}, {location_address}" if location_address else location_name)
         if location_name
         else program.video_url
     )
     if where:
-        event.add("location", where)
+        event.add("location", ical_text(where))
     if program.video_url:
-        event.add("url", program.video_url)
+        event.add("url", ical_uri(program.video_url))
     event.add(
         "description",
         f"Music therapy session, {program.participants} participant(s). Status: {session.status}.",
