@@ -106,9 +106,9 @@ def _strip(value: str) -> str:
     return value.strip()
 
 
-def single_line(*, min_length: int = 0, max_length: int) -> object:
-    """Constraints of a one-line text field: no control character, surrounding spaces
-    stripped after the check; with `min_length`, at least one character that is not a space."""
+def single_line(*, min_length: int = 0, max_length: int) -> StringConstraints:
+    """Constraints of a one-line text field: no control character; with `min_length`, at least
+    one character that is not a space. Types that trim add `AfterValidator(_strip)` after it."""
     return StringConstraints(
         min_length=min_length or None,
         max_length=max_length,
@@ -127,7 +127,7 @@ LongText = Annotated[
 ]
 """Free text of several lines, up to 2000 characters: addresses, reasons, descriptions. Tabs
 and line breaks (LF or CR LF) are allowed; no other control character."""
-FilterText = Annotated[str, single_line(min_length=1, max_length=40)]
+FilterText = Annotated[str, single_line(max_length=40)]
 """A one-line filter value in a query string."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -212,12 +212,19 @@ URL_MAX_LENGTH = 2000
 # Absolute http(s): a scheme, a host (a name, or an IP literal in brackets), an optional port,
 # then anything printable without spaces. The scheme is matched in any case, as RFC 3986 says.
 _URL_CHARS = rf"[^\s{_CONTROLS}]"
-URL_PATTERN = (
-    r"^[Hh][Tt][Tt][Pp][Ss]?://"
-    rf"(?:[^\s/?#@{_CONTROLS}]+@)?"
+_URL_REST = (
+    rf"://(?:[^\s/?#@{_CONTROLS}]+@)?"
     rf"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]{_CONTROLS}]+)"
     r"(?::[0-9]{1,5})?"
     rf"(?:[/?#]{_URL_CHARS}*)?$"
+)
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?" + _URL_REST
+HTTPS_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]" + _URL_REST
+PATTERN_MESSAGES[URL_PATTERN] = (
+    "must be an absolute http(s) URL with a host, without spaces or control characters"
+)
+PATTERN_MESSAGES[HTTPS_URL_PATTERN] = (
+    "must be an absolute https:// URL with a host, without spaces or control characters"
 )
 
 
@@ -232,25 +239,26 @@ def _absolute_http_url(value: str) -> str:
     return value
 
 
-PATTERN_MESSAGES[URL_PATTERN] = (
-    "must be an absolute http(s) URL with a host, without spaces or control characters"
-)
-WebUrl = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=URL_MAX_LENGTH, pattern=URL_PATTERN),
-    AfterValidator(_absolute_http_url),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "uri",
-            "minLength": 1,
-            "maxLength": URL_MAX_LENGTH,
-            "pattern": URL_PATTERN,
-        }
-    ),
-]
+def _url(pattern: str) -> tuple[object, ...]:
+    schema = {
+        "type": "string",
+        "format": "uri",
+        "minLength": 1,
+        "maxLength": URL_MAX_LENGTH,
+        "pattern": pattern,
+    }
+    return (
+        StringConstraints(min_length=1, max_length=URL_MAX_LENGTH, pattern=pattern),
+        AfterValidator(_absolute_http_url),
+        WithJsonSchema(schema),
+    )
+
+
+WebUrl = Annotated[str, *_url(URL_PATTERN)]
 """An absolute http:// or https:// URL with a host, at most 2000 characters, with no space
-and no control character. Where only https will do, the field says so."""
+and no control character."""
+HttpsUrl = Annotated[str, *_url(HTTPS_URL_PATTERN)]
+"""As WebUrl, https:// only."""
 
 Cents = Annotated[int, Field(ge=0, le=100_000_000_00)]
 """Money as integer minor units; never negative, bounded far below bigint."""

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.offerings import Offering
 from models.organizations import Organization
 from models.therapists import Therapist
-from models.types import Day
+from models.types import PATTERN_MESSAGES, Day
 from routers.unit_of_work import work_of
 from service.catalog import offerings, organizations, therapists
 from service.core.auth import Principal, authenticate
@@ -53,10 +53,14 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+CURSOR_PATTERN = r"^[A-Za-z0-9_=-]*$"  # what a page's `next_cursor` holds: URL-safe base64
+PATTERN_MESSAGES[CURSOR_PATTERN] = "is not a cursor this API returned"
 Cursor = Annotated[
     str,
-    StringConstraints(max_length=500),
-    WithJsonSchema({"type": "string", "maxLength": 500, "format": CURSOR_FORMAT}),
+    StringConstraints(max_length=500, pattern=CURSOR_PATTERN),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 500, "pattern": CURSOR_PATTERN, "format": CURSOR_FORMAT}
+    ),
 ]
 
 

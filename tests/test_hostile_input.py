@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,6 +29,7 @@ from models.types import (
     CURRENCY_PATTERN,
     EMAIL_PATTERN,
     HOLIDAY_REGION_FORMAT,
+    HTTPS_URL_PATTERN,
     MULTILINE_PATTERN,
     SINGLE_LINE_PATTERN,
     SOME_TEXT_PATTERN,
@@ -79,6 +80,8 @@ def kind_of(schema: dict[str, Any]) -> str:
             return "id"
         case ("uri", pattern) if pattern == URL_PATTERN:
             return "url"
+        case ("uri", pattern) if pattern == HTTPS_URL_PATTERN:
+            return "https_url"
         case ("date", _) | ("date-time", _):
             return "date"
         case ("time", _):
@@ -125,27 +128,31 @@ def embedded(bad: list[str]) -> st.SearchStrategy[str]:
     return st.builds(lambda a, c, b: a + c + b, printable, st.sampled_from(bad), printable)
 
 
+BAD_URLS = st.one_of(
+    st.sampled_from(
+        [
+            "ftp://files.example.org/a",
+            "javascript:alert(1)",
+            "https:///no-host",
+            "//meet.example.org/no-scheme",
+            "meet.example.org/relative",
+            "https://meet example.org/",
+            "https://meet.example.org:99999/",
+            "https://meet.example.org/" + "a" * 2000,
+        ]
+    ),
+    st.builds(
+        lambda c, tail: f"https://meet.example.org/{c}{tail}",
+        st.sampled_from([*CONTROLS, *LINE_BREAKS, " ", "\t"]),
+        printable,
+    ),
+)
 HOSTILE: dict[str, st.SearchStrategy[str]] = {
     "single_line": embedded([*CONTROLS, *LINE_BREAKS, "\t", "\u2028", "\u2029"]),
     "multi_line": embedded([*CONTROLS, "\r"]).filter(lambda s: "\r\n" not in s),
-    "url": st.one_of(
-        st.sampled_from(
-            [
-                "ftp://files.example.org/a",
-                "javascript:alert(1)",
-                "https:///no-host",
-                "//meet.example.org/no-scheme",
-                "meet.example.org/relative",
-                "https://meet example.org/",
-                "https://meet.example.org:99999/",
-                "https://meet.example.org/" + "a" * 2000,
-            ]
-        ),
-        st.builds(
-            lambda c, tail: f"https://meet.example.org/{c}{tail}",
-            st.sampled_from([*CONTROLS, *LINE_BREAKS, " ", "\t"]),
-            printable,
-        ),
+    "url": BAD_URLS,
+    "https_url": st.one_of(
+        BAD_URLS, st.sampled_from(["http://meet.example.org/room", "HTTP://meet.example.org/"])
     ),
     "date": st.sampled_from(
         [
@@ -263,7 +270,7 @@ def test_every_string_field_of_every_write_route_declares_its_input_rule():
     kinds = {kind for *_, kind in FIELDS}
     # Every write with a JSON body but these (whose bodies hold only booleans and numbers).
     assert operations == set(base_bodies(WORLD_IDS)) - {"confirm_program", "complete_session"}
-    assert kinds == {"single_line", "multi_line", "url", "date", "clock", "enum", "id"}
+    assert kinds == {"single_line", "multi_line", "url", "https_url", "date", "clock", "enum", "id"}
 
 
 WORLD_IDS = {name: {"id": ""} for name in ("org", "offering", "therapist")}
@@ -284,11 +291,8 @@ def test_the_text_fields_and_their_rules():
         "update_organization:address",
         "void_invoice:reason",
     }
-    assert by_kind["url"] == {
-        "create_program:video_url",
-        "create_webhook_endpoint:url",
-        "update_program:video_url",
-    }
+    assert by_kind["url"] == {"create_webhook_endpoint:url"}
+    assert by_kind["https_url"] == {"create_program:video_url", "update_program:video_url"}
 
 
 @pytest_asyncio.fixture
@@ -353,6 +357,8 @@ async def test_the_one_line_and_multi_line_rules_keep_ordinary_text(api: Api):
     [
         ("/v1/audit-events", {"entity_type": "program\x00"}),
         ("/v1/audit-events", {"entity_type": "program\r\nX"}),
+        ("/v1/offerings", {"cursor": "abc\x00"}),
+        ("/v1/audit-events", {"cursor": "abc\r\n"}),
         ("/v1/sessions", {"from": "0001-01-01"}),
         ("/v1/sessions", {"to": "9999-12-31T00:00:00Z"}),
         ("/v1/me/sessions", {"from": "2030-01-01\x00"}),
@@ -497,3 +503,30 @@ async def test_stored_line_breaks_and_quotes_stay_inside_one_csv_cell(api: Api, 
     assert len(rows) == 3
     assert {r["organization_name"] for r in rows} == {'Two\r\nlines, "quoted"\n=1+1'}
     assert {r["organization_id"] for r in rows} == {org["id"]}
+
+
+async def test_rows_stored_before_the_rules_are_still_served_and_changed(
+    api: Api, db: AsyncSession
+):
+    org = await api.make_org()
+    offering = await api.make_offering()
+    program = await make_program(api, org, offering)
+    await db.execute(
+        text("UPDATE organizations SET name = :name, address = :address WHERE id = :id"),
+        {"id": org["id"], "name": "Bell\x07 School", "address": "Line\rbreak"},
+    )
+    await db.execute(
+        text("UPDATE programs SET title = :title, exdates = :exdates WHERE id = :id"),
+        {"id": program["id"], "title": "Old\ttitle", "exdates": [date(1, 1, 1)]},
+    )
+    await db.flush()
+    shown = ok(await api.client.get(f"/v1/organizations/{org['id']}", headers=api.admin))
+    assert (shown["name"], shown["address"]) == ("Bell\x07 School", "Line\rbreak")
+    read = ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))
+    assert (read["title"], read["schedule"]["exdates"]) == ("Old\ttitle", ["0001-01-01"])
+    changed = ok(
+        await api.client.patch(
+            f"/v1/programs/{program['id']}", json={"title": "New title"}, headers=api.admin
+        )
+    )
+    assert changed["title"] == "New title"
