@@ -18,7 +18,7 @@ import json
 import os
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import schemathesis
@@ -49,6 +49,20 @@ schemathesis.openapi.format(
     ),
 )
 
+
+# Dates and instants in the years the server takes (1900-2200, as their patterns say): drawn
+# there, rather than drawn from any year and filtered down to the few that match.
+_YEARS = {"min_value": date(1900, 1, 1), "max_value": date(2200, 12, 31)}
+_OFFSETS = st.sampled_from(
+    [UTC, timezone(timedelta(hours=-7)), timezone(timedelta(hours=5, minutes=30))]
+)
+schemathesis.openapi.format("date", st.dates(**_YEARS).map(date.isoformat))
+schemathesis.openapi.format(
+    "date-time",
+    st.datetimes(
+        min_value=datetime(1900, 1, 2), max_value=datetime(2200, 12, 30), timezones=_OFFSETS
+    ).map(datetime.isoformat),
+)
 
 # Registry-checked values: drawn from the registries the server checks against.
 schemathesis.openapi.format(TIME_ZONE_FORMAT, st.sampled_from(sorted(_zones())))

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from service.core.settings import Settings
+from tests.billing_support import complete, delivered_program, period, run
 from tests.conftest import LiveServer, _truncate_all
 from tests.programs_support import confirmed_program, sessions_of
 from tests.support import Api, ok
@@ -48,7 +49,7 @@ CHECKS = ",".join(
     )
 )
 SEED = 20261207
-MAX_EXAMPLES = 4
+MAX_EXAMPLES = 6
 EXCLUDED = ("receive_stripe_webhook", "prometheus_metrics")  # operation ids
 
 
@@ -119,6 +120,18 @@ async def seed(live: LiveServer) -> tuple[dict[str, str], dict[str, str]]:
             ),
             201,
         )
+        _, done = await delivered_program(api, org, sessions=2, days_ago=10)
+        for past in done:
+            await complete(api, past)
+        invoice = (await run(api, *period(30), organization_id=org["id"]))[0]
+        endpoint = ok(
+            await client.post(
+                "/v1/webhook-endpoints",
+                json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
+                headers=admin,
+            ),
+            201,
+        )
         keys = {
             "admin": admin,
             "coordinator": await api.coordinator(org["id"]),
@@ -132,6 +145,8 @@ async def seed(live: LiveServer) -> tuple[dict[str, str], dict[str, str]]:
         "program_id": program["id"],
         "session_id": session["id"],
         "feed_id": feed["id"],
+        "invoice_id": invoice["id"],
+        "endpoint_id": endpoint["id"],
     }
     return ids, {role: headers["Authorization"] for role, headers in keys.items()}
 
