@@ -290,13 +290,21 @@ YEAR_PATTERN = r"^(?:19[0-9]{2}|2[01][0-9]{2}|2200)-"
 _IN_YEARS = Field(json_schema_extra={"pattern": YEAR_PATTERN})
 
 
+def _text_only(value: object) -> object:
+    # JSON carries dates and instants as strings (the spec says so); pydantic would also read a
+    # number as seconds since 1970, which no client means.
+    if isinstance(value, int | float):
+        raise ValueError("must be written as a string (ISO 8601), not a number")
+    return value
+
+
 def _in_utc(moment: datetime) -> datetime:
     if not YEARS[0] <= moment.year <= YEARS[1]:
         raise ValueError("must be between the years 1900 and 2200")
     return moment.astimezone(UTC)
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc), _IN_YEARS]
+Instant = Annotated[AwareDatetime, BeforeValidator(_text_only), AfterValidator(_in_utc), _IN_YEARS]
 """A moment with a UTC offset in the years 1900 to 2200, kept in UTC."""
 
 
@@ -306,7 +314,7 @@ def _in_years(day: date) -> date:
     return day
 
 
-Day = Annotated[date, AfterValidator(_in_years), _IN_YEARS]
+Day = Annotated[date, BeforeValidator(_text_only), AfterValidator(_in_years), _IN_YEARS]
 """A calendar date in the years 1900 to 2200."""
 
 
