@@ -7,10 +7,10 @@ with path parameters, with a body, a write), never by hand per route.
 Which errors an operation can give (routers.problems renders all of them):
 
 - 401 and 403: authenticated operations (a missing or unknown key; a role that may not);
-- 404: operations naming a resource, in the path or by id in a body (missing or out of the
-  caller's scope);
+- 404: operations naming a resource, in the path or (authenticated) by id in a body (missing
+  or out of the caller's scope);
 - 409: writes (an invalid state, a clash, a concurrent change, a key still in progress) and
-  operations on a resource (one whose state does not allow them);
+  authenticated operations on a resource (one whose state does not allow them);
 - 413 and 408: operations with a body (routers.body_limit);
 - 422: operations with any parameter or a body, and every POST (its Idempotency-Key);
 - 429: everything the rate limiter counts (routers.rate_limit);
@@ -94,12 +94,13 @@ def possible_errors(path: str, method: str, operation: dict[str, Any]) -> list[i
     parameters = operation.get("parameters", [])
     has_body = "requestBody" in operation
     statuses: list[int] = []
-    if operation.get("security"):
+    secured = bool(operation.get("security"))
+    if secured:
         statuses += [401, 403]
     names_resources = any(p["in"] == "path" for p in parameters)
-    if names_resources or has_body:  # in the path, or by id in the body
+    if names_resources or (has_body and secured):  # in the path, or by id in a client's body
         statuses.append(404)
-    if method in WRITES or names_resources:  # a change, or a resource's state
+    if method in WRITES or (names_resources and secured):  # a change, or a resource's state
         statuses.append(409)
     if has_body:
         statuses += [400, 408, 413]
