@@ -47,9 +47,10 @@ ZONES = (
 )
 # Local start times at both ends of the day (an hour-long session ends by 23:59).
 START_TIMES = ("00:00", "00:30", "10:00", "22:59")
+MAX_CENTS = 100_000_000_00  # the most one amount may be (a rate, a payment, a credit note)
 # Rates a finance team meets, and odd ones whose rounding is easy to get wrong.
 ODD_TAX_BPS = (0, 1, 5, 333, 500, 725, 1234, 1499, 4999, 9999, 10_000)
-ODD_RATES = (0, 1, 3, 99, 101, 12345, 33333, 99999)
+ODD_RATES = (0, 1, 3, 99, 101, 12345, 33333, 99999, MAX_CENTS)
 # What happens to a past session, and to a future one (more than the notice ahead).
 PAST = ("completed", "no_show", "late_cancelled", "provider_cancelled", "scheduled")
 FUTURE = ("cancelled_with_notice", "scheduled")
@@ -80,6 +81,7 @@ class Scenario:
     past: tuple[str, ...]
     future: tuple[str, ...] = ()
     money: tuple[MoneyOp, ...] = ()
+    tax_bps_at_issue: int | None = None  # the organization's rate changed between run and issue
 
 
 money_ops = st.builds(
@@ -98,6 +100,7 @@ scenarios = st.builds(
     past=st.lists(st.sampled_from(PAST), min_size=1, max_size=5).map(tuple),
     future=st.lists(st.sampled_from(FUTURE), max_size=2).map(tuple),
     money=st.lists(money_ops, max_size=5).map(tuple),
+    tax_bps_at_issue=st.one_of(st.none(), st.sampled_from(ODD_TAX_BPS)),
 )
 
 
@@ -168,7 +171,7 @@ async def apply_money(api: Api, invoice_id: str, op: MoneyOp, ledger: Ledger) ->
     if ledger.status != "open":
         problem(response, 409)
         return
-    if amount > ledger.due:
+    if amount > min(ledger.due, MAX_CENTS):
         assert invalid_fields(response) == ["amount_cents"]
         return
     body = ok(response, 201)
@@ -224,6 +227,7 @@ async def export_rows(api: Api, org_id: str, start: date, end: date) -> list[dic
         past=("completed", "no_show", "late_cancelled", "provider_cancelled", "scheduled"),
         future=("cancelled_with_notice", "scheduled"),
         money=(MoneyOp("credit", 120), MoneyOp("payment", 50), MoneyOp("void", 1)),
+        tax_bps_at_issue=1499,
     )
 )
 @example(  # Nothing billable: no draft at all.
@@ -318,8 +322,18 @@ async def test_an_invoice_bills_the_fee_bearing_sessions_and_its_money_adds_up(
     assert draft["total_cents"] == subtotal + tax
     assert draft["total_cents"] == sum(line["amount_cents"] for line in draft["lines"]) + tax
 
+    if scenario.tax_bps_at_issue is not None:
+        # Issuing recomputes the tax at the organization's rate of the day.
+        changed = {"tax_rate_bps": scenario.tax_bps_at_issue}
+        ok(
+            await api.client.patch(
+                f"/v1/organizations/{org['id']}", json=changed, headers=api.admin
+            )
+        )
+        tax = half_up(subtotal * scenario.tax_bps_at_issue, 10_000)
     issued = ok(await api.client.post(f"/v1/invoices/{draft['id']}/issue", headers=api.admin))
     assert re.fullmatch(r"INV-\d{4}-\d{6}", issued["number"])
+    assert (issued["subtotal_cents"], issued["tax_cents"]) == (subtotal, tax)
     ledger = Ledger(total=subtotal + tax, status="paid" if subtotal + tax == 0 else "open")
     assert (issued["total_cents"], issued["status"], issued["amount_due_cents"]) == (
         ledger.total,
@@ -377,6 +391,18 @@ async def test_an_invoice_bills_the_fee_bearing_sessions_and_its_money_adds_up(
                 "outstanding_cents": ledger.due,
             }
         ]
+
+    if ledger.status == "void":
+        # A void frees its sessions: the next run bills them again, and the next issue takes
+        # the next number (the voided one stays used).
+        again = await run(api, str(start), str(period_end), organization_id=org["id"])
+        assert [d["id"] == draft["id"] for d in again] == [False]
+        rebilled = ok(
+            await api.client.post(f"/v1/invoices/{again[0]['id']}/issue", headers=api.admin)
+        )
+        assert {line["session_id"]: line["amount_cents"] for line in rebilled["lines"]} == expected
+        assert (rebilled["subtotal_cents"], rebilled["tax_cents"]) == (subtotal, tax)
+        assert sequence(rebilled["number"]) == sequence(issued["number"]) + 1
 
 
 # --- Gapless numbers under concurrent issues, on a live server -------------------------------
