@@ -405,6 +405,60 @@ async def test_an_invoice_bills_the_fee_bearing_sessions_and_its_money_adds_up(
         assert sequence(rebilled["number"]) == sequence(issued["number"]) + 1
 
 
+async def test_the_worked_example_in_the_finance_rules(api: Api):
+    """docs/finance.md, "A worked example", to the cent."""
+    org = await api.make_org(tax_rate_bps=725)
+    _, sessions = await delivered_program(api, org, rate_cents=3333, fee_percent=50, sessions=3)
+    await complete(api, sessions[0])
+    ok(await api.client.post(f"/v1/sessions/{sessions[1]['id']}/no-show", headers=api.admin))
+    await record_attendance(api, sessions[2], "late_cancelled")
+    draft = (await run(api, *period(), organization_id=org["id"]))[0]
+    invoice = ok(await api.client.post(f"/v1/invoices/{draft['id']}/issue", headers=api.admin))
+    assert [line["amount_cents"] for line in invoice["lines"]] == [3333, 1667, 1667]
+    assert (invoice["subtotal_cents"], invoice["tax_cents"], invoice["total_cents"]) == (
+        6667,
+        483,
+        7150,
+    )
+    base = f"/v1/invoices/{invoice['id']}"
+    paid = ok(
+        await api.client.post(
+            f"{base}/payments", json={"amount_cents": 5000, "method": "cheque"}, headers=api.admin
+        ),
+        201,
+    )
+    assert (paid["status"], paid["amount_due_cents"]) == ("open", 2150)
+    refused = await api.client.post(
+        f"{base}/credit-notes", json={"amount_cents": 2151}, headers=api.admin
+    )
+    assert problem(refused, 422)["errors"] == [
+        {
+            "field": "amount_cents",
+            "message": "must be at most the amount due (2150)",
+            "type": "exceeds_amount_due",
+            "in": "body",
+        }
+    ]
+    credited = ok(
+        await api.client.post(
+            f"{base}/credit-notes", json={"amount_cents": 150}, headers=api.admin
+        ),
+        201,
+    )
+    assert credited["amount_due_cents"] == 2000
+    settled = ok(
+        await api.client.post(
+            f"{base}/payments", json={"amount_cents": 2000, "method": "card"}, headers=api.admin
+        ),
+        201,
+    )
+    assert (settled["status"], settled["amount_paid_cents"], settled["amount_credited_cents"]) == (
+        "paid",
+        7000,
+        150,
+    )
+
+
 # --- Gapless numbers under concurrent issues, on a live server -------------------------------
 
 
@@ -412,8 +466,8 @@ def waiting_on_counter(database_url: str) -> int:
     """Backends waiting for a lock while numbering (the counter row the test holds)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%document_counters%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE '%document_counters%'"
         ).fetchone()
     assert row is not None
     return int(row[0])
