@@ -462,15 +462,29 @@ async def test_the_worked_example_in_the_finance_rules(api: Api):
 # --- Gapless numbers under concurrent issues, on a live server -------------------------------
 
 
-def waiting_on_counter(database_url: str) -> int:
-    """Backends waiting for a lock while numbering (the counter row the test holds)."""
+def lock_waiters(database_url: str, statement: str) -> int:
+    """Backends of this database waiting for a lock in a statement containing `statement`."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query LIKE '%document_counters%'"
+            "AND wait_event_type = 'Lock' AND strpos(query, %s) > 0",
+            (statement,),
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def until_blocked(
+    database_url: str, statement: str, count: int, tasks: list[asyncio.Future[Any]]
+) -> None:
+    """Wait until `count` backends wait for a lock in `statement` (the requests of `tasks`
+    really are inside their transactions, overlapping); none of the tasks may finish first."""
+    for _ in range(600):
+        if lock_waiters(database_url, statement) == count:
+            break
+        assert not any(t.done() for t in tasks), [t.result().text for t in tasks if t.done()]
+        await asyncio.sleep(0.05)
+    assert lock_waiters(database_url, statement) == count
 
 
 async def together_while_counter_held(
@@ -485,12 +499,7 @@ async def together_while_counter_held(
         ).fetchone()
         assert held is not None
         tasks = [asyncio.ensure_future(r) for r in requests]
-        for _ in range(600):
-            if waiting_on_counter(database_url) == len(requests):
-                break
-            assert not any(t.done() for t in tasks), [t.result().text for t in tasks if t.done()]
-            await asyncio.sleep(0.05)
-        assert waiting_on_counter(database_url) == len(requests)
+        await until_blocked(database_url, "document_counters", len(requests), tasks)
         holder.commit()
     return list(await asyncio.gather(*tasks))
 
@@ -624,3 +633,75 @@ async def test_numbers_stay_gapless_under_concurrent_issues_and_the_reports_reco
             assert invoice["total_cents"] == invoice["subtotal_cents"] + half_up(
                 invoice["subtotal_cents"] * tax_rates[invoice["organization_id"]], 10_000
             )
+
+
+async def test_a_run_never_adds_a_line_to_a_draft_being_issued(
+    live_server: LiveServer, database_url: str
+):
+    """A run puts lines only on drafts it holds. Before, a session recorded while a run was
+    under way could land, through the run's second statement, on a draft that an issue had
+    locked and totalled: the issued invoice then held a line its total did not count."""
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=120) as client:
+        api = Api(client=client, admin=admin)
+        org_x, org_y, org_z = [await api.make_org(holiday_region=None) for _ in range(3)]
+        _, x_sessions = await delivered_program(api, org_x, rate_cents=10000, sessions=2)
+        _, y_sessions = await delivered_program(api, org_y, rate_cents=20000, sessions=2)
+        _, z_sessions = await delivered_program(api, org_z, rate_cents=30000, sessions=1)
+        for session in (x_sessions[0], y_sessions[0], z_sessions[0]):
+            await complete(api, session)
+        drafts = {d["organization_id"]: d for d in await run(api, *period())}
+        draft_x, draft_y = drafts[org_x["id"]], drafts[org_y["id"]]
+        first = ok(
+            await client.post(f"/v1/invoices/{drafts[org_z['id']]['id']}/issue", headers=admin)
+        )
+        year = (
+            datetime.fromisoformat(first["issued_at"])
+            .astimezone(ZoneInfo(live_server.settings.timezone))
+            .year
+        )
+        await complete(api, y_sessions[1])  # unbilled: the next run updates Y's draft
+
+        with psycopg.connect(database_url) as counter, psycopg.connect(database_url) as draft:
+            # The issue of X locks X and totals it, then waits for its number.
+            counter.execute(
+                "SELECT 1 FROM document_counters WHERE series = 'INV' AND year = %s FOR UPDATE",
+                (year,),
+            )
+            issuing = asyncio.ensure_future(
+                client.post(f"/v1/invoices/{draft_x['id']}/issue", headers=admin)
+            )
+            await until_blocked(database_url, "document_counters", 1, [issuing])
+            # A run starts, and waits on Y's draft with the snapshot of its first statement.
+            draft.execute("SELECT 1 FROM invoices WHERE id = %s FOR UPDATE", (draft_y["id"],))
+            running = asyncio.ensure_future(
+                client.post(
+                    "/v1/invoice-runs",
+                    json=dict(zip(("period_start", "period_end"), period(), strict=True)),
+                    headers=admin,
+                )
+            )
+            await until_blocked(database_url, "INSERT INTO invoices", 1, [issuing, running])
+            # Meanwhile X's second session is recorded, then the run goes on.
+            await complete(api, x_sessions[1])
+            draft.commit()
+            for _ in range(600):  # the run's next statements, up to where it would wait on X
+                await asyncio.sleep(0.05)
+                if running.done() or lock_waiters(database_url, "INSERT INTO invoice_lines"):
+                    break
+            counter.commit()
+            issued, ran = await issuing, await running
+        assert (issued.status_code, ran.status_code) == (200, 201)
+        invoice_x = ok(await client.get(f"/v1/invoices/{draft_x['id']}", headers=admin))
+        assert [line["session_id"] for line in invoice_x["lines"]] == [x_sessions[0]["id"]]
+        assert (invoice_x["status"], invoice_x["subtotal_cents"]) == ("open", 10000)
+        # The session recorded meanwhile is billed by the next run, on a new draft.
+        again = await run(api, *period())
+        assert [d["organization_id"] for d in again] == [org_x["id"]]
+        assert (again[0]["id"] != draft_x["id"], again[0]["subtotal_cents"]) == (True, 10000)
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM invoices i WHERE subtotal_cents <> (SELECT "
+                "coalesce(sum(amount_cents), 0) FROM invoice_lines l "
+                "WHERE l.invoice_id = i.id AND l.live)"
+            ).fetchone() == (0,)
