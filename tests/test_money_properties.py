@@ -7,7 +7,8 @@ independent model (Decimal arithmetic here, never the service's own functions):
 - payments and credit notes never go past what is due (over it is a 422 naming
   `amount_cents`), so credits never exceed what was invoiced;
 - the accounting CSV and the revenue report reconcile with the invoices to the cent;
-- invoice and credit-note numbers are gapless per series and year under concurrent issues.
+- invoice and credit-note numbers are gapless per series and year under concurrent issues;
+- a run never puts a line on a draft that an issue is totalling at the same moment.
 """
 
 from __future__ import annotations
