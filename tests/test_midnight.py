@@ -248,6 +248,28 @@ async def test_windows_that_meet_at_midnight_cover_a_session_across_it(api: Api)
     assert await available_minutes(api, meeting, monday, monday + DAY) == 240
 
 
+async def test_a_window_from_midnight_is_read_by_pythons_rules_not_the_servers(api: Api):
+    """Alberta is on UTC-6 all winter by tzdata; PostgreSQL 15's older rules say UTC-7, which
+    would put Monday 00:00-01:00 at Sunday 23:00-24:00. Availability is judged by Python's
+    rules only (service.core.clock), so the Monday window covers it."""
+    monday = next_weekday(0, after=today() + timedelta(days=7))
+    while monday.month not in (11, 12, 1, 2):
+        monday += timedelta(days=7)
+    starts = datetime.combine(monday, time(0), ZoneInfo(EDMONTON))
+    assert starts.utcoffset() == timedelta(hours=-6)
+    program = await one_session_program(api, EDMONTON, monday, "00:00", 60)
+    sunday_late = await api.make_therapist(availability=[window("SU", "23:00", "24:00")])
+    monday_early = await api.make_therapist(availability=[window("MO", "00:00", "01:00")])
+
+    assert conflicts(await assign(api, program, sunday_late)) == [
+        outside("Mon", "00:00", "01:00", EDMONTON)
+    ]
+    ok(await assign(api, program, monday_early))
+    await confirm(api, program)
+    [session] = await sessions_of(api, program["id"])
+    assert session["starts_at"] == starts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 async def test_windows_that_meet_on_one_day_are_one_stretch(api: Api):
     tuesday = next_weekday(1, after=today() + timedelta(days=7))
     program = await one_session_program(api, EDMONTON, tuesday, "11:00", 120)
