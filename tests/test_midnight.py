@@ -9,13 +9,16 @@ longer changes its clocks, the last ones), never from a fixed year."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
+from service.core import migrate
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import Api, invalid_fields, ok, problem
 
@@ -484,3 +487,61 @@ async def test_sessions_across_midnight_into_and_out_of_a_clock_change_day(
         )
     # Each of the four windows of those days is one real hour.
     assert await available_minutes(api, therapist, saturday, monday) == 4 * 60
+
+
+# --- the migration -------------------------------------------------------------------------
+
+BEFORE_MINUTES = "02746717bd71"  # the revision before windows were kept as minutes of the day
+
+
+def test_stored_windows_become_minutes_of_the_day_and_24_00_goes_back_to_time(
+    scratch_database: Callable[[str], str],
+) -> None:
+    url = scratch_database("ensemble_midnight_migration")
+    migrate.upgrade(url, BEFORE_MINUTES)
+    therapist_id = uuid.uuid4()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO therapists (id, name, email, credentials, specialties, languages, "
+            "timezone, max_weekly_minutes, active) VALUES "
+            "(%s, 'T', 't@ensemble.example', '{}', '{}', '{en}', 'Europe/Berlin', 600, true)",
+            (therapist_id,),
+        )
+        conn.execute(
+            "INSERT INTO therapist_availability (id, therapist_id, weekday, start_time, end_time) "
+            "VALUES (%s, %s, 'MO', '00:00', '09:15'), (%s, %s, 'TU', '17:30', '23:59')",
+            (uuid.uuid4(), therapist_id, uuid.uuid4(), therapist_id),
+        )
+
+    migrate.upgrade(url)
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT weekday, start_minute, end_minute FROM therapist_availability ORDER BY weekday"
+        ).fetchall()
+        assert rows == [("MO", 0, 555), ("TU", 1050, 1439)]
+        conn.execute(
+            "INSERT INTO therapist_availability (id, therapist_id, weekday, start_minute, "
+            "end_minute) VALUES (%s, %s, 'WE', 1320, 1440)",
+            (uuid.uuid4(), therapist_id),
+        )
+        conn.commit()
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "INSERT INTO therapist_availability (id, therapist_id, weekday, start_minute, "
+                "end_minute) VALUES (%s, %s, 'TH', 1320, 1441)",
+                (uuid.uuid4(), therapist_id),
+            )
+
+    migrate.downgrade(url, BEFORE_MINUTES)
+
+    with psycopg.connect(url) as conn:
+        back = conn.execute(
+            "SELECT weekday, start_time::text, end_time::text FROM therapist_availability "
+            "ORDER BY weekday"
+        ).fetchall()
+    assert back == [
+        ("MO", "00:00:00", "09:15:00"),
+        ("TU", "17:30:00", "23:59:00"),
+        ("WE", "22:00:00", "24:00:00"),
+    ]
