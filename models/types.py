@@ -268,8 +268,8 @@ ClockTime = Annotated[
 """A wall-clock time of day, written "HH:MM" both ways."""
 
 MINUTES_PER_DAY = 24 * 60
-_DAY_START_PATTERN = r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"
-_DAY_END_PATTERN = r"^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+WINDOW_START_PATTERN = r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"
+WINDOW_END_PATTERN = r"^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 
 
 def _day_time(pattern: str, latest: str) -> tuple[BeforeValidator, WithJsonSchema]:
@@ -281,9 +281,9 @@ def _day_time(pattern: str, latest: str) -> tuple[BeforeValidator, WithJsonSchem
     return BeforeValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})
 
 
-WindowStart = Annotated[str, *_day_time(_DAY_START_PATTERN, "23:59")]
+WindowStart = Annotated[str, *_day_time(WINDOW_START_PATTERN, "23:59")]
 """Where a weekly window opens: "HH:MM", 00:00 to 23:59, kept as written."""
-WindowEnd = Annotated[str, *_day_time(_DAY_END_PATTERN, "24:00")]
+WindowEnd = Annotated[str, *_day_time(WINDOW_END_PATTERN, "24:00")]
 """Where a weekly window closes: "HH:MM", 00:00 to 24:00 (the end of the day), kept as
 written."""
 
