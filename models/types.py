@@ -283,6 +283,37 @@ ClockTime = Annotated[
 ]
 """A wall-clock time of day, written "HH:MM" both ways."""
 
+MINUTES_PER_DAY = 24 * 60
+WINDOW_START_PATTERN = CLOCK_TIME_PATTERN
+WINDOW_END_PATTERN = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+
+def _day_time(pattern: str, latest: str) -> tuple[BeforeValidator, WithJsonSchema]:
+    def check(value: object) -> object:
+        if isinstance(value, str) and re.fullmatch(pattern, value):
+            return value
+        raise ValueError(f"must be a time of day as HH:MM, 00:00 to {latest}")
+
+    return BeforeValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})
+
+
+WindowStart = Annotated[str, *_day_time(WINDOW_START_PATTERN, "23:59")]
+"""Where a weekly window opens: "HH:MM", 00:00 to 23:59, kept as written."""
+WindowEnd = Annotated[str, *_day_time(WINDOW_END_PATTERN, "24:00")]
+"""Where a weekly window closes: "HH:MM", 00:00 to 24:00 (the end of the day), kept as
+written."""
+
+
+def day_minute(hhmm: str) -> int:
+    """Minutes since the start of the day of "HH:MM" ("24:00" is the whole day, 1440)."""
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def hhmm(minute: int) -> str:
+    """The "HH:MM" of a minute of the day (1440 is "24:00")."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
 
 YEARS = (1900, 2200)
 # The year range as a JSON Schema pattern, so a client knows the bounds before it asks.

@@ -35,6 +35,7 @@ from models.types import (
     SOME_TEXT_PATTERN,
     TIME_ZONE_FORMAT,
     URL_PATTERN,
+    WINDOW_END_PATTERN,
 )
 from service.app import create_app
 from service.programs.calendar_feeds import ical_text, ical_uri
@@ -92,6 +93,8 @@ def kind_of(schema: dict[str, Any]) -> str:
             return "single_line"  # a name from a registry, on one line
         case (None, pattern) if pattern == EMAIL_PATTERN:
             return "single_line"
+        case (None, pattern) if pattern == WINDOW_END_PATTERN:
+            return "window_end"
         case (None, pattern) if pattern == MULTILINE_PATTERN:
             return "multi_line"
         case (None, pattern) if pattern in (SINGLE_LINE_PATTERN, SOME_TEXT_PATTERN):
@@ -161,6 +164,7 @@ HOSTILE: dict[str, st.SearchStrategy[str]] = {
         ]
     ),
     "clock": st.sampled_from(["24:00", "10:60", "10:00\x00", "1\x000:00", "10:00\n"]),
+    "window_end": st.sampled_from(["24:01", "25:00", "24:00\x00", "10:00\n", "24:00\n"]),
     "enum": embedded(["\x00", "\x07", "\n"]),
     "id": st.sampled_from([str(uuid.UUID(int=1))[:-1] + "\x00", "\x00", "1\r\n2"]),
 }
@@ -270,7 +274,10 @@ def test_every_string_field_of_every_write_route_declares_its_input_rule():
     kinds = {kind for *_, kind in FIELDS}
     # Every write with a JSON body but these (whose bodies hold only booleans and numbers).
     assert operations == set(base_bodies(WORLD_IDS)) - {"confirm_program", "complete_session"}
-    assert kinds == {"single_line", "multi_line", "url", "https_url", "date", "clock", "enum", "id"}
+    assert kinds == {
+        *("single_line", "multi_line", "url", "https_url", "date", "clock", "window_end"),
+        *("enum", "id"),
+    }
 
 
 WORLD_IDS = {name: {"id": ""} for name in ("org", "offering", "therapist")}

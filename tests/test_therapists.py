@@ -386,8 +386,9 @@ async def test_times_that_are_not_hh_mm_on_a_24_hour_clock_are_refused(api: Api)
 
     body = problem(response, 422)
     assert sorted(invalid_fields(response)) == ["0.end", "1.start"]
-    assert {e["message"] for e in body["errors"]} == {
-        "must be a time of day as HH:MM, 00:00 to 23:59"
+    assert {e["field"]: e["message"] for e in body["errors"]} == {
+        "0.end": "must be a time of day as HH:MM, 00:00 to 24:00",
+        "1.start": "must be a time of day as HH:MM, 00:00 to 23:59",
     }
 
 
