@@ -113,6 +113,11 @@ class Invoice(SQLModel, table=True):
     stripe_sync_retry_at: datetime | None = timestamp_field(nullable=True)
     # When Stripe emailed the invoice at our request (sent once; later pushes never resend).
     stripe_sent_at: datetime | None = timestamp_field(nullable=True)
+    # What we asked Stripe to mark paid out of band (set before asking): Stripe counts it in
+    # the invoice's amount_paid, so its `invoice.paid` is not read as the customer's money.
+    stripe_out_of_band_cents: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     # `invoice.overdue` was emitted (once, the first day after the due date while open).
     overdue_notified_at: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()

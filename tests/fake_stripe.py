@@ -292,7 +292,6 @@ class FakeStripe:
             number=None,
             hosted_invoice_url=None,
             amount_paid=0,
-            paid_out_of_band=False,
             pre_payment_credit_notes_amount=0,
             post_payment_credit_notes_amount=0,
             status_transitions={"finalized_at": None, "paid_at": None, "voided_at": None},
@@ -371,7 +370,8 @@ class FakeStripe:
         if params.get("paid_out_of_band") != "true":
             return _error(402, "card_error", "The customer has no attached payment source")
         remaining = self._invoice(invoice_id)[1]["amount_remaining"]
-        invoice.update(status="paid", paid_out_of_band=True, amount_paid=remaining)
+        # Since 2025-03-31.basil amount_paid counts it (and `paid_out_of_band` is gone).
+        invoice.update(status="paid", amount_paid=invoice["amount_paid"] + remaining)
         invoice["status_transitions"]["paid_at"] = int(time.time())
         return self._invoice(invoice_id)
 

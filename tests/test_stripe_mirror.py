@@ -18,7 +18,7 @@ from models.billing import Invoice
 from service.core.settings import Settings
 from service.integrations import stripe_api, stripe_sync
 from tests.billing_support import complete, delivered_program, period, run
-from tests.fake_stripe import FakeStripe, stripe_fixtures
+from tests.fake_stripe import FakeStripe, Fault, stripe_fixtures
 from tests.support import Api, ok
 from tests.test_stripe_webhooks import deliver, invoice_event
 
@@ -84,7 +84,7 @@ async def test_a_payment_that_settles_marks_the_stripe_invoice_paid_out_of_band_
     assert call.idempotency_key == f"ensemble:invoice:{invoice['id']}:pay"
     assert call.params == {"paid_out_of_band": "true"}
     mirrored = stripe_invoice_of(fake_stripe, invoice)
-    assert (mirrored["status"], mirrored["paid_out_of_band"]) == ("paid", True)
+    assert (mirrored["status"], mirrored["amount_paid"]) == ("paid", 25925)
     assert mirrored["sent"] == 1  # emailed when issued, never again
     again = await resume(api, invoice)
     assert again["stripe_sync_status"] == "synced"
@@ -360,20 +360,46 @@ async def test_stripe_paid_an_invoice_settled_here_the_overpayment_is_recorded_a
     assert [r["invoice_overpaid_cents"] for r in mine] == ["25925", "25925"]
 
 
+@pytest.mark.parametrize("older_api", [False, True])
 async def test_our_own_out_of_band_mirror_coming_back_records_nothing(
-    api: Api, fake_stripe: FakeStripe, db: AsyncSession
+    api: Api, fake_stripe: FakeStripe, db: AsyncSession, older_api: bool
 ):
     invoice = await pushed(api)
-    await pay(api, invoice, 25925)
+    await pay(api, invoice, 20000)
+    await pay(api, invoice, 5925)  # settles: Stripe's 259.25 is marked paid out of band
     mirrored = stripe_invoice_of(fake_stripe, invoice)
-    event = invoice_event(
-        "invoice.paid", invoice, paid_out_of_band=True, amount_paid=mirrored["amount_paid"]
-    )
+    assert mirrored["amount_paid"] == 25925
+    # Before 2025-03-31.basil Stripe flagged it; since, amount_paid simply includes it.
+    flag = {"paid_out_of_band": True, "amount_paid": 0} if older_api else {}
+    event = invoice_event("invoice.paid", invoice, **flag)
     answer = ok(await deliver(api, event))
     assert answer["outcome"] == "not_recorded_paid_out_of_band"
     shown = ok(await api.client.get(f"/v1/invoices/{invoice['id']}", headers=api.admin))
-    assert (shown["overpaid_cents"], len(shown["payments"])) == (0, 1)
+    assert (shown["overpaid_cents"], len(shown["payments"])) == (0, 2)
     assert [kind for kind, _ in await outbox(db, invoice["id"])] == ["invoice.paid"]
+
+
+async def test_stripe_refusing_the_out_of_band_mark_leaves_the_customers_payment_whole(
+    api: Api, fake_stripe: FakeStripe
+):
+    """The customer pays in Stripe between our look and our mark: Stripe refuses the mark
+    (the invoice is paid), so all of Stripe's amount_paid is the customer's: an overpayment."""
+    invoice = await pushed(api)
+    stripe_id = invoice["stripe_invoice_id"]
+
+    def customer_pays_first(params: dict[str, Any]) -> bool:
+        fake_stripe.invoices[stripe_id].update(status="paid", amount_paid=25925)
+        return False
+
+    fake_stripe.faults.append(Fault("POST", PAY, "refuse", where=customer_pays_first))
+    settled = await pay(api, invoice, 25925)
+    assert (settled["status"], settled["stripe_sync_status"]) == ("paid", "failed")
+    fake_stripe.clear_faults()
+    answer = ok(await deliver(api, invoice_event("invoice.paid", invoice)))
+    assert answer["outcome"] == "overpayment_recorded"
+    resumed = await resume(api, invoice)
+    assert (resumed["stripe_sync_status"], resumed["overpaid_cents"]) == ("synced", 25925)
+    assert [c.status for c in fake_stripe.writes(PAY)] == [400]
 
 
 async def test_money_paid_in_stripe_for_an_invoice_voided_here_is_an_overpayment(

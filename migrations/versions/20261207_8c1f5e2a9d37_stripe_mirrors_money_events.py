@@ -4,7 +4,9 @@ Overpayments are recorded instead of ignored: a payment row can be marked `overp
 invoice keeps their sum in `overpaid_cents`, and the check that amounts never pass the total
 becomes "what settles the invoice never passes the total; anything beyond is overpaid".
 `stripe_sent_at` records that Stripe emailed the invoice, so later pushes (a credit note, a
-payment) never email it again.
+payment) never email it again. `stripe_out_of_band_cents` is what we asked Stripe to mark paid
+out of band (Stripe counts it in amount_paid since 2025-03-31.basil), so that Stripe's
+`invoice.paid` for our own mirror is not taken for the customer's money.
 
 Revision ID: 8c1f5e2a9d37
 Revises: 02746717bd71
@@ -29,6 +31,10 @@ def upgrade() -> None:
     )
     op.add_column(
         "invoices", sa.Column("stripe_sent_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
+        "invoices",
+        sa.Column("stripe_out_of_band_cents", sa.BigInteger(), server_default="0", nullable=False),
     )
     op.add_column(
         "payments",
@@ -57,5 +63,6 @@ def downgrade() -> None:
         "amount_paid_cents + amount_credited_cents <= total_cents",
     )
     op.drop_column("payments", "overpayment")
+    op.drop_column("invoices", "stripe_out_of_band_cents")
     op.drop_column("invoices", "stripe_sent_at")
     op.drop_column("invoices", "overpaid_cents")

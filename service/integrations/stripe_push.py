@@ -110,6 +110,10 @@ class Progress(Protocol):
 
     async def invoice_sent(self) -> None: ...
 
+    async def paying_out_of_band(self, amount_cents: int) -> None: ...
+
+    async def out_of_band_refused(self) -> None: ...
+
 
 async def push(
     client: stripe.StripeClient, invoice: InvoiceToPush, progress: Progress, result: PushResult
@@ -163,13 +167,23 @@ async def _collect(
             )
             await progress.invoice_sent()
     elif finalized.status == "open" and invoice.status == InvoiceStatus.paid:
-        await call_once(
-            "pay",
-            idempotency_key("invoice", invoice.id, "pay"),
-            lambda options: client.v1.invoices.pay_async(
-                stripe_invoice_id, {"paid_out_of_band": True}, options
-            ),
-        )
+        # Recorded (committed) before asking: Stripe's `invoice.paid` may arrive before the
+        # answer does, and must not be taken for the customer's money.
+        await progress.paying_out_of_band(finalized.amount_remaining)
+        try:
+            await call_once(
+                "pay",
+                idempotency_key("invoice", invoice.id, "pay"),
+                lambda options: client.v1.invoices.pay_async(
+                    stripe_invoice_id, {"paid_out_of_band": True}, options
+                ),
+            )
+        except StripeStepFailed as failure:
+            # Stripe answered with an error (saved under the key: the mark did not happen).
+            # Without an answer it may have happened: the mark stays counted.
+            if not isinstance(failure.__cause__, stripe.APIConnectionError):
+                await progress.out_of_band_refused()
+            raise
     elif finalized.status in ("void", "uncollectible") and invoice.status == InvoiceStatus.open:
         raise StripeStepFailed("check", f"the Stripe invoice is {finalized.status}; ours is open")
 

@@ -99,7 +99,7 @@ class _Claim:
     lease_until: datetime
     learned: dict[str, str] = field(default_factory=dict)
 
-    async def _extend(self, db: AsyncSession, **values: str) -> None:
+    async def _extend(self, db: AsyncSession, **values: str | int) -> None:
         extended = (
             await db.execute(
                 update(Invoice)
@@ -132,6 +132,14 @@ class _Claim:
             return
         async with transaction(self.session_factory) as db:
             await self._extend(db, stripe_invoice_id=stripe_invoice_id)
+
+    async def paying_out_of_band(self, amount_cents: int) -> None:
+        async with transaction(self.session_factory) as db:
+            await self._extend(db, stripe_out_of_band_cents=amount_cents)
+
+    async def out_of_band_refused(self) -> None:
+        async with transaction(self.session_factory) as db:
+            await self._extend(db, stripe_out_of_band_cents=0)
 
     async def invoice_sent(self) -> None:
         async with transaction(self.session_factory) as db:

@@ -166,19 +166,22 @@ async def _paid(
     db: AsyncSession, invoice: Invoice, obj: dict[str, Any], event: dict[str, Any]
 ) -> str:
     """The customer paid the Stripe invoice. Never ignored: what is still due settles ours,
-    anything beyond (ours was paid, credited or voided meanwhile) is an overpayment. Stripe's
-    own mirror of a payment we recorded (`paid_out_of_band`) brought no money and records
-    nothing."""
+    anything beyond (ours was paid, credited or voided meanwhile) is an overpayment. Stripe
+    counts what we marked paid out of band in amount_paid (API 2025-03-31.basil and later;
+    before, it flagged `paid_out_of_band`): that part is our own mirror, not money received."""
     if obj.get("paid_out_of_band") is True:
         return "not_recorded_paid_out_of_band"
     paid_in_stripe = obj.get("amount_paid")
-    if not isinstance(paid_in_stripe, int) or paid_in_stripe <= 0:
+    if not isinstance(paid_in_stripe, int):
+        return "not_recorded_paid_out_of_band"
+    collected = paid_in_stripe - invoice.stripe_out_of_band_cents
+    if collected <= 0:
         return "not_recorded_paid_out_of_band"
     transitions = _field(obj, "status_transitions")
     return await invoices.record_stripe_payment(
         db,
         invoice.id,
-        amount_cents=paid_in_stripe,
+        amount_cents=collected,
         stripe_invoice_id=str(obj["id"])[:255],
         paid_at=_when(transitions.get("paid_at"), event),
     )
