@@ -417,3 +417,44 @@ async def test_money_paid_in_stripe_for_an_invoice_voided_here_is_an_overpayment
         0,
         25925,
     )
+
+
+async def test_a_void_that_could_not_reach_stripe_is_voided_there_by_the_scheduler(
+    api: Api,
+    fake_stripe: FakeStripe,
+    settings: Settings,
+    connection: AsyncConnection,
+    db: AsyncSession,
+):
+    """Every path that voids reaches Stripe: the route (after commit), Stripe's own
+    `invoice.voided` (nothing to push), and the scheduler resuming a void that failed."""
+    invoice = await pushed(api)
+    fake_stripe.fail("void", "refuse", status=502)
+    voided = ok(await api.client.post(f"/v1/invoices/{invoice['id']}/void", headers=api.admin))
+    assert (voided["status"], voided["stripe_sync_status"]) == ("void", "failed")
+    fake_stripe.clear_faults()
+    await db.execute(
+        text("UPDATE invoices SET stripe_sync_retry_at = now() - interval '1 hour' WHERE id = :id"),
+        {"id": invoice["id"]},
+    )
+    due = await stripe_sync.invoices_to_resume(db)
+    assert due == [uuid.UUID(invoice["id"])]
+    client = stripe_api.make_client(settings)
+    assert client is not None
+    factory = async_sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    for invoice_id in due:  # what the stripe-sync job does with each
+        status = await stripe_sync.sync_invoice(
+            factory, client, invoice_id, provider_zone=settings.timezone
+        )
+        assert status == "synced"
+    assert stripe_invoice_of(fake_stripe, invoice)["status"] == "void"
+    key = f"ensemble:invoice:{invoice['id']}:void"
+    calls = fake_stripe.writes(r"/v1/invoices/in_\w+/void")
+    # Stripe saved the 502 under the key: the resume sees it replayed, then uses the next key.
+    assert [(c.idempotency_key, c.status, c.replayed) for c in calls] == [
+        (key, 502, False),
+        (key, 502, True),
+        (f"{key}:2", 200, False),
+    ]
