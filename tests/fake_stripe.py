@@ -240,6 +240,7 @@ class FakeStripe:
         handler = {
             "POST /v1/customers": lambda: self._create_customer(params),
             "GET /v1/customers/search": lambda: self._search_customers(params),
+            "DELETE /v1/customers/{cus}": lambda: self._delete_customer(match[0]),
             "POST /v1/invoices": lambda: self._create_invoice(params),
             "GET /v1/invoices": lambda: self._list_invoices(params),
             "GET /v1/invoices/{in}": lambda: self._invoice(match[0]),
@@ -267,6 +268,11 @@ class FakeStripe:
     def _create_customer(self, params: Params) -> Answer:
         fields = {k: params.get(k) for k in ("name", "email")}
         return 200, self._new(self.customers, "cus", "customer", **fields, metadata=_meta(params))
+
+    def _delete_customer(self, customer_id: str) -> Answer:
+        if self.customers.pop(customer_id, None) is None:
+            return _error(404, "invalid_request_error", f"No such customer: '{customer_id}'")
+        return 200, {"id": customer_id, "object": "customer", "deleted": True}
 
     def _search_customers(self, params: Params) -> Answer:
         found = re.fullmatch(r"metadata\['(\w+)'\]:'([^']*)'", params.get("query", ""))
