@@ -458,3 +458,21 @@ async def test_a_void_that_could_not_reach_stripe_is_voided_there_by_the_schedul
         (key, 502, True),
         (f"{key}:2", 200, False),
     ]
+
+
+async def test_a_mark_whose_answer_was_lost_is_still_known_as_ours(
+    api: Api, fake_stripe: FakeStripe
+):
+    """Stripe marked it paid out of band but every answer was lost: its `invoice.paid` is our
+    own mirror coming back, not the customer's money."""
+    invoice = await pushed(api)
+    fake_stripe.fail("pay", "hang_up")
+    settled = await pay(api, invoice, 25925)
+    assert (settled["status"], settled["stripe_sync_status"]) == ("paid", "failed")
+    assert stripe_invoice_of(fake_stripe, invoice)["status"] == "paid"  # Stripe did mark it
+    answer = ok(await deliver(api, invoice_event("invoice.paid", invoice)))
+    assert answer["outcome"] == "not_recorded_paid_out_of_band"
+    fake_stripe.clear_faults()
+    resumed = await resume(api, invoice)
+    assert (resumed["stripe_sync_status"], resumed["overpaid_cents"]) == ("synced", 0)
+    assert [p["amount_cents"] for p in resumed["payments"]] == [25925]

@@ -44,10 +44,12 @@ RETRY_DEADLINE = 30.0
 class StripeStepFailed(Exception):
     """A step of a push could not be completed; the push is left to resume later."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, *, maybe_done: bool = False) -> None:
         super().__init__(f"{step}: {message}")
         self.step = step
         self.message = message
+        # An attempt got no answer, or met its key still in flight: Stripe may have acted.
+        self.maybe_done = maybe_done
 
 
 def make_client(
@@ -86,14 +88,16 @@ async def call_once(
 ) -> T:
     """Run one write under the step's key series (see the module docstring). Only for a step
     whose effect a lookup has just shown to be absent."""
+    errors: list[stripe.StripeError] = []
     for n in range(1, MAX_KEYS_PER_STEP + 1):
         options: stripe.RequestOptions = {"idempotency_key": key if n == 1 else f"{key}:{n}"}
         try:
-            return await with_backoff(_bound(call, {**options, "max_network_retries": 0}))
+            return await with_backoff(_bound(call, {**options, "max_network_retries": 0}), errors)
         except stripe.StripeError as error:
             if _is_settled_failure(error) and not _is_transient(error):
                 continue
-            raise StripeStepFailed(step, describe(error)) from error
+            maybe_done = any(_is_transient(e) and e.http_status != 429 for e in errors)
+            raise StripeStepFailed(step, describe(error), maybe_done=maybe_done) from error
     raise StripeStepFailed(step, f"{MAX_KEYS_PER_STEP} attempts failed within Stripe's 24 hours")
 
 
@@ -103,15 +107,20 @@ def _bound(
     return lambda: call(options)
 
 
-async def with_backoff(attempt: Callable[[], Awaitable[T]]) -> T:
+async def with_backoff(
+    attempt: Callable[[], Awaitable[T]], errors: list[stripe.StripeError] | None = None
+) -> T:
     """`attempt` again while Stripe answers that nothing happened yet (409 in flight, 429) or
-    gave no answer, waiting longer each time, within MAX_ATTEMPTS and RETRY_DEADLINE."""
+    gave no answer, waiting longer each time, within MAX_ATTEMPTS and RETRY_DEADLINE. Every
+    error met is added to `errors`."""
     deadline = time.monotonic() + RETRY_DEADLINE
     delay = RETRY_FIRST
     for attempts in range(1, MAX_ATTEMPTS + 1):
         try:
             return await attempt()
         except stripe.StripeError as error:
+            if errors is not None:
+                errors.append(error)
             wait = _retry_after(error, delay)
             last = attempts == MAX_ATTEMPTS or time.monotonic() + wait > deadline
             if last or not _is_transient(error):

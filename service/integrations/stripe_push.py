@@ -179,9 +179,9 @@ async def _collect(
                 ),
             )
         except StripeStepFailed as failure:
-            # Stripe answered with an error (saved under the key: the mark did not happen).
-            # Without an answer it may have happened: the mark stays counted.
-            if not isinstance(failure.__cause__, stripe.APIConnectionError):
+            # Stripe answered every attempt with an error: the mark did not happen. Without an
+            # answer (or with the key still in flight) it may have: it stays counted.
+            if not failure.maybe_done:
                 await progress.out_of_band_refused()
             raise
     elif finalized.status in ("void", "uncollectible") and invoice.status == InvoiceStatus.open:
