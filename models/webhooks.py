@@ -30,6 +30,7 @@ class EventType(StrEnum):
     invoice_issued = "invoice.issued"
     invoice_paid = "invoice.paid"
     invoice_voided = "invoice.voided"
+    invoice_overpaid = "invoice.overpaid"
     invoice_overdue = "invoice.overdue"
 
 

@@ -113,4 +113,5 @@ async def test_revenue_by_month_agrees_with_the_invoices(api: Api):
         "credited_cents": 77,
         "paid_cents": 5000,
         "outstanding_cents": invoice["total_cents"] - 5077,
+        "overpaid_cents": 0,
     }
