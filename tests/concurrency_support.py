@@ -137,24 +137,34 @@ async def race(gate: Gate, calls: list[Awaitable[T]], parked: int | None = None)
     return await sending
 
 
-async def wait_for_lock_waiter(
-    database_url: str, blocker_pid: int, expected: int = 1, *pending: asyncio.Future[object]
+# Backends of this database waiting, directly or behind another waiter, on a lock that the
+# given backend holds (a row lock's later waiters queue behind the first one's tuple lock).
+_WAITING_ON = """
+    WITH RECURSIVE chain(pid) AS (
+        SELECT %(blocker)s::int
+        UNION
+        SELECT a.pid FROM pg_stat_activity a JOIN chain c ON c.pid = ANY(pg_blocking_pids(a.pid))
+        WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
+    )
+    SELECT count(*) - 1 FROM chain
+"""
+
+
+async def wait_for_lock_waiters(
+    database_url: str, blocker_pid: int, expected: int, *pending: asyncio.Future[object]
 ) -> None:
-    """Until `expected` backends of this database wait for a lock held by `blocker_pid`."""
+    """Until `expected` backends of this database wait for a lock held by `blocker_pid`; fails
+    if one of `pending` ends first or if they never all wait at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PATIENCE_SECONDS
+    most = 0
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         while True:
-            row = await (
-                await conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND %s = ANY(pg_blocking_pids(pid))",
-                    (blocker_pid,),
-                )
-            ).fetchone()
-            if row and int(row[0]) >= expected:
+            row = await (await conn.execute(_WAITING_ON, {"blocker": blocker_pid})).fetchone()
+            most = max(most, int(row[0]) if row else 0)
+            if most >= expected:
                 return
             finished = [p for p in pending if p.done()]
             assert not finished, f"ended before waiting on the lock: {finished[0].result()!r}"
-            assert loop.time() < deadline, f"fewer than {expected} waited on the lock"
+            assert loop.time() < deadline, f"only {most} of {expected} ever waited on the lock"
             await asyncio.sleep(0.01)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 
-from tests.concurrency_support import Gate, race, wait_for_lock_waiter
+from tests.concurrency_support import Gate, race, wait_for_lock_waiters
 from tests.conftest import LiveServer
 from tests.support import ok
 
@@ -213,7 +213,7 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
             )
         )
         # Waiting on the first transaction's uncommitted row (not merely slow).
-        await wait_for_lock_waiter(database_url, first.info.backend_pid, 1, blocked)
+        await wait_for_lock_waiters(database_url, first.info.backend_pid, 1, blocked)
         first.commit()
         try:
             await blocked
