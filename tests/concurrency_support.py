@@ -168,3 +168,17 @@ async def wait_for_lock_waiters(
             assert not finished, f"ended before waiting on the lock: {finished[0].result()!r}"
             assert loop.time() < deadline, f"only {most} of {expected} ever waited on the lock"
             await asyncio.sleep(0.01)
+
+
+async def race_behind_lock(
+    database_url: str, lock: str, params: tuple[object, ...], calls: list[Awaitable[T]]
+) -> list[T]:
+    """Take a lock in a transaction of the test's own (`lock`, e.g. SELECT ... FOR UPDATE),
+    send `calls` together, wait until every one of them waits for that lock at once, then
+    commit and collect the answers. Serialized, only one would ever wait: the test fails."""
+    async with await psycopg.AsyncConnection.connect(database_url) as holder:
+        await holder.execute(lock, params)
+        sending = asyncio.ensure_future(together(*calls))
+        await wait_for_lock_waiters(database_url, holder.info.backend_pid, len(calls), sending)
+        await holder.commit()
+        return await sending

@@ -3,14 +3,13 @@ get consecutive numbers, payments never exceed the amount due."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 
-from tests.concurrency_support import Gate, race, together, wait_for_lock_waiters
+from tests.concurrency_support import Gate, race, race_behind_lock
 from tests.conftest import LiveServer
 from tests.support import ALL_WEEK, ok
 
@@ -168,23 +167,19 @@ async def test_concurrent_payments_never_exceed_the_amount_due(
         # 4 sessions at 99.99 plus 5 % tax: 399.96 + 20.00.
         assert invoice["total_cents"] == 41996
         quarter = 10499
-        with psycopg.connect(database_url) as holder:
-            holder.execute("SELECT 1 FROM invoices WHERE id = %s FOR UPDATE", (draft["id"],))
-            paying = asyncio.ensure_future(
-                together(
-                    *[
-                        client.post(
-                            f"/v1/invoices/{draft['id']}/payments",
-                            headers=admin,
-                            json={"amount_cents": quarter, "method": "bank_transfer"},
-                        )
-                        for _ in range(10)
-                    ]
+        responses = await race_behind_lock(
+            database_url,
+            "SELECT 1 FROM invoices WHERE id = %s FOR UPDATE",
+            (draft["id"],),
+            [
+                client.post(
+                    f"/v1/invoices/{draft['id']}/payments",
+                    headers=admin,
+                    json={"amount_cents": quarter, "method": "bank_transfer"},
                 )
-            )
-            await wait_for_lock_waiters(database_url, holder.info.backend_pid, 10, paying)
-            holder.commit()
-        responses = await paying
+                for _ in range(10)
+            ],
+        )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 4 + [409] * 6, [r.text for r in responses]
     with psycopg.connect(database_url) as conn:
