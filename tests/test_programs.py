@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.programs_support import confirmed_program, make_program, sessions_of
+from tests.programs_support import (
+    FIRST_TUESDAY,
+    confirmed_program,
+    make_program,
+    sessions_of,
+    weekly,
+)
 from tests.support import Api, invalid_fields, ok, problem
 
 
@@ -14,12 +20,7 @@ async def test_a_confirmed_weekly_program_puts_its_sessions_on_the_calendar(api:
     assert program["status"] == "confirmed"
     assert program["rate_cents"] == 12000
     sessions = await sessions_of(api, program["id"])
-    assert [s["starts_at"] for s in sessions] == [
-        "2027-01-05T16:00:00Z",
-        "2027-01-12T16:00:00Z",
-        "2027-01-19T16:00:00Z",
-        "2027-01-26T16:00:00Z",
-    ]
+    assert [s["starts_at"] for s in sessions] == weekly(FIRST_TUESDAY, "10:00", 4)
     assert {s["timezone"] for s in sessions} == {"America/Edmonton"}
     assert {s["therapist_id"] for s in sessions} == {therapist["id"]}
 

@@ -3,9 +3,18 @@ load; one 409 names each offending session and reason, and nothing is written.""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from tests.programs_support import confirmed_program, make_program, sessions_of
+from tests.programs_support import (
+    FIRST_TUESDAY,
+    confirmed_program,
+    make_program,
+    quiet_weekday,
+    sessions_of,
+    utc_text,
+    weekly,
+)
 from tests.support import Api, ok, problem
 
 WEEKDAYS_9_TO_5 = [
@@ -33,12 +42,7 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
     response = await assign(api, program, therapist)
     conflicts = problem(response, 409)["conflicts"]
     assert [c["reason"] for c in conflicts] == ["outside_availability"] * 4
-    assert [c["proposed_starts_at"] for c in conflicts] == [
-        "2027-01-05T14:00:00Z",
-        "2027-01-12T14:00:00Z",
-        "2027-01-19T14:00:00Z",
-        "2027-01-26T14:00:00Z",
-    ]
+    assert [c["proposed_starts_at"] for c in conflicts] == weekly(FIRST_TUESDAY, "08:00", 4)
     assert (
         ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))["therapist_id"]
         is None
@@ -65,8 +69,9 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
             f"/v1/therapists/{therapist['id']}/time-off",
             headers=api.admin,
             json={
-                "starts_at": "2027-01-11T00:00:00-06:00",
-                "ends_at": "2027-01-13T00:00:00-06:00",
+                # Monday to Wednesday midnight around the program's second Tuesday.
+                "starts_at": utc_text(FIRST_TUESDAY + timedelta(days=6), "00:00"),
+                "ends_at": utc_text(FIRST_TUESDAY + timedelta(days=8), "00:00"),
                 "reason": "Conference",
             },
         ),
@@ -75,7 +80,7 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
     program = await make_program(api, org, offering)
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert [(c["reason"], c["proposed_starts_at"]) for c in conflicts] == [
-        ("time_off", "2027-01-12T16:00:00Z")
+        ("time_off", utc_text(FIRST_TUESDAY + timedelta(weeks=1), "10:00"))
     ]
 
 
@@ -94,15 +99,16 @@ async def test_more_than_the_weekly_maximum_is_refused_per_week(api: Api):
     org, offering = await api.make_org(), await api.make_offering(duration_minutes=60)
     therapist = await api.make_therapist(max_weekly_minutes=120)
     # Mon, Tue and Wed each week: 180 minutes against a 120-minute maximum.
+    monday = quiet_weekday(0)
     program = await make_program(
         api,
         org,
         offering,
-        schedule={"start_date": "2027-01-04", "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"},
+        schedule={"start_date": str(monday), "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"},
     )
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert {c["reason"] for c in conflicts} == {"weekly_load"}
-    assert {(c["week_start"], c["week_minutes"]) for c in conflicts} == {("2027-01-04", 180)}
+    assert {(c["week_start"], c["week_minutes"]) for c in conflicts} == {(str(monday), 180)}
     assert len(conflicts) == 3
 
 
