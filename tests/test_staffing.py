@@ -137,9 +137,7 @@ async def test_an_admin_may_override_availability_and_load_and_the_override_is_a
 async def test_only_an_admin_may_override(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     therapist = await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, therapist)
     session = (await sessions_of(api, program["id"]))[0]
     own = await api.therapist_key(therapist["id"])
     response = await api.client.post(
@@ -153,9 +151,7 @@ async def test_only_an_admin_may_override(api: Api):
 async def test_a_substitute_takes_one_session_and_the_rest_stay(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, cover = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, regular)
     sessions = await sessions_of(api, program["id"])
     moved = ok(
         await api.client.post(
@@ -177,10 +173,8 @@ async def test_a_substitute_takes_one_session_and_the_rest_stay(api: Api):
 async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, busy = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
-    )
-    other = await confirmed_program(api, org, offering, busy, schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(api, org, offering, regular)
+    other = await confirmed_program(api, org, offering, busy)
     target = (await sessions_of(api, program["id"]))[0]
     clash = (await sessions_of(api, other["id"]))[0]
     response = await api.client.post(
@@ -196,10 +190,8 @@ async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api
 async def test_handing_a_program_over_from_a_date_keeps_the_earlier_sessions(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     first, second = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, first, schedule={"start_date": "2030-01-01"}
-    )
-    ok(await assign(api, program, second, effective_date="2030-01-15"))
+    program = await confirmed_program(api, org, offering, first)
+    ok(await assign(api, program, second, effective_date=str(FIRST_TUESDAY + timedelta(weeks=2))))
     assert [s["therapist_id"] for s in await sessions_of(api, program["id"])] == [
         first["id"],
         first["id"],
@@ -209,19 +201,21 @@ async def test_handing_a_program_over_from_a_date_keeps_the_earlier_sessions(api
 
 
 async def test_a_reschedule_into_time_off_lists_the_reason(api: Api):
+    friday = FIRST_TUESDAY + timedelta(days=3)  # a day off, and the session moved into it
     org, offering, therapist = (
         await api.make_org(),
         await api.make_offering(),
         await api.make_therapist(),
     )
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, therapist)
     ok(
         await api.client.post(
             f"/v1/therapists/{therapist['id']}/time-off",
             headers=api.admin,
-            json={"starts_at": "2030-02-01T00:00:00Z", "ends_at": "2030-02-02T00:00:00Z"},
+            json={
+                "starts_at": utc_text(friday, "00:00"),
+                "ends_at": utc_text(friday + timedelta(days=1), "00:00"),
+            },
         ),
         201,
     )
@@ -229,7 +223,7 @@ async def test_a_reschedule_into_time_off_lists_the_reason(api: Api):
     response = await api.client.patch(
         f"/v1/sessions/{session['id']}",
         headers=api.admin,
-        json={"starts_at": "2030-02-01T17:00:00Z"},
+        json={"starts_at": utc_text(friday, "11:00")},
     )
     assert [(c["reason"], c["session_id"]) for c in problem(response, 409)["conflicts"]] == [
         ("time_off", session["id"])
