@@ -70,7 +70,7 @@ async def test_drafts_are_not_exported_and_only_finance_exports(api: Api):
     coordinator = await api.coordinator(org["id"])
     problem(
         await api.client.get(
-            "/v1/invoices/export.csv?from=2026-01-01&to=2026-12-31", headers=coordinator
+            "/v1/invoices/export.csv?from={}&to={}".format(*period()), headers=coordinator
         ),
         403,
     )
