@@ -19,7 +19,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Iterable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -50,7 +50,7 @@ class Gate:
         self.database_url, self.table, self.events = database_url, table, tuple(events)
         self.key = secrets.randbelow(2**62)
         self.name = f"test_gate_{secrets.token_hex(4)}"
-        self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self.parked_at_most = 0
 
     async def __aenter__(self) -> Gate:
@@ -90,7 +90,7 @@ class Gate:
         self.parked_at_most = max(self.parked_at_most, count)
         return count
 
-    async def wait_until_parked(self, expected: int, *pending: asyncio.Future[object]) -> None:
+    async def wait_until_parked(self, expected: int, *pending: asyncio.Future[Any]) -> None:
         """Until `expected` transactions wait at the gate at once; fails if a request ends
         first (it did not reach the gate) or if they never all wait together."""
         loop = asyncio.get_running_loop()
@@ -151,7 +151,7 @@ _WAITING_ON = """
 
 
 async def wait_for_lock_waiters(
-    database_url: str, blocker_pid: int, expected: int, *pending: asyncio.Future[object]
+    database_url: str, blocker_pid: int, expected: int, *pending: asyncio.Future[Any]
 ) -> None:
     """Until `expected` backends of this database wait for a lock held by `blocker_pid`; fails
     if one of `pending` ends first or if they never all wait at once."""

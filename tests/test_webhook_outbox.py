@@ -251,6 +251,7 @@ async def test_a_delivery_claimed_by_one_deliverer_is_skipped_by_another_on_its_
     committing_factory: async_sessionmaker[AsyncSession],
     receiver: Receiver,
     settings: Settings,
+    database_url: str,
 ) -> None:
     """Deliverer A claims one of two due deliveries and keeps its claim's transaction open
     (as if it stalled mid-claim). Deliverer B, with its own engine and so its own connection,
@@ -281,7 +282,7 @@ async def test_a_delivery_claimed_by_one_deliverer_is_skipped_by_another_on_its_
     assert sorted(numbered.values()) == [0, 1]
 
     def own_deliverer() -> tuple[Deliverer, AsyncEngine]:
-        engine = make_async_engine(settings.database_url)
+        engine = make_async_engine(database_url)
         made = Deliverer(
             make_session_factory(engine),
             allow_private=True,
