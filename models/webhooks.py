@@ -55,6 +55,24 @@ Subscription = Annotated[
     AfterValidator(_subscribable),
     WithJsonSchema({"type": "string", "enum": [*(e.value for e in EventType), ALL_EVENTS]}),
 ]
+Subscriptions = Annotated[
+    list[Subscription],
+    # As WebhookEndpointCreate checks: '*' alone, or distinct event types.
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "array", "items": {"const": ALL_EVENTS}, "minItems": 1, "maxItems": 1},
+                {
+                    "type": "array",
+                    "items": {"enum": [e.value for e in EventType]},
+                    "minItems": 1,
+                    "maxItems": len(EventType),
+                    "uniqueItems": True,
+                },
+            ]
+        }
+    ),
+]
 
 
 class WebhookEndpoint(SQLModel, table=True):
@@ -144,7 +162,7 @@ class WebhookEndpointCreate(SQLModel):
     model_config = FORBID_EXTRA
 
     url: WebUrl
-    events: list[Subscription] = Field(min_length=1, max_length=len(EventType) + 1)
+    events: Subscriptions = Field(min_length=1, max_length=len(EventType) + 1)
     description: LongText = ""
 
     @field_validator("events")

@@ -24,11 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import utcnow
 from models.types import (
+    CLOCK_TIME_PATTERN,
+    CURRENCY_FORMAT,
     CURRENCY_PATTERN,
+    EMAIL_PATTERN,
+    HOLIDAY_REGION_FORMAT,
     HTTPS_URL_PATTERN,
     MULTILINE_PATTERN,
     SINGLE_LINE_PATTERN,
     SOME_TEXT_PATTERN,
+    TIME_ZONE_FORMAT,
     URL_PATTERN,
 )
 from service.app import create_app
@@ -55,7 +60,7 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
 def string_fields(schema: dict[str, Any], path: Path = ()) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every string leaf of a request schema, with its path (list items as index 0)."""
     schema = _resolve(schema)
-    for option in schema.get("anyOf", []):
+    for option in [*schema.get("anyOf", []), *schema.get("oneOf", [])]:
         yield from string_fields(option, path)
     if schema.get("type") == "object":
         for name, field in schema.get("properties", {}).items():
@@ -81,6 +86,12 @@ def kind_of(schema: dict[str, Any]) -> str:
             return "date"
         case ("time", _):
             return "clock"
+        case (None, pattern) if pattern == CLOCK_TIME_PATTERN:
+            return "clock"
+        case (name, _) if name in (TIME_ZONE_FORMAT, CURRENCY_FORMAT, HOLIDAY_REGION_FORMAT):
+            return "single_line"  # a name from a registry, on one line
+        case (None, pattern) if pattern == EMAIL_PATTERN:
+            return "single_line"
         case (None, pattern) if pattern == MULTILINE_PATTERN:
             return "multi_line"
         case (None, pattern) if pattern in (SINGLE_LINE_PATTERN, SOME_TEXT_PATTERN):
