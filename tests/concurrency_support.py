@@ -132,8 +132,12 @@ async def race(gate: Gate, calls: list[Awaitable[T]], parked: int | None = None)
     """Send `calls` together, wait until `parked` (default: all) of them wait at the gate at
     once, open it and collect the answers."""
     sending = asyncio.ensure_future(together(*calls))
-    await gate.wait_until_parked(len(calls) if parked is None else parked, sending)
-    await gate.open()
+    try:
+        await gate.wait_until_parked(len(calls) if parked is None else parked, sending)
+    finally:
+        await gate.open()  # on failure too: let what was parked finish before the test ends
+        if not sending.done():
+            await asyncio.wait([sending], timeout=PATIENCE_SECONDS)
     return await sending
 
 
