@@ -476,3 +476,25 @@ async def test_a_mark_whose_answer_was_lost_is_still_known_as_ours(
     resumed = await resume(api, invoice)
     assert (resumed["stripe_sync_status"], resumed["overpaid_cents"]) == ("synced", 0)
     assert [p["amount_cents"] for p in resumed["payments"]] == [25925]
+
+
+async def test_invoice_overpaid_carries_the_invoice_with_its_overpayment(
+    api: Api, fake_stripe: FakeStripe, db: AsyncSession
+):
+    """The payload test of `invoice.overpaid` (tests/test_event_payloads.py counts it): the
+    event's data is the invoice exactly as finance reads it afterwards."""
+    invoice = await pushed(api)
+    fake_stripe.fail("pay", "refuse", status=503)
+    await pay(api, invoice, 25925)
+    fake_stripe.clear_faults()
+    fake_stripe.invoices[invoice["stripe_invoice_id"]].update(status="paid", amount_paid=25925)
+    ok(await deliver(api, invoice_event("invoice.paid", invoice)))
+
+    shown = ok(await api.client.get(f"/v1/invoices/{invoice['id']}", headers=api.admin))
+    events = dict(await outbox(db, invoice["id"]))
+    assert events["invoice.overpaid"] == shown
+    assert (shown["overpaid_cents"], shown["amount_paid_cents"], shown["amount_due_cents"]) == (
+        25925,
+        25925,
+        0,
+    )
