@@ -163,21 +163,28 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
         )
     insert = """
         INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
-                              original_starts_at, rate_cents, status, rescheduled, sequence,
-                              created_at, updated_at)
+                              original_starts_at, occurrence, rate_cents, status, rescheduled,
+                              sequence, created_at, updated_at)
         VALUES (gen_random_uuid(), %(program)s, %(org)s, %(therapist)s, %(starts)s, %(ends)s,
-                %(starts)s, 100, 'scheduled', false, 0, now(), now())
+                %(starts)s, %(occurrence)s, 100, 'scheduled', false, 0, now(), now())
     """
     params = {"program": program["id"], "org": org["id"], "therapist": therapist["id"]}
     first = psycopg.connect(database_url)
     second = await psycopg.AsyncConnection.connect(database_url)
     try:
         first.execute(
-            insert, {**params, "starts": "2030-03-05T17:00Z", "ends": "2030-03-05T18:00Z"}
+            insert,
+            {**params, "starts": "2030-03-05T17:00Z", "ends": "2030-03-05T18:00Z", "occurrence": 1},
         )
         blocked = asyncio.create_task(
             second.execute(
-                insert, {**params, "starts": "2030-03-05T17:30Z", "ends": "2030-03-05T18:30Z"}
+                insert,
+                {
+                    **params,
+                    "starts": "2030-03-05T17:30Z",
+                    "ends": "2030-03-05T18:30Z",
+                    "occurrence": 2,
+                },
             )
         )
         await asyncio.sleep(0.3)
