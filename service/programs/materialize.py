@@ -86,13 +86,24 @@ async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
         )
     ).all()
     until = horizon_end(today, weeks)
+    open_ended = [(p, region) for p, region in programs if recurrence.is_open_ended(p.rrule)]
+    # Occurrences already there, whatever happened to them (moved, cancelled, made up).
+    existing = set(
+        (
+            await db.execute(
+                select(col(Session.program_id), col(Session.occurrence)).where(
+                    col(Session.program_id).in_([p.id for p, _ in open_ended]),
+                    col(Session.makes_up).is_(None),
+                )
+            )
+        ).tuples()
+    )
     planned = _without_internal_overlaps(
         [
             (program, number, occurrence)
-            for program, region in programs
-            if recurrence.is_open_ended(program.rrule)
+            for program, region in open_ended
             for number, occurrence in series(program, holiday_region=region, until=until)
-            if occurrence.local_date >= today
+            if occurrence.local_date >= today and (program.id, number) not in existing
         ]
     )
     keyed = {(p.therapist_id, o.starts_at): (p, n, o) for p, n, o in planned}
@@ -105,16 +116,7 @@ async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
         ],
     )
     for clash in clashes:
-        key = (clash.therapist_id, clash.proposed.starts_at)
-        program = keyed[key][0] if key in keyed else None
-        # The program's own session planned earlier at this very slot: ON CONFLICT skips it.
-        already_there = (
-            program is not None
-            and clash.program_id == program.id
-            and clash.original_starts_at == clash.proposed.starts_at
-        )
-        if not already_there:
-            keyed.pop(key, None)
+        keyed.pop((clash.therapist_id, clash.proposed.starts_at), None)
     now = utcnow()
     return await insert_sessions(db, [_row(p, n, o, now) for p, n, o in keyed.values()])
 
