@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import httpx
-from hypothesis import HealthCheck, settings
+import hypothesis
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -33,7 +34,10 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.core.settings import Settings
+from service.programs import materialize
 from tests.support import Api, Headers, ok
 
 ZONE = ZoneInfo("America/Edmonton")
@@ -87,8 +91,9 @@ class Plan:
             rule = f"FREQ=WEEKLY;INTERVAL={self.interval};BYDAY={WEEKDAYS[self.weekday]}"
         if self.count is not None:
             return f"{rule};COUNT={self.count}"
-        assert self.until is not None
-        return f"{rule};UNTIL={self.until:%Y%m%d}"
+        if self.until is not None:
+            return f"{rule};UNTIL={self.until:%Y%m%d}"
+        return rule
 
     def schedule(self) -> dict[str, Any]:
         return {
@@ -125,11 +130,19 @@ class Plan:
             country, subdiv=subdivision, years=day.year
         )
 
-    def days_from(self, first: date, wanted: int | None) -> list[date]:
-        """The sessions' days on or after `first`: `wanted` of them, or up to UNTIL."""
+    @property
+    def open_ended(self) -> bool:
+        return self.count is None and self.until is None
+
+    def days_from(self, first: date, wanted: int | None, cap: date | None = None) -> list[date]:
+        """The sessions' days on or after `first`: `wanted` of them, or up to UNTIL, or (an
+        open-ended rule) up to `cap`."""
+        assert not self.open_ended or cap is not None
         found: list[date] = []
         for day in self.rule_days():
             if self.until is not None and day > self.until:
+                break
+            if cap is not None and day > cap:
                 break
             if wanted is not None and len(found) == wanted:
                 break
@@ -188,14 +201,17 @@ class Refused(Exception):
         self.status = status
 
 
-def replanned(rows: list[Row], old: Plan, new: Plan, effective: date, therapist: str) -> list[Row]:
+def replanned(
+    rows: list[Row], new: Plan, effective: date, therapist: str, horizon_weeks: int
+) -> tuple[list[Row], int]:
     """The contract after a schedule change from `effective`: the occurrences planned before it
     keep their numbers, the new schedule's days from `effective` on are the next occurrences;
     rows handled by hand (moved, cancelled, made up, delivered) stand for their occurrence;
-    a scheduled row beyond a shorter contract goes."""
+    a scheduled row beyond a shorter contract goes. An open-ended series is planned up to the
+    horizon from `effective`. Answers the rows and how many occurrences precede `effective`."""
     if new.until is not None and new.until < new.start:
         raise Refused(422)  # UNTIL before start_date
-    if not new.days_from(new.start, new.count):
+    if not new.open_ended and not new.days_from(new.start, new.count):
         raise Refused(422)  # no session remains
     cut = at(effective, time())
     before = max(
@@ -214,8 +230,14 @@ def replanned(rows: list[Row], old: Plan, new: Plan, effective: date, therapist:
     kept = [r for r in rows if id(r) not in plain]
     if new.count is not None and new.count < before:
         raise Refused(422)
-    days = new.days_from(effective, None if new.count is None else new.count - before)
+    days = new.days_from(
+        effective,
+        None if new.count is None else new.count - before,
+        cap=effective + timedelta(weeks=horizon_weeks) if new.open_ended else None,
+    )
     last = new.count if new.count is not None else before + len(days)
+    if new.open_ended:
+        last = 10**6
     beyond = [r for r in kept if r.occurrence > last]
     if any(r.status in ("completed", "no_show") for r in beyond):
         raise Refused(422)
@@ -234,7 +256,24 @@ def replanned(rows: list[Row], old: Plan, new: Plan, effective: date, therapist:
     ]
     if overlaps(kept + fresh):
         raise Refused(409)
-    return kept + fresh
+    return kept + fresh, before
+
+
+def extended(
+    rows: list[Row], plan: Plan, series: tuple[date, int], until: date, first: date, therapist: str
+) -> list[Row]:
+    """The horizon job run on `first`: the series' occurrences from `first` to `until` that are
+    not there yet (whatever became of them) are added, except where the therapist is booked."""
+    start, offset = series
+    there = {r.occurrence for r in rows if r.depth == 0}
+    added: list[Row] = []
+    for n, day in enumerate(plan.days_from(start, None, cap=until), start=offset + 1):
+        if day < first or n in there:
+            continue
+        row = planned_row(plan, n, day, therapist)
+        if not overlaps([*rows, row]):
+            added.append(row)
+    return rows + added
 
 
 # --- the machine -------------------------------------------------------------------------------
@@ -248,6 +287,7 @@ plans: st.SearchStrategy[dict[str, Any]] = st.builds(
     hour=st.integers(8, 14),
     minutes=st.sampled_from([30, 45, 60, 90]),
     count=st.one_of(st.none(), st.integers(3, 9)),
+    open_ended=st.booleans(),
     span_weeks=st.integers(4, 16),
     term_break=st.one_of(st.none(), st.tuples(st.integers(0, 60), st.integers(7, 14))),
     skip_holidays=st.booleans(),
@@ -256,6 +296,8 @@ plans: st.SearchStrategy[dict[str, Any]] = st.builds(
 
 class SeriesMachine(RuleBasedStateMachine):
     api: ClassVar[Api]
+    db: ClassVar[AsyncSession]
+    horizon_weeks: ClassVar[int]
     loop: ClassVar[asyncio.AbstractEventLoop]
 
     def __init__(self) -> None:
@@ -300,7 +342,7 @@ class SeriesMachine(RuleBasedStateMachine):
             minutes=spec["minutes"],
             count=spec["count"],
             until=None
-            if spec["count"] is not None
+            if spec["count"] is not None or spec["open_ended"]
             else start
             + timedelta(weeks=spec["span_weeks"] * (3 if spec["kind"] == "monthly" else 1)),
             exdates=breaks,
@@ -320,7 +362,11 @@ class SeriesMachine(RuleBasedStateMachine):
         path = f"/v1/programs/{self.program['id']}"
         ok(self.send("POST", f"{path}/assign", json={"therapist_id": self.therapist}))
         ok(self.send("POST", f"{path}/confirm"))
-        days = self.plan.days_from(self.plan.start, self.plan.count)
+        horizon = max(today(), start) + timedelta(weeks=self.horizon_weeks)
+        days = self.plan.days_from(
+            self.plan.start, self.plan.count, cap=horizon if self.plan.open_ended else None
+        )
+        self.series = (start, 0)
         self.rows = [
             planned_row(self.plan, n, day, self.therapist) for n, day in enumerate(days, start=1)
         ]
@@ -406,7 +452,9 @@ class SeriesMachine(RuleBasedStateMachine):
         response = self.send(
             "POST", f"/v1/sessions/{row.id}/make-up", json={"starts_at": text(starts)}
         )
-        made = self.attempt(response, Refused(409) if overlaps(after) else after)
+        # Nothing to make up once the contract ends before the occurrence (a lower COUNT).
+        refused = row.occurrence > self.contract_end() or overlaps(after)
+        made = self.attempt(response, Refused(409) if refused else after)
         if made is not None:
             assert (made["makes_up"], made["occurrence"]) == (row.id, row.occurrence)
 
@@ -422,6 +470,15 @@ class SeriesMachine(RuleBasedStateMachine):
         else:
             response = self.send("POST", f"/v1/sessions/{row.id}/no-show")
         self.attempt(response, after)
+
+    def contract_end(self) -> float:
+        assert self.plan is not None
+        if self.plan.count is not None:
+            return self.plan.count
+        if self.plan.until is not None:
+            start, offset = self.series
+            return offset + len(self.plan.days_from(start, None))
+        return float("inf")
 
     # Series edits ---------------------------------------------------------------------------
 
@@ -442,6 +499,8 @@ class SeriesMachine(RuleBasedStateMachine):
             new = dataclasses.replace(old, minutes=(30, 45, 60, 90, 120)[value % 5])
         elif change == "end" and old.count is not None:
             new = dataclasses.replace(old, count=1 + value % 12)
+        elif change == "end" and old.open_ended:
+            new = dataclasses.replace(old, clock=time(8 + value % 8))
         elif change == "end":
             assert old.until is not None
             new = dataclasses.replace(old, until=effective + timedelta(days=value % 100))
@@ -450,8 +509,10 @@ class SeriesMachine(RuleBasedStateMachine):
             new = dataclasses.replace(
                 old, exdates=old.exdates | {gap + timedelta(days=d) for d in range(7)}
             )
+        before = 0
         try:
-            after: list[Row] | Refused = replanned(self.rows, old, new, effective, self.therapist)
+            after: list[Row] | Refused
+            after, before = replanned(self.rows, new, effective, self.therapist, self.horizon_weeks)
         except Refused as refusal:
             after = refusal
         response = self.send(
@@ -460,7 +521,23 @@ class SeriesMachine(RuleBasedStateMachine):
             json={"effective_date": effective.isoformat(), "schedule": new.schedule()},
         )
         if self.attempt(response, after) is not None:
-            self.plan = new
+            self.plan, self.series = new, (effective, before)
+
+    @rule(days_ahead=st.integers(0, 30), weeks=st.integers(4, 20))
+    def regenerate_horizon(self, days_ahead: int, weeks: int) -> None:
+        """The materialize job, as if run on a later day: open-ended programs only."""
+        assert self.plan is not None
+        first = today() + timedelta(days=days_ahead)
+        if self.plan.open_ended:
+            self.rows = extended(
+                self.rows,
+                self.plan,
+                self.series,
+                first + timedelta(weeks=weeks),
+                first,
+                self.therapist,
+            )
+        self.run(materialize.extend_horizon(self.db, today=first, weeks=weeks))
 
     @rule(days_ahead=st.integers(0, 70))
     def hand_over(self, days_ahead: int) -> None:
@@ -579,10 +656,13 @@ class SeriesMachine(RuleBasedStateMachine):
         assert sum(i["subtotal_cents"] for i in invoices) == expected
 
 
-async def test_a_series_keeps_its_exceptions_through_every_edit(api: Api) -> None:
-    SeriesMachine.api = api
+async def test_a_series_keeps_its_exceptions_through_every_edit(
+    api: Api, db: AsyncSession, settings: Settings
+) -> None:
+    SeriesMachine.api, SeriesMachine.db = api, db
+    SeriesMachine.horizon_weeks = settings.horizon_weeks
     SeriesMachine.loop = asyncio.get_running_loop()
-    run = settings(
+    run = hypothesis.settings(
         max_examples=15,
         stateful_step_count=12,
         derandomize=True,

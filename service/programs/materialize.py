@@ -88,16 +88,17 @@ async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
     until = horizon_end(today, weeks)
     open_ended = [(p, region) for p, region in programs if recurrence.is_open_ended(p.rrule)]
     # Occurrences already there, whatever happened to them (moved, cancelled, made up).
-    existing = set(
-        (
+    existing = {
+        (program_id, number)
+        for program_id, number in (
             await db.execute(
                 select(col(Session.program_id), col(Session.occurrence)).where(
                     col(Session.program_id).in_([p.id for p, _ in open_ended]),
                     col(Session.makes_up).is_(None),
                 )
             )
-        ).tuples()
-    )
+        ).all()
+    }
     planned = _without_internal_overlaps(
         [
             (program, number, occurrence)

@@ -201,6 +201,16 @@ def _last_occurrence(program: Program, numbered: plan.Numbered) -> int | None:
     return None
 
 
+async def contract_end(db: AsyncSession, program: Program, *, horizon_weeks: int) -> int | None:
+    """The contract's last occurrence (COUNT's, or the last session before UNTIL); none for an
+    open-ended program."""
+    if recurrence.parse_rule(program.rrule).open_ended:
+        return None
+    return _last_occurrence(
+        program, await series_to_horizon(db, program, horizon_weeks=horizon_weeks)
+    )
+
+
 async def series_to_horizon(
     db: AsyncSession, program: Program, *, horizon_weeks: int
 ) -> plan.Numbered:

@@ -41,7 +41,7 @@ from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
 from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
-from service.programs import records
+from service.programs import records, series
 from service.programs.session_records import (
     SessionFilters,
     get_visible,
@@ -211,6 +211,12 @@ async def make_up(
         )
     if program.status != ProgramStatus.confirmed or program.therapist_id is None:
         raise InvalidState(f"A session of a {program.status} program cannot be made up")
+    last = await series.contract_end(db, program, horizon_weeks=1)
+    if last is not None and session.occurrence > last:
+        raise InvalidState(
+            f"The session was occurrence {session.occurrence}; the contract now ends at {last}",
+            session_id=str(session.id),
+        )
     if data.starts_at <= utcnow():
         raise ValidationFailed([FieldError("starts_at", "must be in the future")])
     therapist = await db.get(Therapist, program.therapist_id)
