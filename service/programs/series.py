@@ -136,8 +136,8 @@ async def replan(
         (s.occurrence for s in rows if s.makes_up is None and s.original_starts_at < cut),
         default=0,
     )
-    replaced = [s.id for s in rows if _plain(s) and s.starts_at >= cut and s.occurrence > before]
-    kept = [s for s in rows if s.id not in set(replaced)]
+    replaced = {s.id for s in rows if _plain(s) and s.starts_at >= cut and s.occurrence > before}
+    kept = [s for s in rows if s.id not in replaced]
     rules.apply_schedule(program, schedule)
     program.series_start, program.series_offset = effective, before
     contract = recurrence.parse_rule(program.rrule).count
@@ -166,7 +166,7 @@ async def replan(
             ]
         )
     removed = [s.id for s in beyond if s.status == SessionStatus.scheduled]
-    await db.execute(sa.delete(Session).where(col(Session.id).in_(replaced + removed)))
+    await db.execute(sa.delete(Session).where(col(Session.id).in_([*replaced, *removed])))
     taken = {s.occurrence for s in kept if s.makes_up is None}
     new = [(n, o) for n, o in numbered if n not in taken]
     current = await db.get(Therapist, program.therapist_id)
