@@ -46,8 +46,38 @@ class ApiKey(ApiKeyBase, table=True):
     revoked_at: datetime | None = timestamp_field(nullable=True)
 
 
+_NONE = {"type": "null"}
+_SCOPE_BY_ROLE = {  # the spec says what the validator below checks
+    "oneOf": [
+        {
+            "properties": {
+                "role": {"const": "coordinator"},
+                "organization_id": {"type": "string"},
+                "therapist_id": _NONE,
+            },
+            "required": ["organization_id"],
+        },
+        {
+            "properties": {
+                "role": {"const": "therapist"},
+                "therapist_id": {"type": "string"},
+                "organization_id": _NONE,
+            },
+            "required": ["therapist_id"],
+        },
+        {
+            "properties": {
+                "role": {"enum": ["admin", "finance"]},
+                "organization_id": _NONE,
+                "therapist_id": _NONE,
+            }
+        },
+    ]
+}
+
+
 class ApiKeyCreate(ApiKeyBase):
-    model_config = FORBID_EXTRA
+    model_config = FORBID_EXTRA | {"json_schema_extra": _SCOPE_BY_ROLE}
 
     @model_validator(mode="after")
     def _scope_matches_role(self) -> ApiKeyCreate:

@@ -63,10 +63,12 @@ class Invoice(SQLModel, table=True):
         CheckConstraint("(status = 'draft') = (number IS NULL)", name="numbered_once_issued"),
         CheckConstraint("subtotal_cents >= 0 AND tax_cents >= 0", name="amounts"),
         CheckConstraint("total_cents = subtotal_cents + tax_cents", name="total"),
+        # What was received beyond the total (a customer who paid twice) is kept apart in
+        # overpaid_cents: amount_paid_cents counts only what settles the invoice.
         CheckConstraint(
-            "amount_paid_cents >= 0 AND amount_credited_cents >= 0 AND "
+            "amount_paid_cents >= 0 AND amount_credited_cents >= 0 AND overpaid_cents >= 0 AND "
             "amount_paid_cents + amount_credited_cents <= total_cents",
-            name="never_overpaid",
+            name="paid_within_total",
         ),
         CheckConstraint(
             f"stripe_sync_status IN ({sql_values(StripeSyncStatus)})",
@@ -89,6 +91,10 @@ class Invoice(SQLModel, table=True):
     total_cents: int = Field(default=0, sa_type=BigInteger)
     amount_paid_cents: int = Field(default=0, sa_type=BigInteger)
     amount_credited_cents: int = Field(default=0, sa_type=BigInteger)
+    # Received beyond the total: the sum of the invoice's payments marked `overpayment`.
+    overpaid_cents: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     issued_at: datetime | None = timestamp_field(nullable=True)
     due_date: date | None = Field(default=None, sa_type=Date)
     paid_at: datetime | None = timestamp_field(nullable=True)
@@ -105,6 +111,13 @@ class Invoice(SQLModel, table=True):
         default=0, sa_type=Integer, sa_column_kwargs={"server_default": "0"}
     )
     stripe_sync_retry_at: datetime | None = timestamp_field(nullable=True)
+    # When Stripe emailed the invoice at our request (sent once; later pushes never resend).
+    stripe_sent_at: datetime | None = timestamp_field(nullable=True)
+    # What we asked Stripe to mark paid out of band (set before asking): Stripe counts it in
+    # the invoice's amount_paid, so its `invoice.paid` is not read as the customer's money.
+    stripe_out_of_band_cents: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     # `invoice.overdue` was emitted (once, the first day after the due date while open).
     overdue_notified_at: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()
@@ -152,6 +165,11 @@ class Payment(SQLModel, table=True):
     method: str = Field(sa_type=String(20))
     reference: str | None = Field(default=None, sa_type=String(255))
     paid_at: datetime = Field(sa_type=DateTime(timezone=True))
+    # Money received beyond what the invoice asked for: counted in the invoice's
+    # overpaid_cents, not in its amount_paid_cents.
+    overpayment: bool = Field(
+        default=False, sa_type=Boolean, sa_column_kwargs={"server_default": "false"}
+    )
     created_at: datetime = timestamp_field()
 
 
@@ -237,6 +255,7 @@ class PaymentRead(SQLModel):
     method: PaymentMethod
     reference: str | None
     paid_at: datetime
+    overpayment: bool
     created_at: datetime
 
 
@@ -276,6 +295,7 @@ class InvoiceRead(SQLModel):
     amount_paid_cents: int
     amount_credited_cents: int
     amount_due_cents: int
+    overpaid_cents: int
     issued_at: datetime | None
     due_date: date | None
     paid_at: datetime | None

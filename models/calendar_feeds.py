@@ -36,7 +36,15 @@ class CalendarFeed(SQLModel, table=True):
 class CalendarFeedCreate(SQLModel):
     """A feed of one therapist's sessions or of one organization's sessions."""
 
-    model_config = FORBID_EXTRA
+    # The spec says "exactly one of" as the validator below does.
+    model_config = FORBID_EXTRA | {
+        "json_schema_extra": {
+            "oneOf": [
+                {"required": [subject], "properties": {subject: {"type": "string"}}}
+                for subject in ("therapist_id", "organization_id")
+            ]
+        }
+    }
 
     therapist_id: uuid.UUID | None = None
     organization_id: uuid.UUID | None = None

@@ -52,8 +52,15 @@ def _individual_is_one(format_: OfferingFormat | None, max_participants: int | N
         raise ValueError("max_participants must be 1 for an individual offering")
 
 
+# The spec says what _individual_is_one checks: an individual offering takes one participant.
+_ONE_FOR_INDIVIDUAL = {
+    "if": {"properties": {"format": {"const": "individual"}}, "required": ["format"]},
+    "then": {"properties": {"max_participants": {"const": 1}}},
+}
+
+
 class OfferingCreate(OfferingBase):
-    model_config = FORBID_EXTRA
+    model_config = FORBID_EXTRA | {"json_schema_extra": _ONE_FOR_INDIVIDUAL}
 
     @field_validator("max_participants")
     @classmethod
@@ -63,7 +70,7 @@ class OfferingCreate(OfferingBase):
 
 
 class OfferingUpdate(SQLModel):
-    model_config = FORBID_EXTRA
+    model_config = FORBID_EXTRA | {"json_schema_extra": _ONE_FOR_INDIVIDUAL}
 
     name: Name = Field(default=None)
     format: OfferingFormat = Field(default=None)

@@ -28,6 +28,7 @@ class RevenueRow(SQLModel):
     credited_cents: int
     paid_cents: int
     outstanding_cents: int
+    overpaid_cents: int
 
 
 class RevenueReport(SQLModel):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time
+from datetime import datetime
 
 from pydantic import ValidationInfo, field_validator
-from sqlalchemy import ARRAY, CheckConstraint, DateTime, String, Time, UniqueConstraint
+from sqlalchemy import ARRAY, CheckConstraint, DateTime, SmallInteger, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
 from models.types import (
-    ClockTime,
+    MINUTES_PER_DAY,
     Email,
     FocusArea,
     Instant,
@@ -20,6 +20,9 @@ from models.types import (
     Tags,
     TimeZoneName,
     Weekday,
+    WindowEnd,
+    WindowStart,
+    day_minute,
 )
 
 WEEK_MINUTES = 7 * 24 * 60
@@ -81,19 +84,22 @@ class TherapistRead(TherapistBase):
 
 
 class AvailabilityWindow(SQLModel):
-    """One weekly window, in the therapist's own time zone; `end` is after `start`."""
+    """One weekly window, in the therapist's own time zone: from `start` on `weekday` to `end`
+    the same day, `end` after `start`; "24:00" is the end of the day. A window never crosses
+    midnight: a shift from 22:00 to 02:00 is two windows (22:00-24:00 and 00:00-02:00 the next
+    day), and windows that meet are one stretch of availability."""
 
     model_config = FORBID_EXTRA
 
     weekday: Weekday
-    start: ClockTime
-    end: ClockTime
+    start: WindowStart
+    end: WindowEnd
 
     @field_validator("end")
     @classmethod
-    def _end_after_start(cls, end: time, info: ValidationInfo) -> time:
+    def _end_after_start(cls, end: str, info: ValidationInfo) -> str:
         start = info.data.get("start")
-        if start is not None and end <= start:
+        if start is not None and day_minute(end) <= day_minute(start):
             raise ValueError("end must be after start")
         return end
 
@@ -103,17 +109,22 @@ class WeeklyAvailability(SQLModel):
 
 
 class AvailabilityRow(SQLModel, table=True):
+    """A weekly window as minutes of the local day: 0 <= start_minute < end_minute <= 1440."""
+
     __tablename__ = "therapist_availability"
     __table_args__ = (
-        CheckConstraint("start_time < end_time", name="start_before_end"),
+        CheckConstraint(
+            f"0 <= start_minute AND start_minute < end_minute AND end_minute <= {MINUTES_PER_DAY}",
+            name="start_before_end",
+        ),
         CheckConstraint(f"weekday IN ({sql_values(Weekday)})", name="weekday"),
     )
 
     id: uuid.UUID = id_field()
     therapist_id: uuid.UUID = Field(foreign_key="therapists.id", ondelete="CASCADE", index=True)
     weekday: str = Field(sa_type=String(2))
-    start_time: time = Field(sa_type=Time())
-    end_time: time = Field(sa_type=Time())
+    start_minute: int = Field(sa_type=SmallInteger())
+    end_minute: int = Field(sa_type=SmallInteger())
 
 
 class TimeOffBase(SQLModel):

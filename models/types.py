@@ -34,6 +34,15 @@ TWO_DECIMAL_CURRENCIES = frozenset(
 )
 
 
+# Values checked against a registry (zoneinfo, ISO 4217, the `holidays` package) are named in
+# the OpenAPI document by these formats: too many to list, and each says where its values come
+# from. Clock times are "HH:MM".
+TIME_ZONE_FORMAT = "iana-time-zone"
+CURRENCY_FORMAT = "iso-4217-two-decimal-currency"
+HOLIDAY_REGION_FORMAT = "holiday-region"
+CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
 class Weekday(StrEnum):
     MO = "MO"
     TU = "TU"
@@ -122,6 +131,9 @@ FilterText = Annotated[str, single_line(max_length=40)]
 """A one-line filter value in a query string."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What _email checks, on the raw value (spaces around it are stripped after): one line.
+EMAIL_PATTERN = rf"^ *[^@\s{_CONTROLS}]+@[^@\s{_CONTROLS}]+\.[^@\s{_CONTROLS}]+ *$"
+PATTERN_MESSAGES[EMAIL_PATTERN] = "must be an email address like name@example.org"
 
 
 def _email(value: str) -> str:
@@ -132,7 +144,7 @@ def _email(value: str) -> str:
 
 Email = Annotated[
     str,
-    single_line(min_length=3, max_length=254),
+    StringConstraints(min_length=3, max_length=254, pattern=EMAIL_PATTERN),
     AfterValidator(_strip),
     AfterValidator(_email),
 ]
@@ -154,6 +166,7 @@ TimeZoneName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN),
     AfterValidator(_timezone),
+    Field(json_schema_extra={"format": TIME_ZONE_FORMAT}),
 ]
 
 
@@ -170,6 +183,7 @@ CurrencyCode = Annotated[
     str,
     StringConstraints(min_length=3, max_length=3, pattern=CURRENCY_PATTERN),
     AfterValidator(_currency),
+    Field(json_schema_extra={"format": CURRENCY_FORMAT}),
 ]
 
 
@@ -190,6 +204,7 @@ HolidayRegion = Annotated[
     str,
     StringConstraints(min_length=2, max_length=16, pattern=SINGLE_LINE_PATTERN),
     AfterValidator(_holiday_region),
+    Field(json_schema_extra={"format": HOLIDAY_REGION_FORMAT}),
 ]
 
 
@@ -255,7 +270,7 @@ Percent = Annotated[int, Field(ge=0, le=100)]
 def _hhmm(value: object) -> object:
     if isinstance(value, time) and value.tzinfo is None:
         return value  # already parsed, e.g. read back from the database
-    if isinstance(value, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+    if isinstance(value, str) and re.fullmatch(CLOCK_TIME_PATTERN, value):
         return value
     raise ValueError("must be a time of day as HH:MM, 00:00 to 23:59")
 
@@ -263,9 +278,41 @@ def _hhmm(value: object) -> object:
 ClockTime = Annotated[
     time,
     BeforeValidator(_hhmm),
+    WithJsonSchema({"type": "string", "pattern": CLOCK_TIME_PATTERN}),
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str, when_used="json"),
 ]
 """A wall-clock time of day, written "HH:MM" both ways."""
+
+MINUTES_PER_DAY = 24 * 60
+WINDOW_START_PATTERN = CLOCK_TIME_PATTERN
+WINDOW_END_PATTERN = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+
+def _day_time(pattern: str, latest: str) -> tuple[BeforeValidator, WithJsonSchema]:
+    def check(value: object) -> object:
+        if isinstance(value, str) and re.fullmatch(pattern, value):
+            return value
+        raise ValueError(f"must be a time of day as HH:MM, 00:00 to {latest}")
+
+    return BeforeValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})
+
+
+WindowStart = Annotated[str, *_day_time(WINDOW_START_PATTERN, "23:59")]
+"""Where a weekly window opens: "HH:MM", 00:00 to 23:59, kept as written."""
+WindowEnd = Annotated[str, *_day_time(WINDOW_END_PATTERN, "24:00")]
+"""Where a weekly window closes: "HH:MM", 00:00 to 24:00 (the end of the day), kept as
+written."""
+
+
+def day_minute(hhmm: str) -> int:
+    """Minutes since the start of the day of "HH:MM" ("24:00" is the whole day, 1440)."""
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def hhmm(minute: int) -> str:
+    """The "HH:MM" of a minute of the day (1440 is "24:00")."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 YEARS = (1900, 2200)
@@ -274,13 +321,21 @@ YEAR_PATTERN = r"^(?:19[0-9]{2}|2[01][0-9]{2}|2200)-"
 _IN_YEARS = Field(json_schema_extra={"pattern": YEAR_PATTERN})
 
 
+def _text_only(value: object) -> object:
+    # JSON carries dates and instants as strings (the spec says so); pydantic would also read a
+    # number as seconds since 1970, which no client means.
+    if isinstance(value, int | float):
+        raise ValueError("must be written as a string (ISO 8601), not a number")
+    return value
+
+
 def _in_utc(moment: datetime) -> datetime:
     if not YEARS[0] <= moment.year <= YEARS[1]:
         raise ValueError("must be between the years 1900 and 2200")
     return moment.astimezone(UTC)
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc), _IN_YEARS]
+Instant = Annotated[AwareDatetime, BeforeValidator(_text_only), AfterValidator(_in_utc), _IN_YEARS]
 """A moment with a UTC offset in the years 1900 to 2200, kept in UTC."""
 
 
@@ -290,7 +345,7 @@ def _in_years(day: date) -> date:
     return day
 
 
-Day = Annotated[date, AfterValidator(_in_years), _IN_YEARS]
+Day = Annotated[date, BeforeValidator(_text_only), AfterValidator(_in_years), _IN_YEARS]
 """A calendar date in the years 1900 to 2200."""
 
 

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     invoice_issued = "invoice.issued"
     invoice_paid = "invoice.paid"
     invoice_voided = "invoice.voided"
+    invoice_overpaid = "invoice.overpaid"
     invoice_overdue = "invoice.overdue"
 
 
@@ -55,6 +56,24 @@ Subscription = Annotated[
     str,
     AfterValidator(_subscribable),
     WithJsonSchema({"type": "string", "enum": [*(e.value for e in EventType), ALL_EVENTS]}),
+]
+Subscriptions = Annotated[
+    list[Subscription],
+    # As WebhookEndpointCreate checks: '*' alone, or distinct event types.
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "array", "items": {"const": ALL_EVENTS}, "minItems": 1, "maxItems": 1},
+                {
+                    "type": "array",
+                    "items": {"enum": [e.value for e in EventType]},
+                    "minItems": 1,
+                    "maxItems": len(EventType),
+                    "uniqueItems": True,
+                },
+            ]
+        }
+    ),
 ]
 
 
@@ -145,7 +164,7 @@ class WebhookEndpointCreate(SQLModel):
     model_config = FORBID_EXTRA
 
     url: WebUrl
-    events: list[Subscription] = Field(min_length=1, max_length=len(EventType) + 1)
+    events: Subscriptions = Field(min_length=1, max_length=len(EventType) + 1)
     description: LongText = ""
 
     @field_validator("events")

@@ -17,6 +17,7 @@ from models.billing import (
     InvoiceRunCreate,
     InvoiceStatus,
     PaymentCreate,
+    StripeSyncStatus,
     VoidInvoice,
 )
 from routers.deps import (
@@ -149,10 +150,20 @@ async def sync_invoice_to_stripe(
 
 @router.post("/invoices/{invoice_id}/payments", status_code=status.HTTP_201_CREATED)
 async def record_payment(
-    invoice_id: uuid.UUID, body: PaymentCreate, db: DbSession, principal: CurrentPrincipal
+    invoice_id: uuid.UUID,
+    body: PaymentCreate,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    stripe: StripePush,
 ) -> InvoiceDetail:
-    """Record a payment on an open invoice, at most the amount due; at zero due it is paid."""
-    return await invoices.record_payment(db, principal, invoice_id, body)
+    """Record a payment on an open invoice, at most the amount due; at zero due it is paid.
+    A payment that settles an invoice pushed to Stripe marks the Stripe invoice paid out of
+    band (after commit; `stripe_sync_status` shows the outcome, and
+    `POST /v1/invoices/{id}/stripe-sync` resumes it); a partial one is not mirrored."""
+    recorded = await invoices.record_payment(db, principal, invoice_id, body)
+    if recorded.stripe_sync_status == StripeSyncStatus.pending:
+        stripe.push(invoice_id, principal)
+    return recorded
 
 
 @router.post("/invoices/{invoice_id}/credit-notes", status_code=status.HTTP_201_CREATED)
@@ -162,6 +173,10 @@ async def add_credit_note(
     db: DbSession,
     principal: CurrentPrincipal,
     settings: AppSettings,
+    stripe: StripePush,
 ) -> InvoiceDetail:
-    """Credit an open invoice, at most the amount due (CN-YYYY-NNNNNN, its own gapless series)."""
-    return await invoices.add_credit_note(db, principal, invoice_id, body, settings=settings)
+    """Credit an open invoice, at most the amount due (CN-YYYY-NNNNNN, its own gapless series).
+    An invoice pushed to Stripe gets the same credit note there (after commit)."""
+    credited = await invoices.add_credit_note(db, principal, invoice_id, body, settings=settings)
+    stripe.push(invoice_id, principal)
+    return credited

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import StringConstraints, WithJsonSchema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.offerings import Offering
@@ -20,7 +21,7 @@ from models.types import PATTERN_MESSAGES, Day
 from routers.unit_of_work import work_of
 from service.catalog import offerings, organizations, therapists
 from service.core.auth import Principal, authenticate
-from service.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from service.core.pagination import CURSOR_FORMAT, DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from service.core.settings import Settings
 
 
@@ -54,11 +55,21 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 CURSOR_PATTERN = r"^[A-Za-z0-9_=-]*$"  # what a page's `next_cursor` holds: URL-safe base64
 PATTERN_MESSAGES[CURSOR_PATTERN] = "is not a cursor this API returned"
+Cursor = Annotated[
+    str,
+    StringConstraints(max_length=500, pattern=CURSOR_PATTERN),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 500, "pattern": CURSOR_PATTERN, "format": CURSOR_FORMAT}
+    ),
+]
 
 
 def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=500, pattern=CURSOR_PATTERN)] = None,
+    cursor: Annotated[
+        Cursor | None,
+        Query(description="The `next_cursor` of the previous page, as it was answered"),
+    ] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, cursor=cursor)
 

@@ -21,7 +21,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unreachable or schema behind"}})
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "description": "Database unreachable or schema behind (the same body as 200's)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready for traffic: the database answers and its schema is at the code's migration head."""
     head = migrate.head_revision()

@@ -21,6 +21,7 @@ from routers import (
     jobs,
     me,
     offerings,
+    openapi,
     organizations,
     programs,
     reports,
@@ -124,6 +125,8 @@ def create_app(
         docs_url="/docs" if settings.docs else None,
         redoc_url="/redoc" if settings.docs else None,
         openapi_url="/openapi.json" if settings.docs else None,
+        # One schema per model (not -Input and -Output twins): generated clients get one class.
+        separate_input_output_schemas=False,
     )
     app.state.settings = settings
     app.state.stripe = stripe_client or stripe_api.make_client(settings)
@@ -139,4 +142,5 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     for error, handler in HANDLERS:
         app.add_exception_handler(error, handler)
+    openapi.install(app)
     return app

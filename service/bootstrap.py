@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import time
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -85,12 +84,7 @@ async def local_admin_key(settings: Settings) -> str:
 
 
 def _windows(days: str, start: str, end: str) -> list[AvailabilityWindow]:
-    return [
-        AvailabilityWindow(
-            weekday=Weekday(d), start=time.fromisoformat(start), end=time.fromisoformat(end)
-        )
-        for d in days.split(",")
-    ]
+    return [AvailabilityWindow(weekday=Weekday(d), start=start, end=end) for d in days.split(",")]
 
 
 async def load_demo_if_empty(settings: Settings) -> bool:

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -233,8 +234,8 @@ async def committing_factory(database_url: str) -> AsyncIterator[async_sessionma
         _truncate_all(database_url)
 
 
-@pytest.fixture
-def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+@contextmanager
+def _serving(settings: Settings, database_url: str) -> Iterator[LiveServer]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -255,6 +256,31 @@ def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
         thread.join(timeout=20)
         sock.close()
         _truncate_all(database_url)
+
+
+@pytest.fixture
+def live_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+    with _serving(settings, database_url) as server:
+        yield server
+
+
+@pytest.fixture
+def contended_server(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+    """A live server for races held at a tests/concurrency_support.Gate: a parked request
+    waits on the test, so the database deadlines of a request are long enough not to fire
+    while the test lines the others up on a slow machine."""
+    patient = settings.model_copy(
+        update={
+            "db_statement_timeout": 120.0,
+            "db_lock_timeout": 120.0,
+            "db_idle_in_transaction_timeout": 120.0,
+            "request_timeout": 120.0,
+            "db_pool_size": 40,
+            "db_pool_timeout": 60.0,
+        }
+    )
+    with _serving(patient, database_url) as server:
+        yield server
 
 
 @pytest.fixture

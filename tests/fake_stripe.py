@@ -3,9 +3,17 @@
 It checks the secret key (Bearer), records every request, and replays idempotency keys as
 Stripe does (https://docs.stripe.com/api/idempotent_requests): the same key with the same
 parameters answers the saved response again, errors included, with `Idempotent-Replayed: true`;
-the same key with other parameters is a 400 `idempotency_error`. Faults make it refuse a chosen
-request (an error status, saved under its key like any answer), hang up after acting (the
-effect happens, the answer is lost) or stall past the client's timeout.
+the same key with other parameters is a 400 `idempotency_error`; a request whose key is still
+being answered (another request under it in flight) is a 409 `idempotency_key_in_use`, saved
+under nothing. Faults make it refuse a chosen request (an error status, saved under its key like
+any answer, as Stripe saves its 500s), hang up after acting (the effect happens, the answer is
+lost), stall past the client's timeout (the key stays in flight meanwhile), or answer as a busy
+Stripe does before doing anything: 429 `rate_limit` or 409 `lock_timeout`, saved under nothing.
+
+States are checked as Stripe checks them: only a draft is finalized or deleted, only an open
+invoice is sent or paid out of band (`paid_out_of_band=true`: a paid or void one is refused),
+a paid invoice cannot be voided, and a credit note needs an open or paid invoice, an amount,
+and at most what is left to pay (or, on a paid invoice, as much again `out_of_band_amount`).
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ import stripe
 from pydantic import SecretStr
 
 from service.core.settings import Settings
+from service.integrations import stripe_api
 
 WEBHOOK_SECRET = "whsec_test_ensemble"
 Params = dict[str, Any]
 Answer = tuple[int, Params]
-FaultMode = Literal["refuse", "hang_up", "stall"]
+FaultMode = Literal["refuse", "hang_up", "stall", "rate_limit", "conflict"]
 
 
 def _nest(pairs: list[tuple[str, str]]) -> Params:
@@ -61,6 +70,10 @@ STEPS: dict[str, tuple[str, str, Callable[[Params], bool] | None]] = {
     "tax": ("POST", r"/v1/invoiceitems", _is_tax),
     "finalize": ("POST", r"/v1/invoices/in_\w+/finalize", None),
     "send": ("POST", r"/v1/invoices/in_\w+/send", None),
+    "pay": ("POST", r"/v1/invoices/in_\w+/pay", None),
+    "void": ("POST", r"/v1/invoices/in_\w+/void", None),
+    "credit_note_list": ("GET", r"/v1/credit_notes", None),
+    "credit_note": ("POST", r"/v1/credit_notes", None),
 }
 
 
@@ -99,6 +112,8 @@ class FakeStripe:
     customers: dict[str, Params] = field(default_factory=dict)
     invoices: dict[str, Params] = field(default_factory=dict)
     items: dict[str, Params] = field(default_factory=dict)
+    credit_notes: dict[str, Params] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)  # keys whose first request is unanswered
     requests: list[Recorded] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     saved: dict[str, tuple[str, Answer]] = field(default_factory=dict)  # key: (params, answer)
@@ -109,8 +124,15 @@ class FakeStripe:
 
     def reset(self) -> None:
         with self.lock:
-            for table in (self.customers, self.invoices, self.items, self.saved):
+            for table in (
+                self.customers,
+                self.invoices,
+                self.items,
+                self.credit_notes,
+                self.saved,
+            ):
                 table.clear()
+            self.in_flight.clear()
             self.requests.clear()
             self.faults.clear()
 
@@ -139,6 +161,10 @@ class FakeStripe:
     def items_of(self, stripe_invoice_id: str) -> list[Params]:
         return [i for i in self.items.values() if i["invoice"] == stripe_invoice_id]
 
+    def credit_notes_of(self, stripe_invoice_id: str) -> list[Params]:
+        notes = [n for n in self.credit_notes.values() if n["invoice"] == stripe_invoice_id]
+        return sorted(notes, key=lambda n: n["id"])
+
     def writes(self, pattern: str) -> list[Recorded]:
         """The POST requests whose path matches `pattern` (answered or not)."""
         return [r for r in self.requests if r.method == "POST" and re.fullmatch(pattern, r.path)]
@@ -147,18 +173,39 @@ class FakeStripe:
 
     def handle(
         self, method: str, path: str, params: Params, fingerprint: str, headers: dict[str, str]
-    ) -> tuple[Answer | None, Fault | None, bool]:
-        """The answer (None: hang up), the fault that applied, and whether it is a replay."""
+    ) -> tuple[Answer | None, Fault | None, bool, bool]:
+        """The answer (None: hang up), the fault that applied, whether it is a replay, and
+        whether this request put its key in flight (until `answered`)."""
         key = headers.get("idempotency-key") if method == "POST" else None
+        holds = False
         with self.lock:
             record = Recorded(method, path, params, key)
             self.requests.append(record)
             if headers.get("authorization") != f"Bearer {self.secret}":
                 record.status = 401
-                return _error(401, "invalid_request_error", "Invalid API Key provided"), None, False
+                answer = _error(401, "invalid_request_error", "Invalid API Key provided")
+                return answer, None, False, False
             fault = next((f for f in self.faults if f.take(method, path, params)), None)
             replayed = False
             saved = self.saved.get(key) if key else None
+            if fault is not None and fault.mode in ("rate_limit", "conflict"):
+                record.status = 429 if fault.mode == "rate_limit" else 409
+                return _busy(fault.mode), None, False, False
+            if key and key in self.in_flight:
+                record.status = 409
+                return (
+                    _error(
+                        409,
+                        "invalid_request_error",
+                        "There is currently another in-progress request using this "
+                        "Idempotent Key (that probably means you submitted twice, and the other "
+                        "request is still going through). Please try again later.",
+                        code="idempotency_key_in_use",
+                    ),
+                    None,
+                    False,
+                    False,
+                )
             if saved is not None and saved[0] != fingerprint:
                 answer = _error(
                     400,
@@ -175,28 +222,39 @@ class FakeStripe:
                     answer = self._act(method, path, params)
                 if key:
                     self.saved[key] = (fingerprint, answer)
+                    self.in_flight.add(key)
+                    holds = True
             hang_up = fault is not None and fault.mode == "hang_up"
             record.status, record.replayed = (None if hang_up else answer[0]), replayed
-        return (None if hang_up else answer), fault, replayed
+        return (None if hang_up else answer), fault, replayed, holds
+
+    def answered(self, key: str | None) -> None:
+        """The answer under `key` has left (or the connection is gone): no longer in flight."""
+        if key:
+            with self.lock:
+                self.in_flight.discard(key)
 
     def _act(self, method: str, path: str, params: Params) -> Answer:
-        route = method + " " + re.sub(r"/(cus|in|ii)_\w+", r"/{\1}", path)
-        match = re.findall(r"/((?:cus|in|ii)_\w+)", path)
+        route = method + " " + re.sub(r"/(cus|in|ii|cn)_\w+", r"/{\1}", path)
+        match = re.findall(r"/((?:cus|in|ii|cn)_\w+)", path)
         handler = {
             "POST /v1/customers": lambda: self._create_customer(params),
             "GET /v1/customers/search": lambda: self._search_customers(params),
+            "DELETE /v1/customers/{cus}": lambda: self._delete_customer(match[0]),
             "POST /v1/invoices": lambda: self._create_invoice(params),
             "GET /v1/invoices": lambda: self._list_invoices(params),
             "GET /v1/invoices/{in}": lambda: self._invoice(match[0]),
             "DELETE /v1/invoices/{in}": lambda: self._delete_invoice(match[0]),
             "POST /v1/invoices/{in}/finalize": lambda: self._finalize(match[0]),
             "POST /v1/invoices/{in}/send": lambda: self._move(match[0], {"open"}, None),
-            "POST /v1/invoices/{in}/pay": lambda: self._move(match[0], {"open"}, "paid"),
+            "POST /v1/invoices/{in}/pay": lambda: self._pay(match[0], params),
             "POST /v1/invoices/{in}/void": lambda: self._move(
                 match[0], {"open", "uncollectible"}, "void"
             ),
             "POST /v1/invoiceitems": lambda: self._create_item(params),
             "GET /v1/invoiceitems": lambda: self._list_items(params),
+            "POST /v1/credit_notes": lambda: self._create_credit_note(params),
+            "GET /v1/credit_notes": lambda: self._list_credit_notes(params),
         }.get(route)
         if handler is None:
             return _error(404, "invalid_request_error", f"Unrecognized request URL ({route})")
@@ -210,6 +268,11 @@ class FakeStripe:
     def _create_customer(self, params: Params) -> Answer:
         fields = {k: params.get(k) for k in ("name", "email")}
         return 200, self._new(self.customers, "cus", "customer", **fields, metadata=_meta(params))
+
+    def _delete_customer(self, customer_id: str) -> Answer:
+        if self.customers.pop(customer_id, None) is None:
+            return _error(404, "invalid_request_error", f"No such customer: '{customer_id}'")
+        return 200, {"id": customer_id, "object": "customer", "deleted": True}
 
     def _search_customers(self, params: Params) -> Answer:
         found = re.fullmatch(r"metadata\['(\w+)'\]:'([^']*)'", params.get("query", ""))
@@ -235,6 +298,8 @@ class FakeStripe:
             number=None,
             hosted_invoice_url=None,
             amount_paid=0,
+            pre_payment_credit_notes_amount=0,
+            post_payment_credit_notes_amount=0,
             status_transitions={"finalized_at": None, "paid_at": None, "voided_at": None},
             sent=0,  # not Stripe's: how many times it was emailed
         )
@@ -245,8 +310,9 @@ class FakeStripe:
         if invoice is None:
             return _error(404, "invalid_request_error", f"No such invoice: '{invoice_id}'")
         total = sum(i["amount"] for i in self.items_of(invoice_id))
+        due = total - invoice["pre_payment_credit_notes_amount"]
         paid = invoice["amount_paid"]
-        invoice.update(subtotal=total, total=total, amount_due=total, amount_remaining=total - paid)
+        invoice.update(subtotal=total, total=total, amount_due=due, amount_remaining=due - paid)
         return 200, dict(invoice)
 
     def _list_invoices(self, params: Params) -> Answer:
@@ -301,6 +367,84 @@ class FakeStripe:
             )
         return self._invoice(invoice_id)
 
+    def _pay(self, invoice_id: str, params: Params) -> Answer:
+        """Only out of band here (the fake has no payment methods to charge)."""
+        invoice = self.invoices.get(invoice_id)
+        if invoice is None or invoice["status"] != "open":
+            state = invoice["status"] if invoice else "missing"
+            return _error(400, "invalid_request_error", f"The invoice is {state}")
+        if params.get("paid_out_of_band") != "true":
+            return _error(402, "card_error", "The customer has no attached payment source")
+        remaining = self._invoice(invoice_id)[1]["amount_remaining"]
+        # Since 2025-03-31.basil amount_paid counts it (and `paid_out_of_band` is gone).
+        invoice.update(status="paid", amount_paid=invoice["amount_paid"] + remaining)
+        invoice["status_transitions"]["paid_at"] = int(time.time())
+        return self._invoice(invoice_id)
+
+    def _create_credit_note(self, params: Params) -> Answer:
+        invoice = self.invoices.get(params.get("invoice", ""))
+        if "invoice" not in params:
+            return _error(400, "invalid_request_error", "Missing required param: invoice.")
+        if invoice is None:
+            return _error(400, "invalid_request_error", "No such invoice")
+        if invoice["status"] not in ("open", "paid"):
+            return _error(
+                400,
+                "invalid_request_error",
+                f"A credit note needs an open or paid invoice; this one is {invoice['status']}",
+            )
+        if "amount" not in params and "lines" not in params:
+            return _error(400, "invalid_request_error", "Provide either amount or lines")
+        if "lines" in params:
+            return _error(400, "invalid_request_error", "The fake takes an amount, not lines")
+        amount = int(params["amount"])
+        current = self._invoice(invoice["id"])[1]
+        out_of_band = int(params.get("out_of_band_amount", 0))
+        if amount <= 0:
+            return _error(400, "invalid_request_error", "The amount must be positive")
+        if invoice["status"] == "open":
+            if out_of_band:
+                return _error(400, "invalid_request_error", "No out-of-band amount when open")
+            if amount > current["amount_remaining"]:
+                return _error(
+                    400,
+                    "invalid_request_error",
+                    "The credit note amount exceeds the invoice's amount remaining",
+                )
+            invoice["pre_payment_credit_notes_amount"] += amount
+        else:
+            credited = invoice["pre_payment_credit_notes_amount"]
+            credited += invoice["post_payment_credit_notes_amount"]
+            if out_of_band != amount or amount > current["total"] - credited:
+                return _error(
+                    400,
+                    "invalid_request_error",
+                    "On a paid invoice the amount must equal refund, credit and out-of-band "
+                    "amounts, and not exceed what is left to credit",
+                )
+            invoice["post_payment_credit_notes_amount"] += amount
+        note = self._new(
+            self.credit_notes,
+            "cn",
+            "credit_note",
+            invoice=invoice["id"],
+            customer=invoice["customer"],
+            amount=amount,
+            out_of_band_amount=out_of_band or None,
+            memo=params.get("memo"),
+            status="issued",
+            type="pre_payment" if invoice["status"] == "open" else "post_payment",
+            metadata=_meta(params),
+        )
+        if invoice["status"] == "open" and self._invoice(invoice["id"])[1]["amount_remaining"] == 0:
+            invoice["status"] = "paid"
+            invoice["status_transitions"]["paid_at"] = int(time.time())
+        return 200, note
+
+    def _list_credit_notes(self, params: Params) -> Answer:
+        rows = [n for n in self.credit_notes.values() if n["invoice"] == params.get("invoice")]
+        return self._page("/v1/credit_notes", rows, params)
+
     def _create_item(self, params: Params) -> Answer:
         invoice = self.invoices.get(params.get("invoice", ""))
         if invoice is None or invoice["status"] != "draft":
@@ -346,8 +490,26 @@ def _tagged(table: dict[str, Params], name: str, value: str) -> list[Params]:
     return [row for row in table.values() if row["metadata"].get(name) == value]
 
 
-def _error(status: int, kind: str, message: str) -> Answer:
-    return status, {"error": {"type": kind, "message": message}}
+def _error(status: int, kind: str, message: str, code: str | None = None) -> Answer:
+    error: Params = {"type": kind, "message": message}
+    if code is not None:
+        error["code"] = code
+    return status, {"error": error}
+
+
+def _busy(mode: str) -> Answer:
+    """What a busy Stripe answers before doing anything (nothing saved under the key)."""
+    if mode == "rate_limit":
+        return _error(
+            429, "invalid_request_error", "Too many requests hit the API too quickly.", "rate_limit"
+        )
+    return _error(
+        409,
+        "invalid_request_error",
+        "This object cannot be accessed right now because another API request or Stripe "
+        "process is currently accessing it.",
+        "lock_timeout",
+    )
 
 
 def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
@@ -367,9 +529,16 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             pairs = parse_qsl(body or url.query, keep_blank_values=True)
             headers = {k.lower(): v for k, v in self.headers.items()}
             fingerprint = json.dumps([self.command, url.path, sorted(pairs)])
-            answer, fault, replayed = fake.handle(
+            answer, fault, replayed, holds = fake.handle(
                 self.command, url.path, _nest(pairs), fingerprint, headers
             )
+            try:
+                self._answer(answer, fault, replayed)
+            finally:
+                if holds:
+                    fake.answered(headers.get("idempotency-key"))
+
+        def _answer(self, answer: Answer | None, fault: Fault | None, replayed: bool) -> None:
             if answer is None:  # hang up: Stripe acted, the answer is lost
                 self.close_connection = True
                 return
@@ -409,6 +578,9 @@ def stripe_fixtures() -> tuple[Any, Any, Any]:
         # The SDK's retries still happen, without its half-second backoff between them.
         monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
         monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
+        # And ours (409 in flight, 429, no answer), quicker than against the real Stripe.
+        monkeypatch.setattr(stripe_api, "RETRY_FIRST", 0.01)
+        monkeypatch.setattr(stripe_api, "RETRY_MAX", 0.02)
         return stripe_server
 
     @pytest.fixture

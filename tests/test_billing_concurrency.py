@@ -3,13 +3,13 @@ get consecutive numbers, payments never exceed the amount due."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 
+from tests.concurrency_support import Gate, race, race_behind_lock
 from tests.conftest import LiveServer
 from tests.support import ALL_WEEK, ok
 
@@ -88,20 +88,28 @@ def last_two_months() -> dict[str, str]:
 
 
 async def test_concurrent_invoice_runs_never_bill_a_session_twice(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    """Six runs are held at the gate before they write their drafts, all six at once, then
+    race: each has already seen the same 24 unbilled sessions. Serialized, the gate would
+    never hold six at once and the test fails."""
+    admin = await contended_server.admin_key()
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         world = World(client, admin)
         for _ in range(3):
             await world.delivered_org(sessions=8)
-        responses = await asyncio.gather(
-            *[
-                client.post("/v1/invoice-runs", json=last_two_months(), headers=admin)
-                for _ in range(6)
-            ]
-        )
+        async with Gate(database_url, "invoices", ["INSERT"]) as gate:
+            responses = await race(
+                gate,
+                [
+                    client.post("/v1/invoice-runs", json=last_two_months(), headers=admin)
+                    for _ in range(6)
+                ],
+            )
     assert [r.status_code for r in responses] == [201] * 6
+    # The first run to write its drafts holds them until it commits; the others then find
+    # every session billed and touch no draft.
+    assert sorted(len(r.json()["data"]) for r in responses) == [0] * 5 + [3]
     with psycopg.connect(database_url) as conn:
         assert conn.execute(
             "SELECT count(*), count(DISTINCT session_id) FROM invoice_lines WHERE live"
@@ -114,10 +122,13 @@ async def test_concurrent_invoice_runs_never_bill_a_session_twice(
 
 
 async def test_concurrent_issues_get_consecutive_numbers_without_gaps(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    """Eight issues are held at the gate before they take a number, all eight at once, then
+    race for the counter row. Serialized, the gate would never hold eight at once and the
+    test fails."""
+    admin = await contended_server.admin_key()
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         world = World(client, admin)
         for _ in range(8):
             await world.delivered_org(sessions=1)
@@ -125,9 +136,10 @@ async def test_concurrent_issues_get_consecutive_numbers_without_gaps(
             await client.post("/v1/invoice-runs", json=last_two_months(), headers=admin), 201
         )["data"]
         assert len(drafts) == 8
-        responses = await asyncio.gather(
-            *[client.post(f"/v1/invoices/{d['id']}/issue", headers=admin) for d in drafts]
-        )
+        async with Gate(database_url, "document_counters", ["INSERT"]) as gate:
+            responses = await race(
+                gate, [client.post(f"/v1/invoices/{d['id']}/issue", headers=admin) for d in drafts]
+            )
     assert [r.status_code for r in responses] == [200] * 8
     numbers = sorted(int(r.json()["number"].rsplit("-", 1)[1]) for r in responses)
     assert numbers == list(range(numbers[0], numbers[0] + 8))
@@ -139,30 +151,37 @@ async def test_concurrent_issues_get_consecutive_numbers_without_gaps(
 
 
 async def test_concurrent_payments_never_exceed_the_amount_due(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    """The test locks the invoice row itself, sends ten payments together and lets go only
+    when all ten wait for that lock (pg_stat_activity): they are in flight at once, each about
+    to lock the invoice. Serialized, never more than one would wait and the test fails."""
+    admin = await contended_server.admin_key()
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         world = World(client, admin)
         await world.delivered_org(sessions=4)
         draft = ok(
             await client.post("/v1/invoice-runs", json=last_two_months(), headers=admin), 201
         )["data"][0]
         invoice = ok(await client.post(f"/v1/invoices/{draft['id']}/issue", headers=admin))
-        quarter = invoice["total_cents"] // 4
-        responses = await asyncio.gather(
-            *[
+        # 4 sessions at 99.99 plus 5 % tax: 399.96 + 20.00.
+        assert invoice["total_cents"] == 41996
+        quarter = 10499
+        responses = await race_behind_lock(
+            database_url,
+            "SELECT 1 FROM invoices WHERE id = %s FOR UPDATE",
+            (draft["id"],),
+            [
                 client.post(
                     f"/v1/invoices/{draft['id']}/payments",
                     headers=admin,
                     json={"amount_cents": quarter, "method": "bank_transfer"},
                 )
                 for _ in range(10)
-            ]
+            ],
         )
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(201) == 4
-    assert all(s in (409, 422) for s in statuses if s != 201)
+    assert statuses == [201] * 4 + [409] * 6, [r.text for r in responses]
     with psycopg.connect(database_url) as conn:
         paid = conn.execute(
             "SELECT amount_paid_cents, total_cents FROM invoices WHERE id = %s", (draft["id"],)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from service.billing.exports import CSV_COLUMNS
@@ -21,9 +21,10 @@ async def issued_invoice(api: Api, org: dict, title: str = "Rhythm group") -> di
 
 
 def around_today() -> tuple[date, date]:
-    """Provider-local dates that surely contain now, whatever the hour in UTC."""
-    today = datetime.now(UTC).date()
-    return today - timedelta(days=1), today + timedelta(days=1)
+    """Today in the provider's zone (the suite's default, America/Edmonton), from and to: the
+    invoices issued by the test, and nothing else."""
+    today = datetime.now(ZoneInfo("America/Edmonton")).date()
+    return today, today
 
 
 async def export(api: Api) -> list[dict[str, str]]:
@@ -70,7 +71,7 @@ async def test_drafts_are_not_exported_and_only_finance_exports(api: Api):
     coordinator = await api.coordinator(org["id"])
     problem(
         await api.client.get(
-            "/v1/invoices/export.csv?from=2026-01-01&to=2026-12-31", headers=coordinator
+            "/v1/invoices/export.csv?from={}&to={}".format(*period()), headers=coordinator
         ),
         403,
     )
@@ -113,4 +114,5 @@ async def test_revenue_by_month_agrees_with_the_invoices(api: Api):
         "credited_cents": 77,
         "paid_cents": 5000,
         "outstanding_cents": invoice["total_cents"] - 5077,
+        "overpaid_cents": 0,
     }

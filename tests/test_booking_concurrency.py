@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
 
+from tests.concurrency_support import Gate, race, wait_for_lock_waiters
 from tests.conftest import LiveServer
 from tests.support import ok
+
+EDMONTON = ZoneInfo("America/Edmonton")
+
+
+def weekday_ahead(weeks: int, weekday: int) -> date:
+    """The `weekday` (0 = Monday) at least `weeks` weeks from today: always in the future."""
+    start = datetime.now(UTC).date() + timedelta(weeks=weeks)
+    return start + timedelta(days=(weekday - start.weekday()) % 7)
+
+
+def instant(day: date, at: time) -> str:
+    """Local wall-clock `at` on `day` in Edmonton, as a UTC ISO instant."""
+    return datetime.combine(day, at, EDMONTON).astimezone(UTC).isoformat()
+
 
 OVERLAPS = """
     SELECT count(*) FROM sessions a JOIN sessions b
@@ -39,10 +56,16 @@ async def make_available(
 
 
 async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    """Eight programs for one therapist in overlapping hours are confirmed at once. All eight
+    pass the application's staffing check (none is booked yet) and are held at the gate just
+    before writing their sessions; the gate opens and the exclusion constraint lets exactly one
+    win. Serialized, the gate would never hold all eight at once and the test fails; and the
+    seven losers would then be refused by the staffing check instead of the constraint."""
+    admin = await contended_server.admin_key()
+    tuesday = weekday_ahead(8, 1)
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         org = await post(
             client,
             "/v1/organizations",
@@ -82,7 +105,7 @@ async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
                     "participants": 5,
                     "schedule": {
                         "timezone": "America/Edmonton",
-                        "start_date": "2030-03-05",
+                        "start_date": str(tuesday),
                         "start_time": f"10:{i * 5:02d}",
                         "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=10",
                     },
@@ -98,17 +121,18 @@ async def test_concurrent_conflicting_confirmations_let_exactly_one_win(
             )
             programs.append(program)
 
-        responses = await asyncio.gather(
-            *[client.post(f"/v1/programs/{p['id']}/confirm", headers=admin) for p in programs]
-        )
+        async with Gate(database_url, "sessions", ["INSERT"]) as gate:
+            responses = await race(
+                gate,
+                [client.post(f"/v1/programs/{p['id']}/confirm", headers=admin) for p in programs],
+            )
 
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [409] * 7, [r.text for r in responses if r.status_code >= 500]
-    assert all(
-        r.headers["content-type"] == "application/problem+json"
-        for r in responses
-        if r.status_code == 409
-    )
+    refused = [r for r in responses if r.status_code == 409]
+    assert {r.headers["content-type"] for r in refused} == {"application/problem+json"}
+    # Refused by the database, not by a check that ran after the winner had committed.
+    assert [r.json()["detail"] for r in refused] == ["The change overlaps an existing booking"] * 7
     with psycopg.connect(database_url) as conn:
         assert conn.execute(OVERLAPS).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (10,)
@@ -121,8 +145,10 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
     live_server: LiveServer, database_url: str
 ):
     """Two transactions insert overlapping sessions for one therapist: the second waits for the
-    first and then fails on the exclusion constraint, whatever the application checked."""
+    first (seen waiting on the first's lock in pg_stat_activity) and then fails on the
+    exclusion constraint, whatever the application checked."""
     admin = await live_server.admin_key()
+    tuesday = weekday_ahead(8, 1)
     async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
         org = await post(
             client,
@@ -154,7 +180,7 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
                 "participants": 1,
                 "schedule": {
                     "timezone": "America/Edmonton",
-                    "start_date": "2030-03-05",
+                    "start_date": str(tuesday),
                     "start_time": "10:00",
                     "rrule": "FREQ=WEEKLY;COUNT=1",
                 },
@@ -174,21 +200,26 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
     try:
         first.execute(
             insert,
-            {**params, "starts": "2030-03-05T17:00Z", "ends": "2030-03-05T18:00Z", "occurrence": 1},
+            {
+                **params,
+                "starts": instant(tuesday, time(10)),
+                "ends": instant(tuesday, time(11)),
+                "occurrence": 1,
+            },
         )
         blocked = asyncio.create_task(
             second.execute(
                 insert,
                 {
                     **params,
-                    "starts": "2030-03-05T17:30Z",
-                    "ends": "2030-03-05T18:30Z",
+                    "starts": instant(tuesday, time(10, 30)),
+                    "ends": instant(tuesday, time(11, 30)),
                     "occurrence": 2,
                 },
             )
         )
-        await asyncio.sleep(0.3)
-        assert not blocked.done()  # waiting on the first transaction's uncommitted row
+        # Waiting on the first transaction's uncommitted row (not merely slow).
+        await wait_for_lock_waiters(database_url, first.info.backend_pid, 1, blocked)
         first.commit()
         try:
             await blocked
@@ -201,12 +232,18 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
 
 
 async def test_twenty_mixed_requests_racing_for_one_therapist_hour_let_exactly_one_win(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
     """Substitutes, reschedules and hand-overs all try to put one therapist into the same hour
-    at once: exactly one succeeds, the rest get 409, and the database holds no overlap."""
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    at once: exactly one succeeds, the rest get 409, and the database holds no overlap. All
+    twenty pass their staffing checks and are held at the gate before they change a session;
+    serialized, the gate would never hold all twenty at once and the test fails (and the
+    losers would be refused by the staffing check rather than by the exclusion constraint)."""
+    admin = await contended_server.admin_key()
+    day = weekday_ahead(8, 1)
+    next_day = day + timedelta(days=1)
+    hour = instant(day, time(10))
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         org = await post(
             client,
             "/v1/organizations",
@@ -230,7 +267,7 @@ async def test_twenty_mixed_requests_racing_for_one_therapist_hour_let_exactly_o
             await make_available(client, made, admin)
             return made
 
-        async def one_session_program(staff: dict[str, Any], date: str, at: str) -> Any:
+        async def one_session_program(staff: dict[str, Any], day: date, at: str) -> Any:
             program = await post(
                 client,
                 "/v1/programs",
@@ -243,7 +280,7 @@ async def test_twenty_mixed_requests_racing_for_one_therapist_hour_let_exactly_o
                     "participants": 1,
                     "schedule": {
                         "timezone": "America/Edmonton",
-                        "start_date": date,
+                        "start_date": str(day),
                         "start_time": at,
                         "rrule": "FREQ=DAILY;COUNT=1",
                     },
@@ -266,40 +303,38 @@ async def test_twenty_mixed_requests_racing_for_one_therapist_hour_let_exactly_o
         target = await therapist("target")
         requests = []
         for i in range(7):  # others' sessions at the hour, substituted by the target
-            _, session = await one_session_program(
-                await therapist(f"sub{i}"), "2030-04-02", "10:00"
-            )
+            _, session = await one_session_program(await therapist(f"sub{i}"), day, "10:00")
             requests.append(
                 ("POST", f"/v1/sessions/{session['id']}/substitute", {"therapist_id": target["id"]})
             )
         for i in range(7):  # the target's own sessions elsewhere, moved into the hour
-            _, session = await one_session_program(target, "2030-04-03", f"{8 + i:02d}:00")
-            requests.append(
-                ("PATCH", f"/v1/sessions/{session['id']}", {"starts_at": "2030-04-02T16:00:00Z"})
-            )
+            _, session = await one_session_program(target, next_day, f"{8 + i:02d}:00")
+            requests.append(("PATCH", f"/v1/sessions/{session['id']}", {"starts_at": hour}))
         for i in range(6):  # whole programs at the hour, handed over to the target
-            program, _ = await one_session_program(
-                await therapist(f"hand{i}"), "2030-04-02", "10:00"
-            )
+            program, _ = await one_session_program(await therapist(f"hand{i}"), day, "10:00")
             requests.append(
                 ("POST", f"/v1/programs/{program['id']}/assign", {"therapist_id": target["id"]})
             )
         assert len(requests) == 20
 
-        responses = await asyncio.gather(
-            *[
-                client.request(method, path, json=body, headers=admin)
-                for method, path, body in requests
-            ]
-        )
+        async with Gate(database_url, "sessions", ["UPDATE"]) as gate:
+            responses = await race(
+                gate,
+                [
+                    client.request(method, path, json=body, headers=admin)
+                    for method, path, body in requests
+                ],
+            )
 
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [409] * 19, [r.text for r in responses if r.status_code >= 500]
+    refused = [r.json()["detail"] for r in responses if r.status_code == 409]
+    assert refused == ["The change overlaps an existing booking"] * 19
     with psycopg.connect(database_url) as conn:
         assert conn.execute(OVERLAPS).fetchone() == (0,)
         held = conn.execute(
             "SELECT count(*) FROM sessions WHERE therapist_id = %s AND starts_at = %s "
             "AND status = 'scheduled'",
-            (target["id"], "2030-04-02T16:00:00Z"),
+            (target["id"], hour),
         ).fetchone()
         assert held == (1,)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
 import icalendar
 
-from tests.programs_support import confirmed_program, sessions_of
+from tests.programs_support import FIRST_TUESDAY, confirmed_program, sessions_of, utc_text
 from tests.support import Api, ok, problem
 
 
@@ -24,9 +24,7 @@ async def world(api: Api) -> dict[str, Any]:
     org = await api.make_org(name="Riverside School")
     offering = await api.make_offering(rate_cents=98765)
     therapist = await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}, title="Rhythm group"
-    )
+    program = await confirmed_program(api, org, offering, therapist, title="Rhythm group")
     return {
         "org": org,
         "therapist": therapist,
@@ -73,11 +71,11 @@ async def test_a_cancelled_or_moved_session_updates_the_same_event_with_a_higher
             f"/v1/sessions/{first['id']}/cancel", headers=api.admin, json={"reason": "Snow day"}
         )
     )
+    # From the second Tuesday at 10:00 to the next day at noon.
+    moved_to = utc_text(FIRST_TUESDAY + timedelta(days=8), "12:00")
     moved = ok(
         await api.client.patch(
-            f"/v1/sessions/{second['id']}",
-            headers=api.admin,
-            json={"starts_at": "2030-01-09T18:00:00Z"},
+            f"/v1/sessions/{second['id']}", headers=api.admin, json={"starts_at": moved_to}
         )
     )
     events = await feed_events(api, feed["url"])
@@ -85,8 +83,8 @@ async def test_a_cancelled_or_moved_session_updates_the_same_event_with_a_higher
     assert (str(cancelled["status"]), cancelled.decoded("sequence")) == ("CANCELLED", 1)
     rescheduled = events[f"{second['id']}@ensemble"]
     assert rescheduled.decoded("sequence") == 1
-    assert rescheduled.decoded("dtstart") == datetime(2030, 1, 9, 18, tzinfo=UTC)
-    assert moved["starts_at"] == "2030-01-09T18:00:00Z"
+    assert rescheduled.decoded("dtstart") == datetime.fromisoformat(moved_to)
+    assert moved["starts_at"] == moved_to
 
 
 async def test_feeds_carry_no_money(api: Api):
@@ -132,7 +130,6 @@ async def test_an_organization_feed_shows_only_that_organizations_sessions(api: 
         other_org,
         await api.make_offering(),
         await api.make_therapist(),
-        schedule={"start_date": "2030-01-01"},
     )
     feed = ok(
         await api.client.post(

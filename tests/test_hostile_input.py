@@ -24,12 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.base import utcnow
 from models.types import (
+    CLOCK_TIME_PATTERN,
+    CURRENCY_FORMAT,
     CURRENCY_PATTERN,
+    EMAIL_PATTERN,
+    HOLIDAY_REGION_FORMAT,
     HTTPS_URL_PATTERN,
     MULTILINE_PATTERN,
     SINGLE_LINE_PATTERN,
     SOME_TEXT_PATTERN,
+    TIME_ZONE_FORMAT,
     URL_PATTERN,
+    WINDOW_END_PATTERN,
 )
 from service.app import create_app
 from service.programs.calendar_feeds import ical_text, ical_uri
@@ -55,7 +61,7 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
 def string_fields(schema: dict[str, Any], path: Path = ()) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every string leaf of a request schema, with its path (list items as index 0)."""
     schema = _resolve(schema)
-    for option in schema.get("anyOf", []):
+    for option in [*schema.get("anyOf", []), *schema.get("oneOf", [])]:
         yield from string_fields(option, path)
     if schema.get("type") == "object":
         for name, field in schema.get("properties", {}).items():
@@ -81,6 +87,14 @@ def kind_of(schema: dict[str, Any]) -> str:
             return "date"
         case ("time", _):
             return "clock"
+        case (None, pattern) if pattern == CLOCK_TIME_PATTERN:
+            return "clock"
+        case (name, _) if name in (TIME_ZONE_FORMAT, CURRENCY_FORMAT, HOLIDAY_REGION_FORMAT):
+            return "single_line"  # a name from a registry, on one line
+        case (None, pattern) if pattern == EMAIL_PATTERN:
+            return "single_line"
+        case (None, pattern) if pattern == WINDOW_END_PATTERN:
+            return "window_end"
         case (None, pattern) if pattern == MULTILINE_PATTERN:
             return "multi_line"
         case (None, pattern) if pattern in (SINGLE_LINE_PATTERN, SOME_TEXT_PATTERN):
@@ -150,6 +164,7 @@ HOSTILE: dict[str, st.SearchStrategy[str]] = {
         ]
     ),
     "clock": st.sampled_from(["24:00", "10:60", "10:00\x00", "1\x000:00", "10:00\n"]),
+    "window_end": st.sampled_from(["24:01", "25:00", "24:00\x00", "10:00\n", "24:00\n"]),
     "enum": embedded(["\x00", "\x07", "\n"]),
     "id": st.sampled_from([str(uuid.UUID(int=1))[:-1] + "\x00", "\x00", "1\r\n2"]),
 }
@@ -260,7 +275,10 @@ def test_every_string_field_of_every_write_route_declares_its_input_rule():
     kinds = {kind for *_, kind in FIELDS}
     # Every write with a JSON body but these (whose bodies hold only booleans and numbers).
     assert operations == set(base_bodies(WORLD_IDS)) - {"confirm_program", "complete_session"}
-    assert kinds == {"single_line", "multi_line", "url", "https_url", "date", "clock", "enum", "id"}
+    assert kinds == {
+        *("single_line", "multi_line", "url", "https_url", "date", "clock", "window_end"),
+        *("enum", "id"),
+    }
 
 
 WORLD_IDS = {name: {"id": ""} for name in ("org", "offering", "therapist")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -10,6 +9,7 @@ import psycopg
 
 from service.core import idempotency
 from service.core.auth import caller_fingerprint
+from tests.concurrency_support import Gate, race
 from tests.conftest import LiveServer
 from tests.support import Api, ok
 
@@ -87,19 +87,28 @@ async def test_an_unusable_key_is_refused(api: Api):
 
 
 async def test_ten_concurrent_requests_with_one_key_create_one_organization(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
+    """The ten requests are held at the gate just before they claim the key, all ten at once,
+    then race for the claim: one creates, nine wait for its commit and replay it. Serialized,
+    the gate would never hold ten at once and the test fails."""
+    admin = await contended_server.admin_key()
     name = f"Concurrent clinic {uuid.uuid4()}"
     headers = {**admin, "Idempotency-Key": f"burst-{uuid.uuid4()}"}
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
-        responses = await asyncio.gather(
-            *[
+    async with (
+        httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client,
+        Gate(database_url, "idempotency_keys", ["INSERT"]) as gate,
+    ):
+        responses = await race(
+            gate,
+            [
                 client.post("/v1/organizations", json=org_body(name), headers=headers)
                 for _ in range(10)
-            ]
+            ],
         )
     assert [r.status_code for r in responses] == [201] * 10
+    replayed = sorted(r.headers.get("idempotent-replayed", "false") for r in responses)
+    assert replayed == ["false"] + ["true"] * 9
     assert len({r.json()["id"] for r in responses}) == 1
     with psycopg.connect(database_url) as conn:
         count = conn.execute("SELECT count(*) FROM organizations WHERE name = %s", (name,))

@@ -32,6 +32,7 @@ from service.app import create_app
 from service.core.settings import Settings
 from service.integrations import stripe_api
 from service.integrations.webhook_delivery import Deliverer
+from service.jobs import scheduler
 from service.jobs.definitions import JOBS, JobContext, Summary
 from service.jobs.scheduler import job_context, run_job
 from tests.billing_support import complete, delivered_program, period, run
@@ -575,7 +576,9 @@ async def test_a_failing_job_is_recorded_as_failed_and_jobs_shows_each_last_run(
 
     broken = dataclasses.replace(JOBS["mark-overdue"], run=out_of_order)
     monkeypatch.setitem(JOBS, "mark-overdue", broken)
-    began = datetime.now(UTC)
+    # The runner's clock, frozen: each run's started_at is exactly this instant.
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    monkeypatch.setattr(scheduler, "utcnow", lambda: began)
 
     failed = await run_now(connection, settings, "mark-overdue")
     succeeded = await run_now(connection, settings, "session-reminders")
@@ -595,9 +598,10 @@ async def test_a_failing_job_is_recorded_as_failed_and_jobs_shows_each_last_run(
         assert set(last_run) == {"started_at", "finished_at", "outcome", "detail"}
         started = datetime.fromisoformat(last_run["started_at"])
         finished = datetime.fromisoformat(last_run["finished_at"])
-        assert began <= started <= datetime.now(UTC)
-        # finished_at is the database's now(), which stands still in this test's transaction.
-        assert abs(finished - began) < timedelta(minutes=5)
+        assert started == began
+        # finished_at is the database's clock_timestamp() when the run was recorded: after the
+        # frozen start, and not after this moment.
+        assert began < finished <= datetime.now(UTC)
     assert [name for name, job in jobs.items() if job["last_run"] is not None] == [
         "mark-overdue",
         "session-reminders",

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import httpx
 import psycopg
 
+from tests.concurrency_support import together, wait_for_lock_waiters
 from tests.conftest import LiveServer
 from tests.support import Api, Headers, bearer, invalid_fields, ok, problem
 
@@ -294,22 +295,14 @@ async def test_rotating_a_feed_ends_its_old_url_on_the_next_request(api: Api):
     )
 
 
-def lock_waiters(database_url: str, table: str) -> int:
-    """Requests of the app waiting for a row lock on `table` right now."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query ILIKE %s",
-            (f"%FROM {table}%",),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 async def test_a_key_or_feed_made_while_its_therapist_is_being_deactivated_waits_and_is_refused(
-    live_server: LiveServer, database_url: str
+    contended_server: LiveServer, database_url: str
 ):
-    admin = await live_server.admin_key()
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+    """Both requests are sent together while the deactivation holds the therapist row, and the
+    deactivation commits only once both wait for its lock (pg_stat_activity): had they run
+    after it, or one after the other, that never happens and the test fails."""
+    admin = await contended_server.admin_key()
+    async with httpx.AsyncClient(base_url=contended_server.url, timeout=120) as client:
         therapist = ok(
             await client.post(
                 "/v1/therapists",
@@ -322,33 +315,27 @@ async def test_a_key_or_feed_made_while_its_therapist_is_being_deactivated_waits
             ),
             201,
         )
-        with psycopg.connect(database_url) as deactivation:
+        async with await psycopg.AsyncConnection.connect(database_url) as deactivation:
             # A deactivation in flight: the therapist row is changed, not yet committed.
-            deactivation.execute(
+            await deactivation.execute(
                 "UPDATE therapists SET active = false WHERE id = %s", (therapist["id"],)
             )
-            minting = asyncio.create_task(
-                client.post(
-                    "/v1/api-keys",
-                    json={"name": "late", "role": "therapist", "therapist_id": therapist["id"]},
-                    headers=admin,
+            sending = asyncio.ensure_future(
+                together(
+                    client.post(
+                        "/v1/api-keys",
+                        json={"name": "late", "role": "therapist", "therapist_id": therapist["id"]},
+                        headers=admin,
+                    ),
+                    client.post(
+                        "/v1/calendar-feeds", json={"therapist_id": therapist["id"]}, headers=admin
+                    ),
                 )
             )
-            subscribing = asyncio.create_task(
-                client.post(
-                    "/v1/calendar-feeds", json={"therapist_id": therapist["id"]}, headers=admin
-                )
-            )
-            waiting = 0
-            for _ in range(500):  # until both wait on the row (evidence that they overlapped)
-                waiting = lock_waiters(database_url, "therapists")
-                if waiting == 2 or minting.done() or subscribing.done():
-                    break
-                await asyncio.sleep(0.002)
-            deactivation.commit()
-        key, feed = await minting, await subscribing
+            await wait_for_lock_waiters(database_url, deactivation.info.backend_pid, 2, sending)
+            await deactivation.commit()
+        key, feed = await sending
 
-    assert waiting == 2
     assert invalid_fields(key) == ["therapist_id"]
     assert problem(feed, 409)["detail"] == f"Therapist {therapist['id']} is deactivated"
     with psycopg.connect(database_url) as conn:

@@ -2,8 +2,42 @@
 
 from __future__ import annotations
 
-from tests.programs_support import confirmed_program, make_program, sessions_of
+from datetime import date, timedelta
+
+from tests.programs_support import (
+    FIRST_TUESDAY,
+    confirmed_program,
+    make_program,
+    sessions_of,
+    utc_text,
+    weekly,
+)
 from tests.support import Api, invalid_fields, ok, problem
+
+
+def _next_after_a_month(candidates: list[date]) -> date:
+    soon = FIRST_TUESDAY  # four weeks or more from today
+    return min(d for d in candidates if d >= soon)
+
+
+def next_dst_start_sunday() -> date:
+    """The next second Sunday of March (US summer time begins) at least four weeks away."""
+    sundays = []
+    for year in (FIRST_TUESDAY.year, FIRST_TUESDAY.year + 1):
+        march = date(year, 3, 1)
+        first_sunday = march + timedelta(days=(6 - march.weekday()) % 7)
+        sundays.append(first_sunday + timedelta(weeks=1))
+    return _next_after_a_month(sundays)
+
+
+def next_family_day() -> date:
+    """The next third Monday of February (Alberta's Family Day) at least four weeks away."""
+    mondays = []
+    for year in (FIRST_TUESDAY.year, FIRST_TUESDAY.year + 1):
+        february = date(year, 2, 1)
+        first_monday = february + timedelta(days=(0 - february.weekday()) % 7)
+        mondays.append(first_monday + timedelta(weeks=2))
+    return _next_after_a_month(mondays)
 
 
 async def test_a_confirmed_weekly_program_puts_its_sessions_on_the_calendar(api: Api):
@@ -14,12 +48,7 @@ async def test_a_confirmed_weekly_program_puts_its_sessions_on_the_calendar(api:
     assert program["status"] == "confirmed"
     assert program["rate_cents"] == 12000
     sessions = await sessions_of(api, program["id"])
-    assert [s["starts_at"] for s in sessions] == [
-        "2027-01-05T16:00:00Z",
-        "2027-01-12T16:00:00Z",
-        "2027-01-19T16:00:00Z",
-        "2027-01-26T16:00:00Z",
-    ]
+    assert [s["starts_at"] for s in sessions] == weekly(FIRST_TUESDAY, "10:00", 4)
     assert {s["timezone"] for s in sessions} == {"America/Edmonton"}
     assert {s["therapist_id"] for s in sessions} == {therapist["id"]}
 
@@ -34,7 +63,7 @@ async def test_a_coordinator_books_for_their_own_organization_at_the_offerings_r
         offering,
         headers=coordinator,
         participants=8,
-        schedule={"start_date": "2030-02-05"},
+        schedule={"start_date": str(FIRST_TUESDAY)},
     )
     assert (program["status"], program["rate_cents"], program["therapist_id"]) == (
         "requested",
@@ -61,7 +90,7 @@ async def test_a_coordinator_naming_another_organization_never_gets_a_program(ap
         "participants": 1,
         "schedule": {
             "timezone": "America/Edmonton",
-            "start_date": "2030-01-01",
+            "start_date": str(FIRST_TUESDAY),
             "start_time": "10:00",
             "rrule": "FREQ=WEEKLY;COUNT=2",
         },
@@ -118,7 +147,7 @@ async def test_a_booking_with_many_problems_names_each_field_and_writes_nothing(
             "participants": 3,
             "schedule": {
                 "timezone": "America/Edmonton",
-                "start_date": "2030-01-01",
+                "start_date": str(FIRST_TUESDAY),
                 "start_time": "10:00",
                 "rrule": "FREQ=HOURLY;COUNT=2",
             },
@@ -147,7 +176,7 @@ async def test_online_programs_need_an_https_link(api: Api):
                 "participants": 1,
                 "schedule": {
                     "timezone": "America/Edmonton",
-                    "start_date": "2030-01-01",
+                    "start_date": str(FIRST_TUESDAY),
                     "start_time": "10:00",
                     "rrule": "FREQ=WEEKLY;COUNT=2",
                 },
@@ -161,9 +190,10 @@ async def test_a_schedule_beyond_the_supported_rules_is_refused(api: Api):
     offering = await api.make_offering()
     for rrule in (
         "FREQ=WEEKLY;COUNT=501",
-        "FREQ=WEEKLY;UNTIL=20330101",
+        # UNTIL more than two calendar years after the start; COUNT and UNTIL together.
+        f"FREQ=WEEKLY;UNTIL={FIRST_TUESDAY.year + 3}0101",
         "FREQ=YEARLY;COUNT=2",
-        "FREQ=WEEKLY;COUNT=2;UNTIL=20300301",
+        f"FREQ=WEEKLY;COUNT=2;UNTIL={(FIRST_TUESDAY + timedelta(weeks=8)):%Y%m%d}",
         "BYDAY=MO",
         "FREQ=WEEKLY;BYHOUR=9",
     ):
@@ -179,7 +209,7 @@ async def test_a_schedule_beyond_the_supported_rules_is_refused(api: Api):
                 "participants": 1,
                 "schedule": {
                     "timezone": "America/Edmonton",
-                    "start_date": "2030-01-01",
+                    "start_date": str(FIRST_TUESDAY),
                     "start_time": "10:00",
                     "rrule": rrule,
                 },
@@ -244,20 +274,21 @@ async def test_a_series_edit_from_the_fifth_session_rebuilds_only_what_follows(a
         org,
         offering,
         therapist,
-        schedule={"start_date": "2030-01-01", "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8"},
+        schedule={"start_date": str(FIRST_TUESDAY), "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8"},
     )
     before = await sessions_of(api, program["id"])
     fifth = before[4]
-    assert fifth["starts_at"] == "2030-01-29T16:00:00Z"  # 10:00 at UTC-6 (Alberta)
+    from_fifth = FIRST_TUESDAY + timedelta(weeks=4)
+    assert fifth["starts_at"] == utc_text(from_fifth, "10:00")
     changed = await api.client.patch(
         f"/v1/programs/{program['id']}",
         headers=api.admin,
         json={
-            "effective_date": "2030-01-29",
+            "effective_date": str(from_fifth),
             "rate_cents": 25000,
             "schedule": {
                 "timezone": "America/Edmonton",
-                "start_date": "2030-01-01",
+                "start_date": str(FIRST_TUESDAY),
                 "start_time": "14:00",
                 "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8",
             },
@@ -267,7 +298,7 @@ async def test_a_series_edit_from_the_fifth_session_rebuilds_only_what_follows(a
     after = await sessions_of(api, program["id"])
     assert [s["id"] for s in after[:4]] == [s["id"] for s in before[:4]]
     assert [s["starts_at"] for s in after[:4]] == [s["starts_at"] for s in before[:4]]
-    assert [s["starts_at"][11:16] for s in after[4:]] == ["20:00"] * 4
+    assert [s["starts_at"] for s in after[4:]] == weekly(from_fifth, "14:00", 4)
     assert len(after) == 8
 
 
@@ -277,9 +308,7 @@ async def test_changing_a_confirmed_series_needs_an_effective_date(api: Api):
         await api.make_offering(),
         await api.make_therapist(),
     )
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, therapist)
     response = await api.client.patch(
         f"/v1/programs/{program['id']}", headers=api.admin, json={"rate_cents": 1}
     )
@@ -297,13 +326,16 @@ async def test_cancelling_a_program_cancels_the_future_and_keeps_the_past(api: A
         org,
         offering,
         therapist,
-        schedule={"start_date": "2030-01-01", "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=6"},
+        schedule={"start_date": str(FIRST_TUESDAY), "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=6"},
     )
     cancelled = ok(
         await api.client.post(
             f"/v1/programs/{program['id']}/cancel",
             headers=api.admin,
-            json={"effective_date": "2030-01-22", "reason": "Budget cut"},
+            json={
+                "effective_date": str(FIRST_TUESDAY + timedelta(weeks=3)),
+                "reason": "Budget cut",
+            },
         )
     )
     assert cancelled["status"] == "cancelled"
@@ -321,6 +353,9 @@ async def test_sessions_keep_their_local_time_across_the_dst_change(api: Api):
     org = await api.make_org(timezone="America/New_York", holiday_region="US-NY", currency="USD")
     offering = await api.make_offering(currency="USD")
     therapist = await api.make_therapist(timezone="America/New_York")
+    # The Tuesday before the next US change to summer time (second Sunday of March).
+    spring = next_dst_start_sunday()
+    tuesday = spring - timedelta(days=5)
     program = await confirmed_program(
         api,
         org,
@@ -328,34 +363,37 @@ async def test_sessions_keep_their_local_time_across_the_dst_change(api: Api):
         therapist,
         schedule={
             "timezone": "America/New_York",
-            "start_date": "2030-03-05",
+            "start_date": str(tuesday),
             "start_time": "09:00",
             "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=2",
         },
     )
     starts = [s["starts_at"] for s in await sessions_of(api, program["id"])]
-    # 09:00 EST is 14:00 UTC; after 10 March 2030 09:00 EDT is 13:00 UTC.
-    assert starts == ["2030-03-05T14:00:00Z", "2030-03-12T13:00:00Z"]
+    # 09:00 EST is 14:00 UTC; after the change 09:00 EDT is 13:00 UTC.
+    week_later = tuesday + timedelta(weeks=1)
+    assert starts == [f"{tuesday}T14:00:00Z", f"{week_later}T13:00:00Z"]
 
 
 async def test_a_monday_program_skips_family_day_and_makes_it_up_at_the_end(api: Api):
     org = await api.make_org(timezone="America/Edmonton", holiday_region="CA-AB")
     offering = await api.make_offering()
     therapist = await api.make_therapist()
+    family_day = next_family_day()
     program = await confirmed_program(
         api,
         org,
         offering,
         therapist,
         schedule={
-            "start_date": "2030-02-11",
+            "start_date": str(family_day - timedelta(weeks=1)),
             "start_time": "10:00",
             "rrule": "FREQ=WEEKLY;BYDAY=MO;COUNT=3",
             "skip_holidays": True,
         },
     )
     days = [s["starts_at"][:10] for s in await sessions_of(api, program["id"])]
-    assert days == ["2030-02-11", "2030-02-25", "2030-03-04"]  # 18 Feb is Family Day
+    # The Monday before Family Day, then two Mondays after it.
+    assert days == [str(family_day + timedelta(weeks=w)) for w in (-1, 1, 2)]
 
 
 async def test_open_ended_programs_are_filled_to_the_horizon_once(api: Api, db):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.programs_support import confirmed_program, make_program, sessions_of
+from tests.programs_support import confirmed_program, make_program, quiet_weekday, sessions_of
 from tests.support import Api, Headers, invalid_fields, ok, problem
 
 ZONE = "America/Edmonton"
@@ -26,6 +26,24 @@ def instant(day: date, clock: str, zone: str = ZONE) -> datetime:
 def utc_text(moment: datetime) -> str:
     """How the API writes an instant: RFC 3339 in UTC with a Z."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+MONDAY = quiet_weekday(0)  # a Monday weeks ahead, starting weeks without holidays
+
+
+def on(days: int, clock: str = "10:00", zone: str = ZONE) -> str:
+    """Local `clock` `days` after MONDAY, as the API writes the instant."""
+    return utc_text(instant(MONDAY + timedelta(days=days), clock, zone))
+
+
+def last_sunday_of_march() -> date:
+    """The next last Sunday of March (the EU's change to summer time) weeks ahead."""
+    for year in (MONDAY.year, MONDAY.year + 1):
+        end = date(year, 3, 31)
+        sunday = end - timedelta(days=(end.weekday() + 1) % 7)
+        if sunday > MONDAY:
+            return sunday
+    raise AssertionError("unreachable: every year has a last Sunday of March")
 
 
 async def running_program(
@@ -652,6 +670,9 @@ async def test_every_session_carries_its_programs_time_zone_and_offsets(api: Api
     org = await api.make_org(timezone="Europe/Berlin")
     offering = await api.make_offering(duration_minutes=50)
     therapist = await api.make_therapist()
+    # The Monday before Berlin changes to summer time, and the Monday after.
+    before = last_sunday_of_march() - timedelta(days=6)
+    after = before + timedelta(weeks=1)
     program = await confirmed_program(
         api,
         org,
@@ -659,16 +680,17 @@ async def test_every_session_carries_its_programs_time_zone_and_offsets(api: Api
         therapist,
         schedule={
             "timezone": "Europe/Berlin",
-            "start_date": "2030-03-25",
+            "start_date": str(before),
             "start_time": "09:00",
             "rrule": "FREQ=WEEKLY;COUNT=2",
         },
     )
     sessions = await sessions_of(api, program["id"])
 
+    # 09:00 CET is 08:00 UTC; 09:00 CEST is 07:00 UTC.
     assert [(s["starts_at"], s["ends_at"]) for s in sessions] == [
-        ("2030-03-25T08:00:00Z", "2030-03-25T08:50:00Z"),
-        ("2030-04-01T07:00:00Z", "2030-04-01T07:50:00Z"),
+        (f"{before}T08:00:00Z", f"{before}T08:50:00Z"),
+        (f"{after}T07:00:00Z", f"{after}T07:50:00Z"),
     ]
     assert {s["timezone"] for s in sessions} == {"Europe/Berlin"}
     one = await read_session(api, sessions[0]["id"])
@@ -702,11 +724,11 @@ async def test_every_session_carries_its_programs_time_zone_and_offsets(api: Api
 
 
 class Calendar:
-    """Two organizations and two therapists on fixed dates in 2030 (admins may record any):
+    """Two organizations and two therapists, from MONDAY (weeks ahead):
 
-    north (org), ana:  "choir"  Mondays 3 Jun - 24 Jun, 10:00 Edmonton    4 sessions
-    north (org), ben:  "drums"  Mondays 3 Jun - 17 Jun, 10:00 Edmonton    3 sessions
-    south (org), ana:  "calm"   Tuesdays 4 Jun - 11 Jun, 10:00 Edmonton   2 sessions
+    north (org), ana:  "choir"  4 Mondays from MONDAY, 10:00 Edmonton        4 sessions
+    north (org), ben:  "drums"  3 Mondays from MONDAY, 10:00 Edmonton        3 sessions
+    south (org), ana:  "calm"   2 Tuesdays from MONDAY + 1, 10:00 Edmonton   2 sessions
     """
 
     def __init__(self, api: Api) -> None:
@@ -734,9 +756,9 @@ class Calendar:
                 },
             )
 
-        self.choir = await weekly(self.north, self.ana, "2030-06-03", 4)
-        self.drums = await weekly(self.north, self.ben, "2030-06-03", 3)
-        self.calm = await weekly(self.south, self.ana, "2030-06-04", 2)
+        self.choir = await weekly(self.north, self.ana, str(MONDAY), 4)
+        self.drums = await weekly(self.north, self.ben, str(MONDAY), 3)
+        self.calm = await weekly(self.south, self.ana, str(MONDAY + timedelta(days=1)), 2)
         return self
 
 
@@ -761,7 +783,7 @@ async def test_each_filter_narrows_the_calendar(api: Api):
     assert await count(organization_id=cal.south["id"], status="scheduled") == 1
     assert await count(therapist_id=cal.ana["id"], organization_id=cal.north["id"]) == 4
     assert await count(therapist_id=cal.ben["id"], program_id=cal.choir["id"]) == 0
-    assert await count(program_id=cal.drums["id"], **{"from": "2030-06-10"}) == 2
+    assert await count(program_id=cal.drums["id"], **{"from": str(MONDAY + timedelta(days=7))}) == 2
 
 
 async def test_bad_filters_are_named_in_a_422(api: Api):
@@ -771,7 +793,7 @@ async def test_bad_filters_are_named_in_a_422(api: Api):
         ({"therapist_id": "12"}, "therapist_id"),
         ({"organization_id": "x"}, "organization_id"),
         ({"from": "June"}, "from"),
-        ({"to": "2030-13-01"}, "to"),
+        ({"to": f"{MONDAY.year}-13-01"}, "to"),
         ({"limit": "0"}, "limit"),
         ({"limit": "201"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
@@ -790,26 +812,32 @@ async def test_from_and_to_dates_are_the_sessions_local_dates_and_inclusive(api:
         therapist,
         schedule={
             "timezone": ZONE,
-            "start_date": "2030-01-07",
+            "start_date": str(MONDAY),
             "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=5",
         },
     )
 
-    window = await all_sessions(api, api.admin, **{"from": "2030-01-08", "to": "2030-01-09"})
-    one_day = await all_sessions(api, api.admin, **{"from": "2030-01-11", "to": "2030-01-11"})
-    from_only = await all_sessions(api, api.admin, **{"from": "2030-01-10"})
-    to_only = await all_sessions(api, api.admin, to="2030-01-07")
+    day = [str(MONDAY + timedelta(days=n)) for n in range(5)]  # the sessions' local dates
+    window = await all_sessions(api, api.admin, **{"from": day[1], "to": day[2]})
+    one_day = await all_sessions(api, api.admin, **{"from": day[4], "to": day[4]})
+    from_only = await all_sessions(api, api.admin, **{"from": day[3]})
+    to_only = await all_sessions(api, api.admin, to=day[0])
 
-    assert [s["starts_at"] for s in window] == ["2030-01-09T00:30:00Z", "2030-01-10T00:30:00Z"]
-    assert [s["starts_at"] for s in one_day] == ["2030-01-12T00:30:00Z"]
-    assert [s["starts_at"] for s in from_only] == ["2030-01-11T00:30:00Z", "2030-01-12T00:30:00Z"]
-    assert [s["starts_at"] for s in to_only] == ["2030-01-08T00:30:00Z"]
+    assert [s["starts_at"] for s in window] == [on(1, "18:30"), on(2, "18:30")]
+    assert [s["starts_at"] for s in one_day] == [on(4, "18:30")]
+    assert [s["starts_at"] for s in from_only] == [on(3, "18:30"), on(4, "18:30")]
+    assert [s["starts_at"] for s in to_only] == [on(0, "18:30")]
+    assert on(0, "18:30")[:10] == day[1]  # the UTC date is the next day
     assert {s["program_id"] for s in window} == {program["id"]}
 
 
 async def test_local_dates_follow_each_programs_own_time_zone(api: Api):
-    # The same instant, 2030-01-08T00:30Z, is 7 January in Edmonton and 8 January in Berlin.
+    # The same instant, MONDAY 18:30 in Edmonton, is already Tuesday in Berlin.
+    moment = instant(MONDAY, "18:30")
+    in_berlin = moment.astimezone(ZoneInfo("Europe/Berlin"))
+    tuesday = MONDAY + timedelta(days=1)
+    assert in_berlin.date() == tuesday
     offering = await api.make_offering()
     therapist = await api.make_therapist()
     edmonton = await confirmed_program(
@@ -819,7 +847,7 @@ async def test_local_dates_follow_each_programs_own_time_zone(api: Api):
         therapist,
         schedule={
             "timezone": ZONE,
-            "start_date": "2030-01-07",
+            "start_date": str(MONDAY),
             "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=1",
         },
@@ -831,18 +859,18 @@ async def test_local_dates_follow_each_programs_own_time_zone(api: Api):
         await api.make_therapist(),
         schedule={
             "timezone": "Europe/Berlin",
-            "start_date": "2030-01-08",
-            "start_time": "01:30",
+            "start_date": str(tuesday),
+            "start_time": in_berlin.strftime("%H:%M"),
             "rrule": "FREQ=DAILY;COUNT=1",
         },
     )
 
-    on_the_7th = await all_sessions(api, api.admin, **{"from": "2030-01-07", "to": "2030-01-07"})
-    on_the_8th = await all_sessions(api, api.admin, **{"from": "2030-01-08", "to": "2030-01-08"})
+    on_monday = await all_sessions(api, api.admin, **{"from": str(MONDAY), "to": str(MONDAY)})
+    on_tuesday = await all_sessions(api, api.admin, **{"from": str(tuesday), "to": str(tuesday)})
 
-    assert [s["program_id"] for s in on_the_7th] == [edmonton["id"]]
-    assert [s["program_id"] for s in on_the_8th] == [berlin["id"]]
-    assert on_the_7th[0]["starts_at"] == on_the_8th[0]["starts_at"] == "2030-01-08T00:30:00Z"
+    assert [s["program_id"] for s in on_monday] == [edmonton["id"]]
+    assert [s["program_id"] for s in on_tuesday] == [berlin["id"]]
+    assert on_monday[0]["starts_at"] == on_tuesday[0]["starts_at"] == utc_text(moment)
 
 
 async def test_from_and_to_instants_include_the_start_and_exclude_the_end(api: Api):
@@ -854,33 +882,48 @@ async def test_from_and_to_instants_include_the_start_and_exclude_the_end(api: A
         therapist,
         schedule={
             "timezone": ZONE,
-            "start_date": "2030-01-07",
+            "start_date": str(MONDAY),
             "start_time": "18:30",
             "rrule": "FREQ=DAILY;COUNT=5",
         },
     )
 
-    utc = await all_sessions(
-        api, api.admin, **{"from": "2030-01-09T00:30:00Z", "to": "2030-01-11T00:30:00Z"}
-    )
+    # The second and third sessions, written in UTC, in Edmonton's offset and in +01:00.
+    second, third, fourth = (instant(MONDAY + timedelta(days=n), "18:30") for n in (1, 2, 3))
+    edmonton, plus_one = ZoneInfo(ZONE), timezone(timedelta(hours=1))
+    one_second = timedelta(seconds=1)
+    utc = await all_sessions(api, api.admin, **{"from": utc_text(second), "to": utc_text(fourth)})
     local = await all_sessions(
-        api, api.admin, **{"from": "2030-01-08T18:30:00-06:00", "to": "2030-01-10T18:30:00-06:00"}
+        api,
+        api.admin,
+        **{
+            "from": second.astimezone(edmonton).isoformat(),
+            "to": fourth.astimezone(edmonton).isoformat(),
+        },
     )
     plus = await all_sessions(
-        api, api.admin, **{"from": "2030-01-09T01:30:00+01:00", "to": "2030-01-09T01:30:01+01:00"}
+        api,
+        api.admin,
+        **{
+            "from": second.astimezone(plus_one).isoformat(),
+            "to": (second + one_second).astimezone(plus_one).isoformat(),
+        },
     )
     a_second_late = await all_sessions(
-        api, api.admin, **{"from": "2030-01-09T00:30:01Z", "to": "2030-01-10T00:30:01Z"}
+        api,
+        api.admin,
+        **{"from": utc_text(second + one_second), "to": utc_text(third + one_second)},
     )
 
-    assert [s["starts_at"] for s in utc] == ["2030-01-09T00:30:00Z", "2030-01-10T00:30:00Z"]
-    assert [s["starts_at"] for s in local] == ["2030-01-09T00:30:00Z", "2030-01-10T00:30:00Z"]
-    assert [s["starts_at"] for s in plus] == ["2030-01-09T00:30:00Z"]
-    assert [s["starts_at"] for s in a_second_late] == ["2030-01-10T00:30:00Z"]
+    assert [s["starts_at"] for s in utc] == [utc_text(second), utc_text(third)]
+    assert [s["starts_at"] for s in local] == [utc_text(second), utc_text(third)]
+    assert [s["starts_at"] for s in plus] == [utc_text(second)]
+    assert [s["starts_at"] for s in a_second_late] == [utc_text(third)]
 
 
 async def test_a_window_given_as_a_time_without_an_offset_is_refused(api: Api):
-    for params in ({"from": "2030-01-09T00:30:00"}, {"to": "2030-01-09T00:30:00"}):
+    naive = f"{MONDAY}T00:30:00"
+    for params in ({"from": naive}, {"to": naive}):
         response = await api.client.get("/v1/sessions", params=params, headers=api.admin)
         assert invalid_fields(response) == [next(iter(params))], params
 
@@ -907,17 +950,7 @@ async def test_pages_of_two_walk_every_session_once_in_start_order(api: Api):
     assert [s["id"] for s in walked] == [s["id"] for s in everything]
     assert len({s["id"] for s in walked}) == 9
     # Choir and drums share their Monday slots: the order is by start, ties broken stably.
-    assert [s["starts_at"] for s in walked] == [
-        "2030-06-03T16:00:00Z",
-        "2030-06-03T16:00:00Z",
-        "2030-06-04T16:00:00Z",
-        "2030-06-10T16:00:00Z",
-        "2030-06-10T16:00:00Z",
-        "2030-06-11T16:00:00Z",
-        "2030-06-17T16:00:00Z",
-        "2030-06-17T16:00:00Z",
-        "2030-06-24T16:00:00Z",
-    ]
+    assert [s["starts_at"] for s in walked] == [on(d) for d in (0, 0, 1, 7, 7, 8, 14, 14, 21)]
     assert {s["program_id"] for s in walked} == {
         cal.choir["id"],
         cal.drums["id"],
@@ -928,7 +961,7 @@ async def test_pages_of_two_walk_every_session_once_in_start_order(api: Api):
 async def test_pages_keep_their_filters(api: Api):
     cal = await Calendar(api).build()
     walked: list[str] = []
-    params = {"limit": "2", "therapist_id": cal.ana["id"], "from": "2030-06-04"}
+    params = {"limit": "2", "therapist_id": cal.ana["id"], "from": str(MONDAY + timedelta(days=1))}
     while True:
         page = ok(await api.client.get("/v1/sessions", params=params, headers=api.admin))
         walked += [s["starts_at"] for s in page["data"]]
@@ -936,13 +969,7 @@ async def test_pages_keep_their_filters(api: Api):
             break
         params["cursor"] = page["next_cursor"]
 
-    assert walked == [
-        "2030-06-04T16:00:00Z",
-        "2030-06-10T16:00:00Z",
-        "2030-06-11T16:00:00Z",
-        "2030-06-17T16:00:00Z",
-        "2030-06-24T16:00:00Z",
-    ]
+    assert walked == [on(d) for d in (1, 7, 8, 14, 21)]
 
 
 async def test_a_coordinator_sees_only_their_organizations_sessions(api: Api):

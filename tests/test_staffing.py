@@ -3,9 +3,18 @@ load; one 409 names each offending session and reason, and nothing is written.""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from tests.programs_support import confirmed_program, make_program, sessions_of
+from tests.programs_support import (
+    FIRST_TUESDAY,
+    confirmed_program,
+    make_program,
+    quiet_weekday,
+    sessions_of,
+    utc_text,
+    weekly,
+)
 from tests.support import Api, ok, problem
 
 WEEKDAYS_9_TO_5 = [
@@ -33,12 +42,7 @@ async def test_sessions_outside_weekly_availability_are_refused_each_by_name(api
     response = await assign(api, program, therapist)
     conflicts = problem(response, 409)["conflicts"]
     assert [c["reason"] for c in conflicts] == ["outside_availability"] * 4
-    assert [c["proposed_starts_at"] for c in conflicts] == [
-        "2027-01-05T14:00:00Z",
-        "2027-01-12T14:00:00Z",
-        "2027-01-19T14:00:00Z",
-        "2027-01-26T14:00:00Z",
-    ]
+    assert [c["proposed_starts_at"] for c in conflicts] == weekly(FIRST_TUESDAY, "08:00", 4)
     assert (
         ok(await api.client.get(f"/v1/programs/{program['id']}", headers=api.admin))["therapist_id"]
         is None
@@ -65,8 +69,9 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
             f"/v1/therapists/{therapist['id']}/time-off",
             headers=api.admin,
             json={
-                "starts_at": "2027-01-11T00:00:00-06:00",
-                "ends_at": "2027-01-13T00:00:00-06:00",
+                # Monday to Wednesday midnight around the program's second Tuesday.
+                "starts_at": utc_text(FIRST_TUESDAY + timedelta(days=6), "00:00"),
+                "ends_at": utc_text(FIRST_TUESDAY + timedelta(days=8), "00:00"),
                 "reason": "Conference",
             },
         ),
@@ -75,7 +80,7 @@ async def test_time_off_blocks_the_sessions_it_covers(api: Api):
     program = await make_program(api, org, offering)
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert [(c["reason"], c["proposed_starts_at"]) for c in conflicts] == [
-        ("time_off", "2027-01-12T16:00:00Z")
+        ("time_off", utc_text(FIRST_TUESDAY + timedelta(weeks=1), "10:00"))
     ]
 
 
@@ -94,15 +99,16 @@ async def test_more_than_the_weekly_maximum_is_refused_per_week(api: Api):
     org, offering = await api.make_org(), await api.make_offering(duration_minutes=60)
     therapist = await api.make_therapist(max_weekly_minutes=120)
     # Mon, Tue and Wed each week: 180 minutes against a 120-minute maximum.
+    monday = quiet_weekday(0)
     program = await make_program(
         api,
         org,
         offering,
-        schedule={"start_date": "2027-01-04", "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"},
+        schedule={"start_date": str(monday), "rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE;COUNT=3"},
     )
     conflicts = problem(await assign(api, program, therapist), 409)["conflicts"]
     assert {c["reason"] for c in conflicts} == {"weekly_load"}
-    assert {(c["week_start"], c["week_minutes"]) for c in conflicts} == {("2027-01-04", 180)}
+    assert {(c["week_start"], c["week_minutes"]) for c in conflicts} == {(str(monday), 180)}
     assert len(conflicts) == 3
 
 
@@ -131,9 +137,7 @@ async def test_an_admin_may_override_availability_and_load_and_the_override_is_a
 async def test_only_an_admin_may_override(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     therapist = await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, therapist)
     session = (await sessions_of(api, program["id"]))[0]
     own = await api.therapist_key(therapist["id"])
     response = await api.client.post(
@@ -147,9 +151,7 @@ async def test_only_an_admin_may_override(api: Api):
 async def test_a_substitute_takes_one_session_and_the_rest_stay(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, cover = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, regular)
     sessions = await sessions_of(api, program["id"])
     moved = ok(
         await api.client.post(
@@ -171,10 +173,8 @@ async def test_a_substitute_takes_one_session_and_the_rest_stay(api: Api):
 async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     regular, busy = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, regular, schedule={"start_date": "2030-01-01"}
-    )
-    other = await confirmed_program(api, org, offering, busy, schedule={"start_date": "2030-01-01"})
+    program = await confirmed_program(api, org, offering, regular)
+    other = await confirmed_program(api, org, offering, busy)
     target = (await sessions_of(api, program["id"]))[0]
     clash = (await sessions_of(api, other["id"]))[0]
     response = await api.client.post(
@@ -190,10 +190,8 @@ async def test_a_substitute_who_is_busy_is_refused_with_the_clashing_session(api
 async def test_handing_a_program_over_from_a_date_keeps_the_earlier_sessions(api: Api):
     org, offering = await api.make_org(), await api.make_offering()
     first, second = await api.make_therapist(), await api.make_therapist()
-    program = await confirmed_program(
-        api, org, offering, first, schedule={"start_date": "2030-01-01"}
-    )
-    ok(await assign(api, program, second, effective_date="2030-01-15"))
+    program = await confirmed_program(api, org, offering, first)
+    ok(await assign(api, program, second, effective_date=str(FIRST_TUESDAY + timedelta(weeks=2))))
     assert [s["therapist_id"] for s in await sessions_of(api, program["id"])] == [
         first["id"],
         first["id"],
@@ -203,19 +201,21 @@ async def test_handing_a_program_over_from_a_date_keeps_the_earlier_sessions(api
 
 
 async def test_a_reschedule_into_time_off_lists_the_reason(api: Api):
+    friday = FIRST_TUESDAY + timedelta(days=3)  # a day off, and the session moved into it
     org, offering, therapist = (
         await api.make_org(),
         await api.make_offering(),
         await api.make_therapist(),
     )
-    program = await confirmed_program(
-        api, org, offering, therapist, schedule={"start_date": "2030-01-01"}
-    )
+    program = await confirmed_program(api, org, offering, therapist)
     ok(
         await api.client.post(
             f"/v1/therapists/{therapist['id']}/time-off",
             headers=api.admin,
-            json={"starts_at": "2030-02-01T00:00:00Z", "ends_at": "2030-02-02T00:00:00Z"},
+            json={
+                "starts_at": utc_text(friday, "00:00"),
+                "ends_at": utc_text(friday + timedelta(days=1), "00:00"),
+            },
         ),
         201,
     )
@@ -223,7 +223,7 @@ async def test_a_reschedule_into_time_off_lists_the_reason(api: Api):
     response = await api.client.patch(
         f"/v1/sessions/{session['id']}",
         headers=api.admin,
-        json={"starts_at": "2030-02-01T17:00:00Z"},
+        json={"starts_at": utc_text(friday, "11:00")},
     )
     assert [(c["reason"], c["session_id"]) for c in problem(response, 409)["conflicts"]] == [
         ("time_off", session["id"])

@@ -257,12 +257,19 @@ async def test_a_timed_out_call_fails_the_push_and_a_resume_finds_what_stripe_di
     fake_stripe.clear_faults()
     assert fake_stripe.invoices_of(draft["id"])[0]["status"] == "open"  # Stripe did finalize
     finalize = r"/v1/invoices/in_\w+/finalize"
-    # The probe timed out; its retry under the same key replayed (and timed out too).
-    assert [r.replayed for r in fake_stripe.writes(finalize)] == [False, True]
+    # The probe timed out; each retry under the same key found it still in flight (409
+    # idempotency_key_in_use: nothing done, nothing saved) until the attempts ran out.
+    tries = stripe_api.MAX_ATTEMPTS
+    assert [(r.status, r.replayed) for r in fake_stripe.writes(finalize)] == [(200, False)] + [
+        (409, False)
+    ] * (tries - 1)
+    assert {r.idempotency_key for r in fake_stripe.writes(finalize)} == {
+        f"ensemble:invoice:{draft['id']}:finalize"
+    }
     resumed = await resume(api, draft["id"])
     assert resumed["stripe_sync_status"] == "synced"
     assert_stripe_holds_exactly(fake_stripe, org, resumed)
-    assert len(fake_stripe.writes(finalize)) == 2  # the resume saw it finalized: no new call
+    assert len(fake_stripe.writes(finalize)) == tries  # the resume saw it finalized: no new call
 
 
 async def test_voiding_an_issued_invoice_voids_it_in_stripe(api: Api, fake_stripe: FakeStripe):

@@ -104,5 +104,6 @@ async def test_suggestions_cost_the_same_queries_for_many_therapists_and_session
 
     small = await queries_for(therapists=2, sessions=3)
     large = await queries_for(therapists=12, sessions=60)
-    assert small == large
-    assert large <= 12
+    # The same statements whatever the size (auth, the program, the candidates, their facts,
+    # the response's reads): a change to this count is a change to the plan, made on purpose.
+    assert (small, large) == (12, 12)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.programs_support import confirmed_program, sessions_of
+from datetime import timedelta
+
+from tests.programs_support import FIRST_TUESDAY, confirmed_program, sessions_of, utc_text
 from tests.support import Api, ok
 
 
@@ -23,9 +25,8 @@ async def test_a_therapist_sees_their_own_sessions_with_where_and_for_whom_but_n
         location_id=room["id"],
         video_url=None,
         participants=6,
-        schedule={"start_date": "2030-01-01"},
     )
-    await confirmed_program(api, org, offering, colleague, schedule={"start_date": "2030-01-01"})
+    await confirmed_program(api, org, offering, colleague)
     key = await api.therapist_key(me["id"])
 
     sessions = ok(await api.client.get("/v1/me/sessions", headers=key))
@@ -51,10 +52,15 @@ async def test_a_therapist_sees_their_own_sessions_with_where_and_for_whom_but_n
 
 async def test_a_therapist_filters_their_week_by_local_dates(api: Api):
     org, offering, me = await api.make_org(), await api.make_offering(), await api.make_therapist()
-    await confirmed_program(api, org, offering, me, schedule={"start_date": "2030-01-01"})
+    await confirmed_program(api, org, offering, me)  # Tuesdays from FIRST_TUESDAY, 10:00
     key = await api.therapist_key(me["id"])
-    week = ok(await api.client.get("/v1/me/sessions?from=2030-01-07&to=2030-01-13", headers=key))
-    assert [s["starts_at"] for s in week["data"]] == ["2030-01-08T16:00:00Z"]
+    monday = FIRST_TUESDAY + timedelta(days=6)  # the program's second week, Monday to Sunday
+    week = ok(
+        await api.client.get(
+            f"/v1/me/sessions?from={monday}&to={monday + timedelta(days=6)}", headers=key
+        )
+    )
+    assert [s["starts_at"] for s in week["data"]] == [utc_text(monday + timedelta(days=1), "10:00")]
 
 
 async def test_other_roles_use_the_regular_lists_not_the_therapist_view(api: Api):

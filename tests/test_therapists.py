@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import httpx
 
+from tests.programs_support import FIRST_TUESDAY
 from tests.support import Api, Headers, invalid_fields, ok, problem
 
 
@@ -386,8 +387,9 @@ async def test_times_that_are_not_hh_mm_on_a_24_hour_clock_are_refused(api: Api)
 
     body = problem(response, 422)
     assert sorted(invalid_fields(response)) == ["0.end", "1.start"]
-    assert {e["message"] for e in body["errors"]} == {
-        "must be a time of day as HH:MM, 00:00 to 23:59"
+    assert {e["field"]: e["message"] for e in body["errors"]} == {
+        "0.end": "must be a time of day as HH:MM, 00:00 to 24:00",
+        "1.start": "must be a time of day as HH:MM, 00:00 to 23:59",
     }
 
 
@@ -493,6 +495,11 @@ async def test_coordinator_and_finance_cannot_change_availability(api: Api):
 # Time off
 
 
+def day(n: int) -> date:
+    """A date `n` days after the tests' first future Tuesday (never a fixed year)."""
+    return FIRST_TUESDAY + timedelta(days=n)
+
+
 async def test_time_off_is_recorded_and_read_back(api: Api):
     therapist = await api.make_therapist()
 
@@ -501,8 +508,8 @@ async def test_time_off_is_recorded_and_read_back(api: Api):
             api,
             therapist["id"],
             {
-                "starts_at": "2030-07-01T00:00:00-06:00",
-                "ends_at": "2030-07-15T00:00:00-06:00",
+                "starts_at": f"{day(0)}T00:00:00-06:00",
+                "ends_at": f"{day(14)}T00:00:00-06:00",
                 "reason": "Summer holiday",
             },
         ),
@@ -514,8 +521,8 @@ async def test_time_off_is_recorded_and_read_back(api: Api):
 
     assert created["therapist_id"] == therapist["id"]
     assert created["reason"] == "Summer holiday"
-    assert instant(created["starts_at"]) == datetime(2030, 7, 1, 6, tzinfo=UTC)
-    assert instant(created["ends_at"]) == datetime(2030, 7, 15, 6, tzinfo=UTC)
+    assert instant(created["starts_at"]) == datetime.combine(day(0), time(6), UTC)
+    assert instant(created["ends_at"]) == datetime.combine(day(14), time(6), UTC)
     [read_back] = listed["data"]
     assert read_back["id"] == created["id"]
     assert instant(read_back["starts_at"]) == instant(created["starts_at"])
@@ -529,7 +536,7 @@ async def test_time_off_ending_before_it_starts_is_refused_naming_ends_at(api: A
     response = await add_time_off(
         api,
         therapist["id"],
-        {"starts_at": "2030-07-15T00:00:00Z", "ends_at": "2030-07-01T00:00:00Z"},
+        {"starts_at": f"{day(14)}T00:00:00Z", "ends_at": f"{day(0)}T00:00:00Z"},
     )
 
     body = problem(response, 422)
@@ -549,7 +556,7 @@ async def test_time_off_ending_the_moment_it_starts_is_refused(api: Api):
     response = await add_time_off(
         api,
         therapist["id"],
-        {"starts_at": "2030-07-01T09:00:00+02:00", "ends_at": "2030-07-01T07:00:00Z"},
+        {"starts_at": f"{day(0)}T09:00:00+02:00", "ends_at": f"{day(0)}T07:00:00Z"},
     )
 
     assert invalid_fields(response) == ["ends_at"]
@@ -561,7 +568,7 @@ async def test_time_off_without_a_utc_offset_is_refused(api: Api):
     response = await add_time_off(
         api,
         therapist["id"],
-        {"starts_at": "2030-07-01T00:00:00", "ends_at": "2030-07-15T00:00:00"},
+        {"starts_at": f"{day(0)}T00:00:00", "ends_at": f"{day(14)}T00:00:00"},
     )
 
     body = problem(response, 422)
@@ -599,13 +606,13 @@ async def test_time_off_lists_page_in_creation_order(api: Api):
                 api,
                 therapist["id"],
                 {
-                    "starts_at": f"2030-0{month}-01T00:00:00Z",
-                    "ends_at": f"2030-0{month}-02T00:00:00Z",
+                    "starts_at": f"{day(7 * week)}T00:00:00Z",
+                    "ends_at": f"{day(7 * week + 1)}T00:00:00Z",
                 },
             ),
             201,
         )
-        for month in (1, 2, 3)
+        for week in (0, 1, 2)
     ]
     url = f"/v1/therapists/{therapist['id']}/time-off"
 
@@ -625,7 +632,7 @@ async def test_therapist_records_their_own_time_off_but_not_a_colleagues(api: Ap
     me = await api.make_therapist()
     colleague = await api.make_therapist()
     as_me = await api.therapist_key(me["id"])
-    body = {"starts_at": "2030-07-01T00:00:00Z", "ends_at": "2030-07-02T00:00:00Z"}
+    body = {"starts_at": f"{day(0)}T00:00:00Z", "ends_at": f"{day(1)}T00:00:00Z"}
 
     mine = await add_time_off(api, me["id"], body, headers=as_me)
     theirs = await add_time_off(api, colleague["id"], body, headers=as_me)
@@ -642,7 +649,7 @@ async def test_coordinator_cannot_record_time_off(api: Api):
     response = await add_time_off(
         api,
         therapist["id"],
-        {"starts_at": "2030-07-01T00:00:00Z", "ends_at": "2030-07-02T00:00:00Z"},
+        {"starts_at": f"{day(0)}T00:00:00Z", "ends_at": f"{day(1)}T00:00:00Z"},
         headers=coordinator,
     )
 

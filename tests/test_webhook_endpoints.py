@@ -405,7 +405,9 @@ async def test_the_deliveries_list_shows_each_attempt_with_its_outcome(
     assert at(first["next_attempt_at"]) >= at(first["attempted_at"])
     assert second["next_attempt_at"] is None
     for attempt in (first, second):
-        assert 200 <= attempt["duration_ms"] < 5000  # the receiver takes 0.2 s to answer
+        # The receiver sleeps 0.2 s before answering: no attempt is shorter. (How much longer
+        # depends on the machine's speed, which no test asserts.)
+        assert attempt["duration_ms"] >= 200
 
 
 async def test_a_receiver_that_always_fails_gets_four_attempts_then_a_manual_retry_delivers(
@@ -534,7 +536,9 @@ async def test_a_slow_endpoint_does_not_delay_another(
 ) -> None:
     slow, fast = receiver, Receiver().start()
     try:
-        slow.delay = 2.0
+        # The slow endpoint answers only once the fast one has got its request: a deliverer
+        # that sent one at a time would never let that happen (503 after the receiver's bound).
+        slow.hold = fast.arrived
         slow_endpoint = await subscribe(api, slow, ["program.requested"])
         await subscribe(api, fast, ["program.requested"])
         await request_a_program(api)
@@ -553,8 +557,6 @@ async def test_a_slow_endpoint_does_not_delay_another(
         assert report.as_dict() == {"sent": 2, "retried": 0, "failed": 0}
         [slow_request] = slow.accepted()
         [fast_request] = fast.accepted()
-        slow_answered_at = slow_request.at + slow.delay
-        assert fast_request.at < slow_answered_at - 1.0
         assert fast_request.webhook_id != slow_request.webhook_id
         assert fast_request.body == slow_request.body  # the same event to both
     finally:

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from models.webhooks import EventType
-from service.core import outbox
+from service.core import encryption, outbox
+from service.core.db import make_async_engine, make_session_factory
+from service.core.settings import Settings
 from service.integrations import webhook_delivery
 from service.integrations.webhook_delivery import PER_ENDPOINT, Claimed, Deliverer
+from tests.concurrency_support import PATIENCE_SECONDS
+from tests.conftest import LiveServer
 from tests.programs_support import confirmed_program, make_program, sessions_of
 from tests.support import ALL_WEEK, Api, ok, problem
 from tests.webhook_receiver import Receiver
@@ -91,7 +98,7 @@ async def test_an_endpoint_gets_only_the_events_it_subscribed_to(
     org = await api.make_org()
     therapist = await api.make_therapist(availability=ALL_WEEK)
     await confirmed_program(api, org, await api.make_offering(), therapist)
-    await asyncio.gather(deliverer.deliver_due(), deliverer.deliver_due())
+    await deliverer.deliver_due()
     assert [r.payload["type"] for r in receiver.accepted()] == ["program.confirmed"]
 
 
@@ -132,7 +139,8 @@ async def test_metrics_count_sent_retried_and_failed_deliveries(
     for result, more in (("sent", 1), ("retried", 1), ("failed", 0)):
         grown = _sample(after, counter, result=result) - _sample(before, counter, result=result)
         assert grown == more, result
-    assert _sample(after, "ensemble_outbox_lag_seconds") >= 0
+    # The pass ends when a claim finds nothing due: the gauge then reads 0 (idle).
+    assert _sample(after, "ensemble_outbox_lag_seconds") == 0.0
 
 
 # Bursts: a few attempts in flight per endpoint, more claimed and queued behind them.
@@ -147,14 +155,16 @@ async def publish_burst(db: AsyncSession, count: int) -> None:
 async def test_a_burst_to_one_endpoint_goes_a_few_at_a_time_each_event_once_in_one_pass(
     api: Api, receiver: Receiver, deliverer: Deliverer, db: AsyncSession
 ) -> None:
-    receiver.delay = 0.05
+    # The receiver answers only when PER_ENDPOINT requests are in flight at once: a deliverer
+    # sending fewer at a time would get 503s (and retries); one sending more would be seen.
+    receiver.together = PER_ENDPOINT
     endpoint = await subscribe(api, receiver, ["invoice.issued"])
     await publish_burst(db, 5 * PER_ENDPOINT)
 
     report = await deliverer.deliver_due()
 
     assert report.as_dict() == {"sent": 5 * PER_ENDPOINT, "retried": 0, "failed": 0}
-    assert 1 < receiver.most_in_flight <= PER_ENDPOINT
+    assert receiver.most_in_flight == PER_ENDPOINT
     ids = receiver.ids_accepted()
     assert len(ids) == 5 * PER_ENDPOINT and set(ids.values()) == {1}
     numbers = sorted(r.payload["data"]["number"] for r in receiver.accepted())
@@ -234,3 +244,83 @@ async def test_a_receiver_that_closes_idle_connections_gets_the_next_event_at_th
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_delivery_claimed_by_one_deliverer_is_skipped_by_another_on_its_own_connection(
+    live_server: LiveServer,
+    committing_factory: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    settings: Settings,
+    database_url: str,
+) -> None:
+    """Deliverer A claims one of two due deliveries and keeps its claim's transaction open
+    (as if it stalled mid-claim). Deliverer B, with its own engine and so its own connection,
+    sends the other one and skips the row A holds: without SKIP LOCKED it would wait for A's
+    lock (and the bounded wait below fails) or send the same event twice."""
+    admin = await live_server.admin_key()
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as client:
+        endpoint = ok(
+            await client.post(
+                "/v1/webhook-endpoints",
+                json={"url": receiver.url, "events": ["invoice.issued"]},
+                headers=admin,
+            ),
+            201,
+        )
+    receiver.secret = endpoint["secret"]
+    async with committing_factory() as db:
+        await publish_burst(db, 2)
+        numbered = {
+            row[0]: row[1]
+            for row in await db.execute(
+                text(
+                    "SELECT d.id, (e.data->>'number')::int FROM webhook_deliveries d "
+                    "JOIN webhook_events e ON e.id = d.event_id"
+                )
+            )
+        }
+    assert sorted(numbered.values()) == [0, 1]
+
+    def own_deliverer() -> tuple[Deliverer, AsyncEngine]:
+        engine = make_async_engine(database_url)
+        made = Deliverer(
+            make_session_factory(engine),
+            allow_private=True,
+            retry_delays=(timedelta(0),) * 3,
+            keyring=encryption.keyring(settings),
+        )
+        return made, engine
+
+    (first, first_engine), (second, second_engine) = own_deliverer(), own_deliverer()
+    try:
+        async with make_session_factory(first_engine)() as stalled:
+            [claimed] = (await first._claim(stalled, 1, Counter()))[0]
+            pids = await stalled.execute(text("SELECT pg_backend_pid()"))
+            stalled_pid = pids.scalar_one()
+
+            report = await asyncio.wait_for(second.deliver_due(), PATIENCE_SECONDS)
+
+            assert report.as_dict() == {"sent": 1, "retried": 0, "failed": 0}
+            [other] = [n for d, n in numbered.items() if d != claimed.delivery_id]
+            assert [r.payload["data"]["number"] for r in receiver.accepted()] == [other]
+            async with committing_factory() as look:
+                # B ran on connections of its own, not on A's.
+                busy = await look.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid = :pid "
+                        "AND state = 'idle in transaction'"
+                    ),
+                    {"pid": stalled_pid},
+                )
+                assert busy.scalar_one() == 1
+            await stalled.rollback()  # A gives up its claim; the row is free again
+
+        report = await second.deliver_due()
+        assert report.as_dict() == {"sent": 1, "retried": 0, "failed": 0}
+        assert sorted(r.payload["data"]["number"] for r in receiver.accepted()) == [0, 1]
+        assert set(receiver.ids_accepted().values()) == {1}  # each event once
+    finally:
+        for made, engine in ((first, first_engine), (second, second_engine)):
+            await made.aclose()
+            await engine.dispose()

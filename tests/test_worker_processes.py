@@ -28,6 +28,7 @@ import pytest
 from service.integrations.webhook_endpoints import webhook_id
 from service.jobs.scheduler import LOCK_KEY
 from tests.conftest import _truncate_all
+from tests.programs_support import FIRST_TUESDAY
 from tests.support import Headers, bearer
 from tests.webhook_receiver import Receiver, free_port
 
@@ -288,7 +289,7 @@ class Api:
             "participants": 1,
             "schedule": {
                 "timezone": "America/Edmonton",
-                "start_date": "2027-01-05",
+                "start_date": str(FIRST_TUESDAY),
                 "start_time": "10:00",
                 "rrule": "FREQ=WEEKLY;BYDAY=TU;COUNT=4",
             },

@@ -33,17 +33,25 @@ class Received:
 @dataclass
 class Receiver:
     """Answers 2xx unless told otherwise: `fail_first` answers 500 to the first N attempts of
-    each webhook-id, `status` answers that to everything, `delay` sleeps before answering."""
+    each webhook-id, `status` answers that to everything, `delay` sleeps before answering,
+    `together` holds each request until that many are being answered at once (a barrier; a
+    sender that never has that many in flight gets 503s once the barrier gives up), and `hold`
+    holds every answer until that event is set (503 if it never is). `arrived` is set when the
+    first request arrives."""
 
     secret: str | None = None
     fail_first: int = 0
     status: int = 204
     delay: float = 0.0
+    together: int = 0
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
     received: list[Received] = field(default_factory=list)
     most_in_flight: int = 0  # requests being answered at once, at most so far
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _barrier: threading.Barrier | None = None
 
     @property
     def url(self) -> str:
@@ -64,6 +72,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 answered = receiver._answer(headers, body)
+                if receiver.together:
+                    answered = receiver._wait_for_the_others(answered)
+                if receiver.hold is not None and not receiver.hold.wait(timeout=60):
+                    answered = 503  # 60 s: a bound on a hang, not a speed requirement
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._lock:
@@ -111,6 +123,18 @@ class Receiver:
             self.received.append(Received(msg_id, headers, body, verified, time.time(), answered))
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        self.arrived.set()
+        return answered
+
+    def _wait_for_the_others(self, answered: int) -> int:
+        with self._lock:
+            if self._barrier is None:
+                self._barrier = threading.Barrier(self.together)
+            barrier = self._barrier
+        try:
+            barrier.wait(timeout=60)  # a bound on a hang, not a speed requirement
+        except threading.BrokenBarrierError:
+            return 503
         return answered
 
     def accepted(self) -> list[Received]:

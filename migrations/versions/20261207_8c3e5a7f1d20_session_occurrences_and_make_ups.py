@@ -7,7 +7,7 @@ links to the session cancelled with notice it replaces (both ways) and shares it
 Programs remember where their current schedule's numbering starts.
 
 Revision ID: 8c3e5a7f1d20
-Revises: 02746717bd71
+Revises: 8c1f5e2a9d37
 Create Date: 2026-12-07 10:20:00.000000+00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "8c3e5a7f1d20"
-down_revision: str | None = "02746717bd71"
+down_revision: str | None = "8c1f5e2a9d37"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

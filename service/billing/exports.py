@@ -39,6 +39,7 @@ CSV_COLUMNS = (
     "invoice_subtotal_cents",
     "invoice_tax_cents",
     "invoice_total_cents",
+    "invoice_overpaid_cents",
 )
 BATCH_ROWS = 500
 # OWASP CSV injection: a cell a spreadsheet would evaluate as a formula gets a leading quote.
@@ -51,7 +52,8 @@ _EXPORT = text(
            s.starts_at AS session_starts_at, o.timezone AS organization_timezone,
            l.description, l.quantity,
            l.unit_amount_cents, l.amount_cents, i.subtotal_cents AS invoice_subtotal_cents,
-           i.tax_cents AS invoice_tax_cents, i.total_cents AS invoice_total_cents
+           i.tax_cents AS invoice_tax_cents, i.total_cents AS invoice_total_cents,
+           i.overpaid_cents AS invoice_overpaid_cents
     FROM invoices i
     JOIN organizations o ON o.id = i.organization_id
     JOIN invoice_lines l ON l.invoice_id = i.id
@@ -119,7 +121,8 @@ _REVENUE = text(
            sum(i.amount_credited_cents)::bigint AS credited_cents,
            sum(i.amount_paid_cents)::bigint AS paid_cents,
            sum(i.total_cents - i.amount_paid_cents - i.amount_credited_cents)::bigint
-               AS outstanding_cents
+               AS outstanding_cents,
+           sum(i.overpaid_cents)::bigint AS overpaid_cents
     FROM invoices i
     {zones.offsets_join(":zone", "i.issued_at")}
     WHERE i.status IN ({sql_values((InvoiceStatus.open, InvoiceStatus.paid))})
@@ -134,7 +137,8 @@ async def revenue(
     db: AsyncSession, principal: Principal, *, start: date, end: date, settings: Settings
 ) -> RevenueReport:
     """Issued (not void) invoices by organization, currency and month of issue (provider's
-    zone): invoiced, credited, paid and still outstanding."""
+    zone): invoiced, credited, paid, still outstanding, and received beyond the total
+    (overpaid: not in paid, which never passes what was invoiced)."""
     require_role(principal, FINANCE, "read reports")
     low, high = _window(start, end, settings.timezone)
     rows = await db.execute(

@@ -7,7 +7,7 @@ the schema's check constraints hold the same line."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from models.billing import (
     InvoiceStatus,
     Payment,
     PaymentCreate,
+    PaymentMethod,
     PaymentRead,
     StripeSyncStatus,
     VoidInvoice,
@@ -40,7 +41,7 @@ from models.webhooks import EventType
 from service.billing import numbering, runs
 from service.catalog import organizations
 from service.core import audit, crud, outbox
-from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.auth import SYSTEM, Principal, require_role, scope_to_organizations
 from service.core.clock import local_today
 from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
@@ -249,10 +250,11 @@ async def void(
     )
     invoice.status = InvoiceStatus.void.value
     invoice.voided_at, invoice.void_reason = utcnow(), data.reason
-    if invoice.stripe_sync_status != StripeSyncStatus.disabled:
-        invoice.stripe_sync_status = (
-            StripeSyncStatus.synced if voided_in_stripe else StripeSyncStatus.pending
-        ).value
+    if voided_in_stripe:
+        if invoice.stripe_sync_status != StripeSyncStatus.disabled:
+            invoice.stripe_sync_status = StripeSyncStatus.synced.value
+    else:
+        _mirror_to_stripe(invoice)
     return await _changed(db, principal, invoice, before, "invoice.voided")
 
 
@@ -291,9 +293,18 @@ def _settle_if_due(invoice: Invoice) -> None:
         invoice.status, invoice.paid_at = InvoiceStatus.paid.value, utcnow()
 
 
+def _mirror_to_stripe(invoice: Invoice) -> None:
+    """A change Stripe must mirror (a payment that settles, a credit note, a void) is pushed
+    after this transaction commits; an invoice not on its way to Stripe stays as it is."""
+    if invoice.stripe_sync_status != StripeSyncStatus.disabled:
+        invoice.stripe_sync_status = StripeSyncStatus.pending.value
+
+
 async def record_payment(
     db: AsyncSession, principal: Principal, invoice_id: uuid.UUID, data: PaymentCreate
 ) -> InvoiceDetail:
+    """A payment received outside Stripe. When it settles the invoice, the Stripe invoice is
+    marked paid out of band after commit; a partial one is not mirrored (docs/finance.md)."""
     invoice = await _locked_for_change(db, principal, invoice_id)
     _require_open_with_room(invoice, data.amount_cents, "payment")
     before = to_read(invoice)
@@ -308,7 +319,61 @@ async def record_payment(
     )
     invoice.amount_paid_cents += data.amount_cents
     _settle_if_due(invoice)
+    if invoice.status == InvoiceStatus.paid:
+        _mirror_to_stripe(invoice)
     return await _changed(db, principal, invoice, before, "invoice.payment_recorded")
+
+
+async def record_stripe_payment(
+    db: AsyncSession,
+    invoice_id: uuid.UUID,
+    *,
+    amount_cents: int,
+    stripe_invoice_id: str,
+    paid_at: datetime,
+) -> str:
+    """What a customer paid on the Stripe invoice (Stripe's `invoice.paid`), never ignored:
+    the part still due settles the invoice, anything beyond it (our invoice was already paid,
+    credited or voided meanwhile) is recorded as an overpayment and emits `invoice.overpaid`.
+    One Stripe invoice is paid once: a second event about it records nothing."""
+    invoice = await _locked_for_change(db, SYSTEM, invoice_id)
+    recorded = (
+        await db.execute(
+            select(col(Payment.id))
+            .where(
+                col(Payment.invoice_id) == invoice.id,
+                col(Payment.method) == PaymentMethod.stripe.value,
+                col(Payment.reference) == stripe_invoice_id,
+            )
+            .limit(1)
+        )
+    ).first()
+    if recorded is not None:
+        return "already_paid"
+    before = to_read(invoice)
+    due = 0
+    if invoice.status == InvoiceStatus.open:
+        due = invoice.total_cents - invoice.amount_paid_cents - invoice.amount_credited_cents
+    applied, excess = min(due, amount_cents), max(amount_cents - due, 0)
+    for amount, overpayment in ((applied, False), (excess, True)):
+        if amount:
+            db.add(
+                Payment(
+                    invoice_id=invoice.id,
+                    amount_cents=amount,
+                    method=PaymentMethod.stripe.value,
+                    reference=stripe_invoice_id,
+                    paid_at=paid_at,
+                    overpayment=overpayment,
+                )
+            )
+    invoice.amount_paid_cents += applied
+    invoice.overpaid_cents += excess
+    if applied:
+        _settle_if_due(invoice)
+    action = "invoice.overpaid" if excess else "invoice.payment_recorded"
+    await _changed(db, SYSTEM, invoice, before, action)
+    return "overpayment_recorded" if excess else "payment_recorded"
 
 
 async def add_credit_note(
@@ -330,4 +395,5 @@ async def add_credit_note(
     )
     invoice.amount_credited_cents += data.amount_cents
     _settle_if_due(invoice)
+    _mirror_to_stripe(invoice)  # a Stripe credit note, and paid out of band if now settled
     return await _changed(db, principal, invoice, before, "invoice.credit_note_added")

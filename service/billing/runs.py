@@ -2,8 +2,9 @@
 
 A fixed number of statements whatever the number of sessions: upsert one draft per
 organization and currency, insert the lines with INSERT ... SELECT (ON CONFLICT on the
-one-live-line-per-session index skips what a concurrent run billed first), then recompute the
-touched drafts' totals. Sessions are not rewritten: a session's invoice is its live line's."""
+one-live-line-per-session index skips what a concurrent run billed first) on the drafts the
+upsert holds, then recompute the touched drafts' totals. Sessions are not rewritten: a
+session's invoice is its live line's."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ _UPSERT_DRAFTS = text(
     DO UPDATE SET period_start = least(invoices.period_start, excluded.period_start),
                   period_end = greatest(invoices.period_end, excluded.period_end),
                   updated_at = now()
+    RETURNING id
     """
 )
 
@@ -74,7 +76,7 @@ _BILL_SESSIONS = text(
                1, {LINE_AMOUNT_SQL}, {LINE_AMOUNT_SQL}, true, now()
         {_SESSIONS}
         JOIN invoices i ON i.organization_id = s.organization_id AND i.currency = p.currency
-                       AND i.status = '{DRAFT}'
+                       AND i.status = '{DRAFT}' AND i.id = ANY(CAST(:drafts AS uuid[]))
         {_BILLABLE}
         ON CONFLICT (session_id) WHERE live DO NOTHING
         RETURNING invoice_id
@@ -128,7 +130,13 @@ async def bill_period(
         "utc_high": utc_high,
         **zones.offsets(await db.scalars(in_use), utc_low, utc_high).params(),
     }
-    await db.execute(_UPSERT_DRAFTS, params)
-    touched = sorted({row[0] for row in await db.execute(_BILL_SESSIONS, params)})
+    # Lines go only on the drafts the upsert returned: it holds their rows until commit, so an
+    # issue cannot total one of them meanwhile. (A draft joined by status alone could be one an
+    # issue has locked and totalled; the line would land on the issued invoice uncounted.) A
+    # session recorded after the upsert's snapshot, of an organization it did not touch, waits
+    # for the next run.
+    drafts = list((await db.execute(_UPSERT_DRAFTS, params)).scalars())
+    billed = await db.execute(_BILL_SESSIONS, params | {"drafts": drafts})
+    touched = sorted({row[0] for row in billed})
     await recompute_drafts(db, touched)
     return touched

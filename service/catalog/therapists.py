@@ -25,7 +25,7 @@ from models.therapists import (
     TimeOffRead,
     WeeklyAvailability,
 )
-from models.types import Role, Weekday
+from models.types import Role, Weekday, day_minute, hhmm
 from service.catalog import credentials
 from service.catalog.credentials import RevocationReason
 from service.core import audit, crud
@@ -91,12 +91,13 @@ def _check_no_overlap(windows: list[AvailabilityWindow]) -> None:
     """Every window that starts before an earlier window of the same day has ended is named."""
     errors = []
     reach: dict[Weekday, AvailabilityWindow] = {}  # per day, the window that ends last so far
-    for index, window in sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, iw[1].start)):
+    ordered = sorted(enumerate(windows), key=lambda iw: (iw[1].weekday, day_minute(iw[1].start)))
+    for index, window in ordered:
         furthest = reach.get(window.weekday)
-        if furthest is not None and window.start < furthest.end:
-            span = f"{furthest.weekday} {furthest.start:%H:%M}-{furthest.end:%H:%M}"
+        if furthest is not None and day_minute(window.start) < day_minute(furthest.end):
+            span = f"{furthest.weekday} {furthest.start}-{furthest.end}"
             errors.append(FieldError(f"{index}.start", f"overlaps the window {span}", "overlap"))
-        if furthest is None or window.end > furthest.end:
+        if furthest is None or day_minute(window.end) > day_minute(furthest.end):
             reach[window.weekday] = window
     if errors:
         raise ValidationFailed(errors)
@@ -113,10 +114,12 @@ async def availability(db: AsyncSession, therapist: Therapist) -> list[Availabil
         .all()
     )
     windows = [
-        AvailabilityWindow(weekday=Weekday(r.weekday), start=r.start_time, end=r.end_time)
+        AvailabilityWindow(
+            weekday=Weekday(r.weekday), start=hhmm(r.start_minute), end=hhmm(r.end_minute)
+        )
         for r in rows
     ]
-    return sorted(windows, key=lambda w: (WEEKDAY_ORDER.index(w.weekday), w.start))
+    return sorted(windows, key=lambda w: (WEEKDAY_ORDER.index(w.weekday), day_minute(w.start)))
 
 
 async def replace_availability(
@@ -140,8 +143,8 @@ async def replace_availability(
                     "id": uuid.uuid4(),
                     "therapist_id": therapist.id,
                     "weekday": w.weekday.value,
-                    "start_time": w.start,
-                    "end_time": w.end,
+                    "start_minute": day_minute(w.start),
+                    "end_minute": day_minute(w.end),
                 }
                 for w in windows
             ],

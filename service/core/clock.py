@@ -4,7 +4,7 @@ instants, and instants into local dates. The rules come from the pinned `tzdata`
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from models.base import utcnow
@@ -26,6 +26,13 @@ def local_start(day: date, start_time: time, zone: str | ZoneInfo) -> datetime:
     """
     wall = datetime.combine(day, start_time.replace(tzinfo=None, fold=0), tzinfo=zone_of(zone))
     return wall.astimezone(UTC)
+
+
+def local_minute(day: date, minute: int, zone: str | ZoneInfo) -> datetime:
+    """The instant of wall-clock minute `minute` of `day` (1440, "24:00", is the next day's
+    midnight), read as `local_start` reads a time."""
+    days, rest = divmod(minute, 24 * 60)
+    return local_start(day + timedelta(days=days), time(rest // 60, rest % 60), zone)
 
 
 def local_midnight(day: date, zone: str | ZoneInfo) -> datetime:

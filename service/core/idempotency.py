@@ -16,6 +16,7 @@ cannot read a replay; only a request carrying the same Idempotency-Key gets it b
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -30,6 +31,9 @@ from service.core.errors import Conflict, FieldError, IdempotencyMismatch, Valid
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 RESPONSE_PURPOSE = "idempotent-response"
+# Visible ASCII, inner spaces allowed (HTTP strips the outer ones); the OpenAPI document says
+# the same (routers.openapi).
+KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,12 @@ def _context(caller: str, key: str) -> bytes:
 
 
 def validate_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if len(key) > MAX_KEY_LENGTH or not re.fullmatch(KEY_PATTERN, key):
         raise ValidationFailed(
             [
                 FieldError(
                     HEADER,
-                    f"must be 1 to {MAX_KEY_LENGTH} printable characters",
+                    f"must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (and spaces)",
                     "idempotency_key",
                     "header",
                 )

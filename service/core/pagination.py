@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.base import Page
 from service.core.errors import FieldError, ValidationFailed
 
+# The OpenAPI format of a cursor: opaque to clients, which only send back a `next_cursor`.
+CURSOR_FORMAT = "ensemble-cursor"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 

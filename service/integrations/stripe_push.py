@@ -9,8 +9,14 @@ Each step first looks at what Stripe already has, then does only what is missing
 3. items, while the Stripe invoice is a draft: its items are listed, and each of our lines (and
    the tax) without its item is added (`invoice:{id}:line:{line_id}`, `invoice:{id}:tax`).
    Stripe's total must then equal ours to the cent, or nothing is finalized.
-4. finalize while a draft (`invoice:{id}:finalize`), then send while open (`invoice:{id}:send`)
-   - or, when we were paid meanwhile, mark it paid out of band (`invoice:{id}:pay`).
+4. finalize while a draft (`invoice:{id}:finalize`).
+5. credit notes: Stripe's credit notes on the invoice are listed, and each of ours without its
+   twin (`metadata.ensemble_credit_note_id`) is created for its amount
+   (`invoice:{id}:credit_note:{credit_note_id}`); on a Stripe invoice the customer already paid,
+   as an out-of-band credit.
+6. send while open and never sent (`invoice:{id}:send`), or, once ours is settled (payments we
+   recorded, credit notes), mark it paid out of band (`invoice:{id}:pay`). A partial payment
+   we recorded is not mirrored: Stripe cannot take part of an invoice out of band.
 
 A void invoice is voided in Stripe (`invoice:{id}:void`), or its Stripe draft deleted. Every
 write goes through `stripe_api.call_once`; ids learned on the way are reported to `Progress`
@@ -26,10 +32,21 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 import stripe
-from stripe.params import CustomerCreateParams, InvoiceCreateParams, InvoiceItemCreateParams
+from stripe.params import (
+    CreditNoteCreateParams,
+    CustomerCreateParams,
+    InvoiceCreateParams,
+    InvoiceItemCreateParams,
+)
 
 from models.billing import InvoiceStatus
-from service.integrations.stripe_api import StripeStepFailed, call_once, describe, idempotency_key
+from service.integrations.stripe_api import (
+    StripeStepFailed,
+    call_once,
+    describe,
+    idempotency_key,
+    with_backoff,
+)
 
 T = TypeVar("T")
 TAX_ITEM = "tax"
@@ -41,6 +58,13 @@ CLOCK_MARGIN = timedelta(days=1)
 class LineToPush:
     id: uuid.UUID
     description: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class CreditNoteToPush:
+    id: uuid.UUID
+    number: str
     amount_cents: int
 
 
@@ -64,6 +88,10 @@ class InvoiceToPush:
     stripe_customer_id: str | None
     stripe_invoice_id: str | None
     lines: tuple[LineToPush, ...]
+    credit_notes: tuple[CreditNoteToPush, ...] = ()
+    # Stripe emailed it already (at our request): never again.
+    sent: bool = False
+    credited: int = 0  # our amount_credited_cents when read (a later credit note: push again)
 
 
 @dataclass
@@ -79,6 +107,12 @@ class Progress(Protocol):
     async def customer_found(self, customer_id: str) -> None: ...
 
     async def invoice_found(self, stripe_invoice_id: str) -> None: ...
+
+    async def invoice_sent(self) -> None: ...
+
+    async def paying_out_of_band(self, amount_cents: int) -> None: ...
+
+    async def out_of_band_refused(self) -> None: ...
 
 
 async def push(
@@ -96,7 +130,9 @@ async def push(
     await progress.invoice_found(stripe_invoice_id)
     if stripe_invoice.status == "draft":
         await _add_missing_items(client, invoice, stripe_invoice_id, customer_id)
-        draft = await _look("retrieve", client.v1.invoices.retrieve_async(stripe_invoice_id))
+        draft = await _look(
+            "retrieve", lambda: client.v1.invoices.retrieve_async(stripe_invoice_id)
+        )
         _require_same_total(invoice, draft)
         stripe_invoice = await call_once(
             "finalize",
@@ -107,36 +143,56 @@ async def push(
         )
     _require_same_total(invoice, stripe_invoice)
     result.hosted_invoice_url = stripe_invoice.hosted_invoice_url
-    await _collect(client, invoice, stripe_invoice)
+    stripe_invoice = await _add_missing_credit_notes(client, invoice, stripe_invoice)
+    await _collect(client, invoice, stripe_invoice, progress)
 
 
 async def _collect(
-    client: stripe.StripeClient, invoice: InvoiceToPush, finalized: stripe.Invoice
+    client: stripe.StripeClient,
+    invoice: InvoiceToPush,
+    finalized: stripe.Invoice,
+    progress: Progress,
 ) -> None:
-    """Ask for the money (send), or record that it came by other means (paid out of band)."""
+    """Ask for the money (send, once), or record that it came by other means (paid out of
+    band: payments we recorded and credit notes reached the total)."""
     stripe_invoice_id = finalized.id
     if finalized.status == "open" and invoice.status == InvoiceStatus.open:
-        await call_once(
-            "send",
-            idempotency_key("invoice", invoice.id, "send"),
-            lambda options: client.v1.invoices.send_invoice_async(stripe_invoice_id, None, options),
-        )
+        if not invoice.sent:
+            await call_once(
+                "send",
+                idempotency_key("invoice", invoice.id, "send"),
+                lambda options: client.v1.invoices.send_invoice_async(
+                    stripe_invoice_id, None, options
+                ),
+            )
+            await progress.invoice_sent()
     elif finalized.status == "open" and invoice.status == InvoiceStatus.paid:
-        await call_once(
-            "pay",
-            idempotency_key("invoice", invoice.id, "pay"),
-            lambda options: client.v1.invoices.pay_async(
-                stripe_invoice_id, {"paid_out_of_band": True}, options
-            ),
-        )
+        # Recorded (committed) before asking: Stripe's `invoice.paid` may arrive before the
+        # answer does, and must not be taken for the customer's money.
+        await progress.paying_out_of_band(finalized.amount_remaining)
+        try:
+            await call_once(
+                "pay",
+                idempotency_key("invoice", invoice.id, "pay"),
+                lambda options: client.v1.invoices.pay_async(
+                    stripe_invoice_id, {"paid_out_of_band": True}, options
+                ),
+            )
+        except StripeStepFailed as failure:
+            # Stripe answered every attempt with an error: the mark did not happen. Without an
+            # answer (or with the key still in flight) it may have: it stays counted.
+            if not failure.maybe_done:
+                await progress.out_of_band_refused()
+            raise
     elif finalized.status in ("void", "uncollectible") and invoice.status == InvoiceStatus.open:
         raise StripeStepFailed("check", f"the Stripe invoice is {finalized.status}; ours is open")
 
 
-async def _look(step: str, call: Awaitable[T]) -> T:
-    """A read (lookups need no idempotency key); a Stripe error fails the step."""
+async def _look(step: str, call: Callable[[], Awaitable[T]]) -> T:
+    """A read (lookups need no idempotency key), again after a backoff while Stripe is busy
+    (429, 409) or silent; any other Stripe error fails the step."""
     try:
-        return await call
+        return await with_backoff(call)
     except stripe.StripeError as error:
         raise StripeStepFailed(step, describe(error)) from error
 
@@ -151,7 +207,7 @@ async def _search_customer(client: stripe.StripeClient, organization_id: uuid.UU
     # covered by the create call's idempotency key, which Stripe keeps for 24 hours.
     found = await _look(
         "customer",
-        client.v1.customers.search_async(
+        lambda: client.v1.customers.search_async(
             {"query": f"metadata['ensemble_organization_id']:'{organization_id}'"}
         ),
     )
@@ -185,14 +241,15 @@ async def _find_invoice(
     client: stripe.StripeClient, invoice: InvoiceToPush, customer_id: str | None
 ) -> stripe.Invoice | None:
     if invoice.stripe_invoice_id is not None:
-        return await _look("invoice", client.v1.invoices.retrieve_async(invoice.stripe_invoice_id))
+        stored = invoice.stripe_invoice_id
+        return await _look("invoice", lambda: client.v1.invoices.retrieve_async(stored))
     if customer_id is None:
         return None
     # Listing is strongly consistent (search is not): an invoice created by an attempt whose
     # answer was lost is always seen here.
     page = await _look(
         "invoice",
-        client.v1.invoices.list_async(
+        lambda: client.v1.invoices.list_async(
             {
                 "customer": customer_id,
                 "created": {"gte": int((invoice.issued_at - CLOCK_MARGIN).timestamp())},
@@ -248,7 +305,7 @@ async def _add_missing_items(
     client: stripe.StripeClient, invoice: InvoiceToPush, draft_id: str, customer_id: str
 ) -> None:
     page = await _look(
-        "items", client.v1.invoice_items.list_async({"invoice": draft_id, "limit": 100})
+        "items", lambda: client.v1.invoice_items.list_async({"invoice": draft_id, "limit": 100})
     )
     wanted = _items_wanted(invoice)
     present: set[str] = set()
@@ -287,6 +344,59 @@ def _item_creator(
     return lambda options: client.v1.invoice_items.create_async(params, options)
 
 
+async def _add_missing_credit_notes(
+    client: stripe.StripeClient, invoice: InvoiceToPush, finalized: stripe.Invoice
+) -> stripe.Invoice:
+    """Each of our credit notes once in Stripe; answers the Stripe invoice as it then is (a
+    credit note that leaves nothing to pay makes Stripe mark it paid)."""
+    if not invoice.credit_notes:
+        return finalized
+    stripe_invoice_id = finalized.id
+    if finalized.status not in ("open", "paid"):
+        raise StripeStepFailed(
+            "credit_note", f"the Stripe invoice is {finalized.status}: it cannot be credited"
+        )
+    page = await _look(
+        "credit_note",
+        lambda: client.v1.credit_notes.list_async({"invoice": stripe_invoice_id, "limit": 100}),
+    )
+    present: set[str] = set()
+    try:
+        async for twin in page.auto_paging_iter():
+            if twin.status != "void":
+                present.add(_metadata(twin).get("ensemble_credit_note_id", ""))
+    except stripe.StripeError as error:
+        raise StripeStepFailed("credit_note", describe(error)) from error
+    missing = [note for note in invoice.credit_notes if str(note.id) not in present]
+    for note in missing:
+        params: CreditNoteCreateParams = {
+            "invoice": stripe_invoice_id,
+            "amount": note.amount_cents,
+            "memo": f"Credit note {note.number}",
+            "metadata": {
+                "ensemble_invoice_id": str(invoice.id),
+                "ensemble_credit_note_id": str(note.id),
+                "ensemble_credit_note_number": note.number,
+            },
+        }
+        if finalized.status == "paid":  # nothing left to reduce: credited outside Stripe
+            params["out_of_band_amount"] = note.amount_cents
+        await call_once(
+            "credit_note",
+            idempotency_key("invoice", invoice.id, "credit_note", note.id),
+            _credit_note_creator(client, params),
+        )
+    if not missing:
+        return finalized
+    return await _look("retrieve", lambda: client.v1.invoices.retrieve_async(stripe_invoice_id))
+
+
+def _credit_note_creator(
+    client: stripe.StripeClient, params: CreditNoteCreateParams
+) -> Callable[[stripe.RequestOptions], Awaitable[stripe.CreditNote]]:
+    return lambda options: client.v1.credit_notes.create_async(params, options)
+
+
 def _require_same_total(invoice: InvoiceToPush, found: stripe.Invoice) -> None:
     if found.total != invoice.total_cents or found.currency != invoice.currency.lower():
         raise StripeStepFailed(
@@ -309,7 +419,7 @@ async def _void(client: stripe.StripeClient, invoice: InvoiceToPush, result: Pus
     result.hosted_invoice_url = found.hosted_invoice_url
     stripe_invoice_id = found.id
     if found.status == "draft":
-        await _look("delete", client.v1.invoices.delete_async(stripe_invoice_id))
+        await _look("delete", lambda: client.v1.invoices.delete_async(stripe_invoice_id))
     elif found.status in ("open", "uncollectible"):
         await call_once(
             "void",

@@ -27,6 +27,7 @@ from sqlmodel import col
 
 from models.base import utcnow
 from models.billing import (
+    CreditNote,
     Invoice,
     InvoiceDetail,
     InvoiceLine,
@@ -42,7 +43,13 @@ from service.core.auth import SYSTEM, Principal
 from service.core.clock import local_date
 from service.core.db import transaction
 from service.integrations.stripe_api import StripeStepFailed
-from service.integrations.stripe_push import InvoiceToPush, LineToPush, PushResult, push
+from service.integrations.stripe_push import (
+    CreditNoteToPush,
+    InvoiceToPush,
+    LineToPush,
+    PushResult,
+    push,
+)
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
@@ -92,7 +99,7 @@ class _Claim:
     lease_until: datetime
     learned: dict[str, str] = field(default_factory=dict)
 
-    async def _extend(self, db: AsyncSession, **values: str) -> None:
+    async def _extend(self, db: AsyncSession, **values: str | int) -> None:
         extended = (
             await db.execute(
                 update(Invoice)
@@ -125,6 +132,23 @@ class _Claim:
             return
         async with transaction(self.session_factory) as db:
             await self._extend(db, stripe_invoice_id=stripe_invoice_id)
+
+    async def paying_out_of_band(self, amount_cents: int) -> None:
+        async with transaction(self.session_factory) as db:
+            await self._extend(db, stripe_out_of_band_cents=amount_cents)
+
+    async def out_of_band_refused(self) -> None:
+        async with transaction(self.session_factory) as db:
+            await self._extend(db, stripe_out_of_band_cents=0)
+
+    async def invoice_sent(self) -> None:
+        async with transaction(self.session_factory) as db:
+            await db.execute(
+                update(Invoice)
+                .where(col(Invoice.id) == self.invoice.id, col(Invoice.stripe_sent_at).is_(None))
+                .values(stripe_sent_at=func.now())
+            )
+            await self._extend(db)
 
 
 async def sync_invoice(
@@ -220,13 +244,23 @@ async def _claim(
                 .order_by(col(Session.starts_at), col(InvoiceLine.id))
             )
         ).scalars()
-        return _Claim(
-            session_factory, _to_push(invoice, org, list(lines), provider_zone), lease_until
-        )
+        notes = (
+            await db.execute(
+                select(CreditNote)
+                .where(col(CreditNote.invoice_id) == invoice_id)
+                .order_by(col(CreditNote.created_at), col(CreditNote.id))
+            )
+        ).scalars()
+        to_push = _to_push(invoice, org, list(lines), list(notes), provider_zone)
+        return _Claim(session_factory, to_push, lease_until)
 
 
 def _to_push(
-    invoice: Invoice, org: Organization, lines: list[InvoiceLine], provider_zone: str
+    invoice: Invoice,
+    org: Organization,
+    lines: list[InvoiceLine],
+    notes: list[CreditNote],
+    provider_zone: str,
 ) -> InvoiceToPush:
     assert invoice.number and invoice.issued_at and invoice.due_date
     issued_on = local_date(invoice.issued_at, provider_zone)
@@ -247,6 +281,9 @@ def _to_push(
         stripe_customer_id=org.stripe_customer_id,
         stripe_invoice_id=invoice.stripe_invoice_id,
         lines=tuple(LineToPush(x.id, x.description, x.amount_cents) for x in lines),
+        credit_notes=tuple(CreditNoteToPush(x.id, x.number, x.amount_cents) for x in notes),
+        sent=invoice.stripe_sent_at is not None,
+        credited=invoice.amount_credited_cents,
     )
 
 
@@ -268,8 +305,9 @@ async def _record(
             invoice.hosted_invoice_url = result.hosted_invoice_url
         if failure is not None:
             status = StripeSyncStatus.failed
-        elif invoice.status != pushed.status:
-            status = StripeSyncStatus.pending  # paid or voided while we pushed: push that too
+        elif (invoice.status, invoice.amount_credited_cents) != (pushed.status, pushed.credited):
+            # paid, credited or voided while we pushed: push that too
+            status = StripeSyncStatus.pending
         else:
             status = StripeSyncStatus.synced
         invoice.stripe_sync_status = status.value

@@ -4,7 +4,8 @@ The signature is checked by the SDK (`Stripe-Signature`, 300 s tolerance) before
 read; a bad or stale one is a 400 and changes nothing. Each event id is handled once: its row in
 `stripe_events` is inserted first, under a unique constraint, in the same transaction as the
 change it causes. Stripe delivers late, out of order and more than once, so every handler moves
-an invoice only forward: a paid invoice never goes back. An event we do not handle, or about an
+an invoice only forward: a paid invoice never goes back, and money Stripe received is never
+dropped (beyond what is due it is an overpayment). An event we do not handle, or about an
 invoice that is not ours, is recorded and answered 200 so that Stripe stops redelivering it.
 """
 
@@ -26,8 +27,6 @@ from sqlmodel import col
 from models.billing import (
     Invoice,
     InvoiceStatus,
-    PaymentCreate,
-    PaymentMethod,
     StripeEvent,
     StripeEventReport,
     StripeWebhookAck,
@@ -166,27 +165,26 @@ def _when(seconds: object, event: dict[str, Any]) -> datetime:
 async def _paid(
     db: AsyncSession, invoice: Invoice, obj: dict[str, Any], event: dict[str, Any]
 ) -> str:
-    if invoice.status == InvoiceStatus.paid:
-        return "already_paid"
-    if invoice.status != InvoiceStatus.open:
-        return f"not_recorded_invoice_{invoice.status}"
-    due = invoice.total_cents - invoice.amount_paid_cents - invoice.amount_credited_cents
+    """The customer paid the Stripe invoice. Never ignored: what is still due settles ours,
+    anything beyond (ours was paid, credited or voided meanwhile) is an overpayment. Stripe
+    counts what we marked paid out of band in amount_paid (API 2025-03-31.basil and later;
+    before, it flagged `paid_out_of_band`): that part is our own mirror, not money received."""
+    if obj.get("paid_out_of_band") is True:
+        return "not_recorded_paid_out_of_band"
     paid_in_stripe = obj.get("amount_paid")
-    if not isinstance(paid_in_stripe, int) or paid_in_stripe <= 0:
+    if not isinstance(paid_in_stripe, int):
+        return "not_recorded_paid_out_of_band"
+    collected = paid_in_stripe - invoice.stripe_out_of_band_cents
+    if collected <= 0:
         return "not_recorded_paid_out_of_band"
     transitions = _field(obj, "status_transitions")
-    await invoices.record_payment(
+    return await invoices.record_stripe_payment(
         db,
-        SYSTEM,
         invoice.id,
-        PaymentCreate(
-            amount_cents=min(due, paid_in_stripe),
-            method=PaymentMethod.stripe,
-            reference=str(obj["id"]),
-            paid_at=_when(transitions.get("paid_at"), event),
-        ),
+        amount_cents=collected,
+        stripe_invoice_id=str(obj["id"])[:255],
+        paid_at=_when(transitions.get("paid_at"), event),
     )
-    return "payment_recorded"
 
 
 async def _voided(

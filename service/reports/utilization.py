@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,9 +19,9 @@ from models.sessions import CANCELLED_STATUSES, LIVE_STATUSES, SessionStatus
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from models.types import Role
 from service.core.auth import Principal, require_role
-from service.core.clock import local_midnight, local_start
+from service.core.clock import local_midnight
 from service.core.errors import FieldError, ValidationFailed
-from service.scheduling.staffing import WEEKDAYS
+from service.scheduling.staffing import available_spans, merged
 
 MAX_REPORT_DAYS = 366
 
@@ -129,30 +128,15 @@ def _available_minutes(
     by_day: dict[str, list[AvailabilityRow]] = defaultdict(list)
     for window in windows:
         by_day[window.weekday].append(window)
-    away = _merged((off.starts_at, off.ends_at) for off in time_off)
+    away = merged((off.starts_at, off.ends_at) for off in time_off)
     away_starts = [opens for opens, _ in away]
     seconds = 0.0
-    day = start
-    while day <= end:
-        for window in by_day[WEEKDAYS[day.weekday()]]:
-            opens = local_start(day, window.start_time, zone)
-            closes = local_start(day, window.end_time, zone)
-            seconds += (closes - opens).total_seconds()
-            # Only the time off that starts before the window closes can overlap it.
-            for off_start, off_end in away[max(bisect_right(away_starts, opens) - 1, 0) :]:
-                if off_start >= closes:
-                    break
-                overlap = min(closes, off_end) - max(opens, off_start)
-                seconds -= max(overlap.total_seconds(), 0)
-        day += timedelta(days=1)
+    for opens, closes in available_spans(by_day, zone, start, end):
+        seconds += (closes - opens).total_seconds()
+        # Only the time off that starts before the window closes can overlap it.
+        for off_start, off_end in away[max(bisect_right(away_starts, opens) - 1, 0) :]:
+            if off_start >= closes:
+                break
+            overlap = min(closes, off_end) - max(opens, off_start)
+            seconds -= max(overlap.total_seconds(), 0)
     return int(seconds // 60)
-
-
-def _merged(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    merged: list[tuple[datetime, datetime]] = []
-    for begins, ends in sorted(spans):
-        if merged and begins <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], ends))
-        else:
-            merged.append((begins, ends))
-    return merged

@@ -5,9 +5,11 @@ Problems, each tied to a slot where it has one:
   overlap               another live session of the therapist (never overridable)
   missing_credentials   the offering requires a credential the therapist lacks (never)
   inactive              the therapist no longer works (never)
-  outside_availability  not inside a weekly window, in the therapist's own time zone
+  outside_availability  not inside a weekly window (windows that meet, as 22:00-24:00 and the
+                        next day's 00:00-02:00, are one), in the therapist's own time zone
   time_off              inside recorded time off
-  weekly_load           the week (Monday-Sunday, therapist's zone) would exceed max_weekly_minutes
+  weekly_load           the week (Monday-Sunday, therapist's zone) would exceed max_weekly_minutes;
+                        a session counts, with its real length, in the week it starts in
 An admin may override availability, time off and weekly load, never the others.
 
 Pure: what the therapists already hold (`Facts`) is loaded, set-based, by
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -26,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from models.offerings import Offering
 from models.therapists import AvailabilityRow, Therapist, TimeOff
+from service.core.clock import local_minute
 from service.scheduling.conflicts import Clash, Slot, rfc3339
 
 OVERRIDABLE = frozenset({"outside_availability", "time_off", "weekly_load"})
@@ -148,9 +151,11 @@ def calendar_problems(
     found = []
     start = proposal.slot.starts_at.astimezone(zone)
     end = proposal.slot.ends_at.astimezone(zone)
-    inside = start.date() == end.date() and any(
-        w.start_time <= start.time() and end.time() <= w.end_time
-        for w in windows.get(WEEKDAYS[start.weekday()], [])
+    # The windows of the days the session touches (and the day before), as instants.
+    spans = available_spans(windows, zone, start.date() - timedelta(days=1), end.date())
+    inside = any(
+        opens <= proposal.slot.starts_at and proposal.slot.ends_at <= closes
+        for opens, closes in spans
     )
     if not inside:
         found.append(
@@ -170,6 +175,37 @@ def calendar_problems(
                     extra={"time_off_id": str(off.id)},
                 )
             )
+    return found
+
+
+def available_spans(
+    windows: Windows, zone: ZoneInfo, first: date, last: date
+) -> list[tuple[datetime, datetime]]:
+    """The weekly windows of local dates `first`..`last` as stretches of real time, windows
+    that meet or overlap merged into one (Monday's 22:00-24:00 and Tuesday's 00:00-02:00 are
+    one stretch). Wall-clock times are read as everywhere (service.core.clock), so on the day
+    the clocks spring forward 01:00-04:00 lasts two hours, and on the day they fall back three
+    hours and a repeated hour is read the first time it occurs."""
+    spans = []
+    day = first
+    while day <= last:
+        for window in windows.get(WEEKDAYS[day.weekday()], []):
+            opens = local_minute(day, window.start_minute, zone)
+            closes = local_minute(day, window.end_minute, zone)
+            if opens < closes:  # a window wholly inside a spring-forward gap lasts no time
+                spans.append((opens, closes))
+        day += timedelta(days=1)
+    return merged(spans)
+
+
+def merged(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Stretches of time, in order, those that meet or overlap joined."""
+    found: list[tuple[datetime, datetime]] = []
+    for begins, ends in sorted(spans):
+        if found and begins <= found[-1][1]:
+            found[-1] = (found[-1][0], max(found[-1][1], ends))
+        else:
+            found.append((begins, ends))
     return found
 
 

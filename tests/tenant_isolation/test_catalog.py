@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.support import ok
-from tests.tenant_isolation.world import World, api_key_id
+from tests.tenant_isolation.world import TIME_OFF, World, api_key_id
 
 # Organizations and their locations: a coordinator's own, nobody else's. Therapists: a therapist
 # sees their own record only. Keys: a revoked one is refused at once.
@@ -98,7 +98,7 @@ async def test_therapist_cannot_record_time_off_for_another_therapist(world: Wor
     client = world.api.client
     response = await client.post(
         f"/v1/therapists/{world.therapist_2['id']}/time-off",
-        json={"starts_at": "2030-03-04T09:00:00-07:00", "ends_at": "2030-03-05T09:00:00-07:00"},
+        json=TIME_OFF,
         headers=world.therapist_1_key,
     )
     assert response.status_code == 404

@@ -10,7 +10,7 @@ import pytest
 from tests.programs_support import sessions_of
 from tests.support import ok
 from tests.tenant_isolation.walk import keys_of
-from tests.tenant_isolation.world import World
+from tests.tenant_isolation.world import MOVED_TO, World, monday_plus
 
 # Programs and sessions. Programs carry money (rates): therapists never read them. Coordinators
 # see their organization's programs and sessions, therapists the sessions they work.
@@ -92,7 +92,7 @@ async def test_coordinator_cannot_cancel_another_organizations_program(world: Wo
     client = world.api.client
     response = await client.post(
         f"/v1/programs/{world.program_b['id']}/cancel",
-        json={"effective_date": "2030-01-01", "reason": "not ours"},
+        json={"effective_date": monday_plus(), "reason": "not ours"},
         headers=world.coordinator_a,
     )
     assert response.status_code == 404
@@ -107,10 +107,10 @@ async def test_coordinator_cannot_cancel_another_organizations_program(world: Wo
 # caller's role may not take on its own resources (that is the 403 case). Programs and therapists
 # resolve the resource first (`ProgramInPath`, `TherapistInPath`); these session actions must too.
 FOREIGN_SESSION_ACTIONS = [
-    ("coordinator", "PATCH", "", {"starts_at": "2031-01-01T10:00:00Z"}),
+    ("coordinator", "PATCH", "", {"starts_at": MOVED_TO}),
     ("coordinator", "POST", "/complete", {"attendance": 1}),
     ("coordinator", "POST", "/no-show", None),
-    ("therapist", "PATCH", "", {"starts_at": "2031-01-01T10:00:00Z"}),
+    ("therapist", "PATCH", "", {"starts_at": MOVED_TO}),
     ("therapist", "POST", "/cancel", {"reason": "not mine"}),
 ]
 

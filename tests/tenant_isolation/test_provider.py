@@ -7,7 +7,7 @@ import pytest
 
 from tests.support import ok
 from tests.tenant_isolation.walk import REPORTS
-from tests.tenant_isolation.world import WEBHOOK_URL, World
+from tests.tenant_isolation.world import DATE_QUERY_PARAMETERS, WEBHOOK_URL, World
 
 # Reports aggregate every tenant: the provider's (admin, finance) alone.
 
@@ -16,7 +16,7 @@ from tests.tenant_isolation.world import WEBHOOK_URL, World
 @pytest.mark.parametrize("caller", ["coordinator_a", "therapist_1_key"])
 async def test_reports_are_refused_to_scoped_keys(world: World, path: str, caller: str) -> None:
     response = await world.api.client.get(
-        path, params={"from": "2030-01-01", "to": "2030-12-31"}, headers=getattr(world, caller)
+        path, params=DATE_QUERY_PARAMETERS, headers=getattr(world, caller)
     )
     assert response.status_code == 403, response.text
     assert world.therapist_2["name"] not in response.text

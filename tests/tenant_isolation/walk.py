@@ -23,7 +23,16 @@ from fastapi.routing import APIRoute
 
 from tests.billing_support import period
 from tests.support import Headers
-from tests.tenant_isolation.world import WEBHOOK_URL, Billing, World, unknown_calendar_token
+from tests.tenant_isolation.world import (
+    DATE_QUERY_PARAMETERS,
+    MOVED_TO,
+    TIME_OFF,
+    WEBHOOK_URL,
+    Billing,
+    World,
+    monday_plus,
+    unknown_calendar_token,
+)
 
 # --------------------------------------------------------------------------------------------
 # What each role walks with: the ids put in paths and query filters, the markers that must
@@ -389,7 +398,6 @@ def provider_staff(world: World, role: str) -> Walker:
 # --------------------------------------------------------------------------------------------
 
 PATH_PARAMETER = re.compile(r"{(\w+)(?::[^}]*)?}")
-DATE_QUERY_PARAMETERS = {"from": "2030-01-01", "to": "2030-12-31"}
 
 
 @dataclass(frozen=True)
@@ -480,8 +488,7 @@ def body_for(
         ],
         ERASE_THERAPIST: None,
         ("POST", "/v1/therapists/{therapist_id}/time-off"): {
-            "starts_at": "2030-03-04T09:00:00-07:00",
-            "ends_at": "2030-03-05T09:00:00-07:00",
+            **TIME_OFF,
             "reason": "walk",
         },
         ("POST", "/v1/offerings"): {
@@ -500,7 +507,7 @@ def body_for(
             "participants": 1,
             "schedule": {
                 "timezone": "America/Edmonton",
-                "start_date": "2031-03-03",
+                "start_date": monday_plus(weeks=12),
                 "start_time": "08:00",
                 "rrule": "FREQ=WEEKLY;COUNT=2",
             },
@@ -509,10 +516,10 @@ def body_for(
         ("POST", "/v1/programs/{program_id}/assign"): {"therapist_id": ids.get("therapist_id")},
         ("POST", "/v1/programs/{program_id}/confirm"): None,
         ("POST", "/v1/programs/{program_id}/cancel"): {
-            "effective_date": "2030-06-01",
+            "effective_date": monday_plus(weeks=20),
             "reason": "walk",
         },
-        ("PATCH", "/v1/sessions/{session_id}"): {"starts_at": "2031-01-01T10:00:00Z"},
+        ("PATCH", "/v1/sessions/{session_id}"): {"starts_at": MOVED_TO},
         ("POST", "/v1/sessions/{session_id}/cancel"): {"reason": "walk"},
         ("POST", "/v1/sessions/{session_id}/complete"): {"attendance": 1},
         ("POST", "/v1/sessions/{session_id}/no-show"): None,

@@ -1,7 +1,7 @@
 """The world the tenant-isolation tests walk and probe, built once for them all (see
 conftest.py): two organizations, two therapists, one offering, a key per role, a confirmed
-program per organization: org A's staffed by T1, org B's by T2, each with sessions in 2030, and a
-calendar feed (made by the admin) for each organization and each therapist. Billing: each
+program per organization: org A's staffed by T1, org B's by T2, each with sessions weeks ahead,
+and a calendar feed (made by the admin) for each organization and each therapist. Billing: each
 organization also has delivered work (past programs, made by the admin, staffed by therapists of
 their own) billed on one issued invoice and, delivered after that issue, a draft. Webhooks (the
 provider's, for its finance systems): an endpoint registered by the admin before anything else,
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import SecretStr
 
 from service.core.settings import Settings
 from tests.billing_support import complete, delivered_program, period, run
-from tests.programs_support import confirmed_program, sessions_of
+from tests.programs_support import confirmed_program, quiet_weekday, sessions_of
 from tests.support import Api, Headers, ok
 
 
@@ -84,6 +85,24 @@ def unknown_calendar_token() -> str:
 
 
 _THREE_WEEKS = "FREQ=WEEKLY;COUNT=3"
+
+# Every date of the world and the walk derives from this Monday, weeks after today (never a
+# fixed year): the world's sessions are in its first three weeks; what the walk books, moves,
+# cancels from or takes off lies weeks after them.
+MONDAY = quiet_weekday(0)
+
+
+def monday_plus(weeks: int = 0, days: int = 0) -> str:
+    return str(MONDAY + timedelta(weeks=weeks, days=days))
+
+
+# A period around everything the world holds, for the routes that take one.
+DATE_QUERY_PARAMETERS = {"from": monday_plus(), "to": monday_plus(days=364)}
+TIME_OFF = {
+    "starts_at": f"{monday_plus(weeks=8)}T09:00:00-07:00",
+    "ends_at": f"{monday_plus(weeks=8, days=1)}T09:00:00-07:00",
+}
+MOVED_TO = f"{monday_plus(weeks=30, days=2)}T10:00:00Z"
 WEBHOOK_SECRET = "whsec_walk_only"
 # A public literal address: accepted without ENSEMBLE_WEBHOOK_ALLOW_PRIVATE (the walk's
 # settings leave it off) and without a DNS lookup. Nothing is ever sent to it: the walk runs no
@@ -173,7 +192,7 @@ async def build_world(api: Api) -> World:
         name=f"Foreign Therapist T2 {tag}", email=f"t2-{tag}@foreign.example"
     )
     offering = await api.make_offering(name=f"Shared Offering {tag}")
-    # Weekly from 2030, so every session is in the future: none can be completed yet, and a
+    # Weekly from MONDAY, so every session is in the future: none can be completed yet, and a
     # cancellation by the organization is never late.
     program_a = await confirmed_program(
         api,
@@ -181,7 +200,7 @@ async def build_world(api: Api) -> World:
         offering,
         therapist_1,
         title=f"Home program A {tag}",
-        schedule={"start_date": "2030-01-07", "start_time": "10:00", "rrule": _THREE_WEEKS},
+        schedule={"start_date": monday_plus(), "start_time": "10:00", "rrule": _THREE_WEEKS},
     )
     program_b = await confirmed_program(
         api,
@@ -189,7 +208,7 @@ async def build_world(api: Api) -> World:
         offering,
         therapist_2,
         title=f"Foreign program B {tag}",
-        schedule={"start_date": "2030-01-08", "start_time": "14:00", "rrule": _THREE_WEEKS},
+        schedule={"start_date": monday_plus(days=1), "start_time": "14:00", "rrule": _THREE_WEEKS},
     )
     sessions_a = await sessions_of(api, program_a["id"])
     sessions_b = await sessions_of(api, program_b["id"])
