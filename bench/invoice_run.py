@@ -41,21 +41,22 @@ FROM generate_series(1, %(orgs)s) g;
 INSERT INTO programs (id, organization_id, offering_id, therapist_id, title, focus_areas,
                       modality, video_url, participants, rate_cents, currency, timezone,
                       start_date, start_time, duration_minutes, rrule, exdates, skip_holidays,
-                      status, created_at, updated_at)
+                      series_start, series_offset, status, created_at, updated_at)
 SELECT gen_random_uuid(), o.id, (SELECT id FROM offerings LIMIT 1), t.id, 'Program', '{}',
        'online', 'https://meet.example.org/b', 5, 15000, 'CAD', 'America/Edmonton',
-       %(start)s, '09:00', 60, 'FREQ=DAILY;COUNT=' || %(per_org)s, '{}', false, 'confirmed',
+       %(start)s, '09:00', 60, 'FREQ=DAILY;COUNT=' || %(per_org)s, '{}', false, %(start)s, 0,
+       'confirmed',
        now(), now()
 FROM (SELECT id, row_number() OVER (ORDER BY id) n FROM organizations) o
 JOIN (SELECT id, row_number() OVER (ORDER BY id) n FROM therapists) t ON t.n = o.n;
 INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
-                      original_starts_at, rate_cents, status, attendance, rescheduled,
-                      sequence, created_at, updated_at)
+                      original_starts_at, occurrence, rate_cents, status, attendance,
+                      rescheduled, sequence, created_at, updated_at)
 SELECT gen_random_uuid(), p.id, p.organization_id, p.therapist_id,
        (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '9 hours',
        (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '10 hours',
        (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '9 hours',
-       15000, CASE WHEN d %% 10 = 0 THEN 'no_show' ELSE 'completed' END, 3, false, 0,
+       d + 1, 15000, CASE WHEN d %% 10 = 0 THEN 'no_show' ELSE 'completed' END, 3, false, 0,
        now(), now()
 FROM programs p, generate_series(0, %(per_org)s - 1) d;
 """

@@ -7,7 +7,7 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Annotated
 
-from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, String, Time
+from sqlalchemy import ARRAY, BigInteger, Boolean, CheckConstraint, Date, Integer, String, Time
 from sqlmodel import Field, SQLModel
 
 from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
@@ -102,6 +102,11 @@ class Program(SQLModel, table=True):
     rrule: str = Field(sa_type=String(300))
     exdates: list[date] = Field(default_factory=list, sa_type=ARRAY(Date))
     skip_holidays: bool = Field(default=False, sa_type=Boolean)
+    # Where the current schedule's numbering starts: its occurrences on or after series_start
+    # are occurrences series_offset + 1, + 2, ... of the contract (the last series edit's
+    # effective date and the number of occurrences before it; start_date and 0 until then).
+    series_start: date = Field(sa_type=Date)
+    series_offset: int = Field(default=0, sa_type=Integer)
     status: str = Field(default=ProgramStatus.requested.value, sa_type=String(20))
     cancel_reason: str | None = Field(default=None, sa_type=String(2000))
     cancelled_at: datetime | None = timestamp_field(nullable=True)

@@ -10,9 +10,10 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
+    Index,
     Integer,
     String,
-    UniqueConstraint,
     func,
     text,
 )
@@ -56,8 +57,25 @@ class Session(SQLModel, table=True):
             where=text(LIVE_SQL),
             name="ex_sessions_therapist_overlap",
         ),
-        # Materializing twice adds nothing: one row per program and originally planned start.
-        UniqueConstraint("program_id", "original_starts_at"),
+        # A session's identity in its series is its occurrence: the n-th session of the
+        # contract. One planned row per occurrence (materializing twice adds nothing, and a row
+        # moved, cancelled or made up by hand keeps its number through every series edit)...
+        Index(
+            "uq_sessions_program_occurrence",
+            "program_id",
+            "occurrence",
+            unique=True,
+            postgresql_where=text("makes_up IS NULL"),
+        ),
+        # ...and at most one live session per occurrence (a cancelled one and its make-up).
+        Index(
+            "uq_sessions_program_live_occurrence",
+            "program_id",
+            "occurrence",
+            unique=True,
+            postgresql_where=text(LIVE_SQL),
+        ),
+        CheckConstraint("occurrence >= 1", name="occurrence"),
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint(
             f"status IN ({sql_values(SessionStatus)})",
@@ -75,6 +93,19 @@ class Session(SQLModel, table=True):
     starts_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
     ends_at: datetime = Field(sa_type=DateTime(timezone=True))
     original_starts_at: datetime = Field(sa_type=DateTime(timezone=True))
+    occurrence: int = Field(sa_type=Integer)
+    # A make-up and the session cancelled with notice it replaces, linked both ways (one make-up
+    # per cancelled session); both share the occurrence, so it counts once.
+    makes_up: uuid.UUID | None = Field(
+        default=None,
+        sa_column_args=[ForeignKey("sessions.id", ondelete="CASCADE")],
+        sa_column_kwargs={"unique": True},
+    )
+    made_up_by: uuid.UUID | None = Field(
+        default=None,
+        sa_column_args=[ForeignKey("sessions.id", ondelete="SET NULL")],
+        sa_column_kwargs={"unique": True},
+    )
     # The program's rate when this session was planned: a rate change from a date on applies
     # to the sessions from that date, and billing reads it here.
     rate_cents: int = Field(sa_type=BigInteger)
@@ -100,6 +131,13 @@ class SessionRead(SQLModel):
     status: SessionStatus
     attendance: int | None
     rescheduled: bool
+    occurrence: int = Field(description="Which session of the program's series this is (1-based).")
+    makes_up: uuid.UUID | None = Field(
+        default=None, description="The session cancelled with notice that this one makes up."
+    )
+    made_up_by: uuid.UUID | None = Field(
+        default=None, description="The make-up session of this cancelled one."
+    )
     cancelled_by: CancelledBy | None
     cancel_reason: str | None
     cancelled_at: datetime | None
@@ -141,6 +179,13 @@ class CancelSession(SQLModel):
 
     reason: LongText | None = None
     cancelled_by: CancelledBy | None = None
+
+
+class MakeUpSession(SQLModel):
+    model_config = FORBID_EXTRA
+
+    starts_at: Instant
+    override: bool = Field(default=False, description="As for reschedule.")
 
 
 class CompleteSession(SQLModel):

@@ -26,6 +26,7 @@ class EventType(StrEnum):
     session_rescheduled = "session.rescheduled"
     session_cancelled = "session.cancelled"
     session_completed = "session.completed"
+    session_made_up = "session.made_up"
     session_upcoming = "session.upcoming"
     invoice_issued = "invoice.issued"
     invoice_paid = "invoice.paid"

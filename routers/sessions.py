@@ -9,6 +9,7 @@ from models.base import Page
 from models.sessions import (
     CancelSession,
     CompleteSession,
+    MakeUpSession,
     RescheduleSession,
     SessionRead,
     SessionStatus,
@@ -74,6 +75,17 @@ async def cancel_session(
     """Cancel a scheduled session. The organization's cancellation inside the offering's
     notice window is `late_cancelled` (billable at the late-cancellation fee)."""
     return await sessions.cancel(db, principal, session_id, body or CancelSession())
+
+
+@router.post("/{session_id}/make-up", status_code=201)
+async def make_up_session(
+    session_id: uuid.UUID, body: MakeUpSession, db: DbSession, principal: CurrentPrincipal
+) -> SessionRead:
+    """Make up a session cancelled with notice (admin, or its organization's coordinator): a
+    new session at `starts_at`, checked like any session, linked both ways (`made_up_by`,
+    `makes_up`) and counted once toward the contract. Once per cancelled session; a late
+    cancellation or a no-show cannot be made up (409)."""
+    return await sessions.make_up(db, principal, session_id, body)
 
 
 @router.post("/{session_id}/complete")

@@ -189,10 +189,10 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
         )
     insert = """
         INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
-                              original_starts_at, rate_cents, status, rescheduled, sequence,
-                              created_at, updated_at)
+                              original_starts_at, occurrence, rate_cents, status, rescheduled,
+                              sequence, created_at, updated_at)
         VALUES (gen_random_uuid(), %(program)s, %(org)s, %(therapist)s, %(starts)s, %(ends)s,
-                %(starts)s, 100, 'scheduled', false, 0, now(), now())
+                %(starts)s, %(occurrence)s, 100, 'scheduled', false, 0, now(), now())
     """
     params = {"program": program["id"], "org": org["id"], "therapist": therapist["id"]}
     first = psycopg.connect(database_url)
@@ -200,7 +200,12 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
     try:
         first.execute(
             insert,
-            {**params, "starts": instant(tuesday, time(10)), "ends": instant(tuesday, time(11))},
+            {
+                **params,
+                "starts": instant(tuesday, time(10)),
+                "ends": instant(tuesday, time(11)),
+                "occurrence": 1,
+            },
         )
         blocked = asyncio.create_task(
             second.execute(
@@ -209,6 +214,7 @@ async def test_the_schema_itself_refuses_an_overlap_that_a_racing_writer_slipped
                     **params,
                     "starts": instant(tuesday, time(10, 30)),
                     "ends": instant(tuesday, time(11, 30)),
+                    "occurrence": 2,
                 },
             )
         )

@@ -276,6 +276,44 @@ async def run_job_now(connection: AsyncConnection, settings: Settings, name: str
         await ctx.deliverer.aclose()
 
 
+async def test_session_made_up_carries_the_make_up_linked_to_the_cancelled_session(
+    api: Api, receiver: Receiver, deliverer: Deliverer, db: AsyncSession
+) -> None:
+    events = await start(api, receiver, deliverer, db)
+    program = await confirmed_program(
+        api,
+        await api.make_org(holiday_region=None),
+        await api.make_offering(),
+        await api.make_therapist(),
+        schedule=future_schedule(),
+    )
+    session = (await sessions_of(api, program["id"]))[1]
+    ok(await api.client.post(f"/v1/sessions/{session['id']}/cancel", headers=api.admin))
+    thursday = weekday_ahead(4, 1) + timedelta(weeks=1, days=2)
+    made = ok(
+        await api.client.post(
+            f"/v1/sessions/{session['id']}/make-up",
+            json={"starts_at": at(thursday, 14)},
+            headers=api.admin,
+        ),
+        201,
+    )
+
+    data = await events.one("session.made_up")
+
+    assert data == as_event(await events.get(f"/v1/sessions/{made['id']}"))
+    assert (
+        data["status"],
+        data["starts_at"],
+        data["ends_at"],
+        data["occurrence"],
+        data["makes_up"],
+        data["made_up_by"],
+    ) == ("scheduled", at(thursday, 14), at(thursday, 15), 2, session["id"], None)
+    cancelled = await events.get(f"/v1/sessions/{session['id']}")
+    assert (cancelled["status"], cancelled["made_up_by"]) == ("cancelled", made["id"])
+
+
 async def test_session_upcoming_carries_the_session_the_reminder_job_found(
     api: Api,
     receiver: Receiver,

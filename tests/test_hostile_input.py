@@ -230,6 +230,7 @@ def base_bodies(world: dict[str, Any]) -> dict[str, Any]:
         "confirm_program": {},
         "cancel_program": {"effective_date": str(today)},
         "reschedule_session": {"starts_at": f"{today + timedelta(days=5)}T10:00:00Z"},
+        "make_up_session": {"starts_at": f"{today + timedelta(days=5)}T10:00:00Z"},
         "cancel_session": {},
         "complete_session": {"attendance": 1},
         "substitute_therapist": {"therapist_id": world["therapist"]["id"]},

@@ -84,4 +84,5 @@ def _new_program(data: ProgramCreate, org: Organization, offering: Offering) -> 
         rrule=data.schedule.rrule,
         exdates=sorted(set(data.schedule.exdates)),
         skip_holidays=data.schedule.skip_holidays,
+        series_start=data.schedule.start_date,
     )

@@ -1,6 +1,7 @@
 """Turning a program's planned occurrences (service.scheduling.plan) into session rows, written
-set-based (one batched INSERT ... ON CONFLICT DO NOTHING), so materializing twice adds nothing
-and a thousand sessions cost one round trip, not a thousand."""
+set-based (one batched INSERT ... ON CONFLICT DO NOTHING on the occurrence number), so
+materializing twice adds nothing, an occurrence moved, cancelled or made up by hand is never
+planned again, and a thousand sessions cost one round trip, not a thousand."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from models.sessions import Session, SessionStatus
 from service.programs.staffing_facts import overlapping_bookings
 from service.scheduling import recurrence
 from service.scheduling.conflicts import Slot
-from service.scheduling.plan import horizon_end, plan
+from service.scheduling.plan import Numbered, horizon_end, series
 
 INSERT_BATCH = 1000  # rows per INSERT; far below PostgreSQL's 65535 bind parameters
 
 
-def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> dict[str, Any]:
+def _row(
+    program: Program, number: int, occurrence: recurrence.Occurrence, now: datetime
+) -> dict[str, Any]:
     assert program.therapist_id is not None
     return {
         "id": uuid.uuid4(),
@@ -36,6 +39,7 @@ def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> 
         "starts_at": occurrence.starts_at,
         "ends_at": occurrence.ends_at,
         "original_starts_at": occurrence.starts_at,
+        "occurrence": number,
         "rate_cents": program.rate_cents,
         "status": SessionStatus.scheduled.value,
         "rescheduled": False,
@@ -46,26 +50,27 @@ def _row(program: Program, occurrence: recurrence.Occurrence, now: datetime) -> 
 
 
 async def insert_sessions(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert planned sessions in batches; rows already there (same program and original
-    start) are left alone. Returns how many were added."""
+    """Insert planned sessions in batches; an occurrence already there (whatever happened to
+    it since) is left alone. Returns how many were added."""
     added = 0
     for start in range(0, len(rows), INSERT_BATCH):
         batch = rows[start : start + INSERT_BATCH]
         result = await db.execute(
             insert(Session)
             .values(list(batch))
-            .on_conflict_do_nothing(constraint="uq_sessions_program_id_original_starts_at")
+            .on_conflict_do_nothing(
+                index_elements=["program_id", "occurrence"],
+                index_where=col(Session.makes_up).is_(None),
+            )
             .returning(col(Session.id))
         )
         added += len(result.all())
     return added
 
 
-async def materialize(
-    db: AsyncSession, program: Program, occurrences: Sequence[recurrence.Occurrence]
-) -> int:
+async def materialize(db: AsyncSession, program: Program, numbered: Numbered) -> int:
     now = utcnow()
-    return await insert_sessions(db, [_row(program, o, now) for o in occurrences])
+    return await insert_sessions(db, [_row(program, n, o, now) for n, o in numbered])
 
 
 async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
@@ -81,51 +86,56 @@ async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
         )
     ).all()
     until = horizon_end(today, weeks)
+    open_ended = [(p, region) for p, region in programs if recurrence.is_open_ended(p.rrule)]
+    # Occurrences already there, whatever happened to them (moved, cancelled, made up).
+    existing = {
+        (program_id, number)
+        for program_id, number in (
+            await db.execute(
+                select(col(Session.program_id), col(Session.occurrence)).where(
+                    col(Session.program_id).in_([p.id for p, _ in open_ended]),
+                    col(Session.makes_up).is_(None),
+                )
+            )
+        ).all()
+    }
     planned = _without_internal_overlaps(
         [
-            (program, occurrence)
-            for program, region in programs
-            if recurrence.is_open_ended(program.rrule)
-            for occurrence in plan(program, holiday_region=region, until=until, after=today)
+            (program, number, occurrence)
+            for program, region in open_ended
+            for number, occurrence in series(program, holiday_region=region, until=until)
+            if occurrence.local_date >= today and (program.id, number) not in existing
         ]
     )
-    keyed = {(p.therapist_id, o.starts_at): (p, o) for p, o in planned}
+    keyed = {(p.therapist_id, o.starts_at): (p, n, o) for p, n, o in planned}
     clashes = await overlapping_bookings(
         db,
         bookings=[
             (p.therapist_id, Slot(o.starts_at, o.ends_at))
-            for p, o in planned
+            for p, _, o in planned
             if p.therapist_id is not None
         ],
     )
     for clash in clashes:
-        key = (clash.therapist_id, clash.proposed.starts_at)
-        program = keyed[key][0] if key in keyed else None
-        # The program's own session planned earlier at this very slot: ON CONFLICT skips it.
-        already_there = (
-            program is not None
-            and clash.program_id == program.id
-            and clash.original_starts_at == clash.proposed.starts_at
-        )
-        if not already_there:
-            keyed.pop(key, None)
+        keyed.pop((clash.therapist_id, clash.proposed.starts_at), None)
     now = utcnow()
-    return await insert_sessions(db, [_row(p, o, now) for p, o in keyed.values()])
+    return await insert_sessions(db, [_row(p, n, o, now) for p, n, o in keyed.values()])
 
 
-def _without_internal_overlaps(
-    planned: list[tuple[Program, recurrence.Occurrence]],
-) -> list[tuple[Program, recurrence.Occurrence]]:
+Planned = tuple[Program, int, recurrence.Occurrence]
+
+
+def _without_internal_overlaps(planned: list[Planned]) -> list[Planned]:
     """Two programs of one therapist may collide beyond the horizon checked when they were
     confirmed; keep the earlier-confirmed program's session and leave the other out."""
-    kept: list[tuple[Program, recurrence.Occurrence]] = []
+    kept: list[Planned] = []
     last_end: dict[uuid.UUID | None, datetime] = {}
-    for program, occurrence in sorted(
-        planned, key=lambda po: (str(po[0].therapist_id), po[1].starts_at, po[0].created_at)
+    for program, number, occurrence in sorted(
+        planned, key=lambda po: (str(po[0].therapist_id), po[2].starts_at, po[0].created_at)
     ):
         previous_end = last_end.get(program.therapist_id)
         if previous_end is not None and occurrence.starts_at < previous_end:
             continue
-        kept.append((program, occurrence))
+        kept.append((program, number, occurrence))
         last_end[program.therapist_id] = occurrence.ends_at
     return kept

@@ -5,6 +5,8 @@
     scheduled --cancel----> cancelled        (by the provider, or by the organization in time)
     scheduled --cancel----> late_cancelled   (by the organization inside the notice window)
     scheduled --reschedule-> scheduled       (conflict-checked like an assignment)
+    cancelled --make-up----> cancelled + a new scheduled session for the same occurrence
+                                             (once; never a late cancellation or a no-show)
 
 Every other move is a 409 that changes nothing. A session the caller cannot see is a 404
 before any role check, so a refusal never confirms that another organization's session exists.
@@ -21,11 +23,12 @@ from sqlmodel import col
 
 from models.base import Page, utcnow
 from models.billing import Invoice, InvoiceLine
-from models.programs import Program
+from models.programs import Program, ProgramStatus
 from models.sessions import (
     CancelledBy,
     CancelSession,
     CompleteSession,
+    MakeUpSession,
     RescheduleSession,
     Session,
     SessionRead,
@@ -34,10 +37,11 @@ from models.sessions import (
 )
 from models.therapists import Therapist
 from models.types import Role
+from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
 from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
-from service.programs import records
+from service.programs import records, series
 from service.programs.session_records import (
     SessionFilters,
     get_visible,
@@ -183,6 +187,65 @@ async def cancel(
     ).value
     session.cancelled_by, session.cancel_reason, session.cancelled_at = by.value, data.reason, now
     return await record_change(db, principal, session, program, before, "session.cancelled")
+
+
+async def make_up(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, data: MakeUpSession
+) -> SessionRead:
+    """Replace a session cancelled with notice by one at `starts_at` (its length, the program's
+    therapist, checked like any session). The two are linked both ways and share the
+    occurrence, so the contract counts them once; the make-up is kept by later series edits."""
+    session, program = await get_visible(db, principal, session_id, for_update=True)
+    require_role(principal, CANCELLERS, "make up sessions")
+    if session.status != SessionStatus.cancelled:
+        raise InvalidState(
+            f"A {session.status} session cannot be made up; only one cancelled with notice can",
+            session_id=str(session.id),
+            session_status=session.status,
+        )
+    if session.made_up_by is not None:
+        raise InvalidState(
+            "The session has already been made up",
+            session_id=str(session.id),
+            made_up_by=str(session.made_up_by),
+        )
+    if program.status != ProgramStatus.confirmed or program.therapist_id is None:
+        raise InvalidState(f"A session of a {program.status} program cannot be made up")
+    last = await series.contract_end(db, program, horizon_weeks=1)
+    if last is not None and session.occurrence > last:
+        raise InvalidState(
+            f"The session was occurrence {session.occurrence}; the contract now ends at {last}",
+            session_id=str(session.id),
+        )
+    if data.starts_at <= utcnow():
+        raise ValidationFailed([FieldError("starts_at", "must be in the future")])
+    therapist = await db.get(Therapist, program.therapist_id)
+    assert therapist is not None
+    slot = Slot(data.starts_at, data.starts_at + (session.ends_at - session.starts_at))
+    await require_staffable(
+        db, principal, program, therapist, [Proposal(slot)], override=data.override
+    )
+    now = utcnow()
+    replacement = Session(
+        program_id=program.id,
+        organization_id=session.organization_id,
+        therapist_id=therapist.id,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        original_starts_at=slot.starts_at,
+        occurrence=session.occurrence,
+        rate_cents=session.rate_cents,
+        makes_up=session.id,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(replacement)
+    await db.flush()
+    session.made_up_by, session.updated_at = replacement.id, now
+    await db.flush()
+    created = to_read(replacement, program.timezone)
+    await audit.record_change(db, principal, "session.made_up", replacement, after=created)
+    return created
 
 
 async def _record_delivery(

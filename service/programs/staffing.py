@@ -83,7 +83,9 @@ async def confirm(
         db, principal, program, therapist, series.proposals(occurrences), override=data.override
     )
     before = records.to_read(program)
-    await materialize.materialize(db, program, occurrences)
+    # The contract's numbering starts here: its first session is occurrence 1.
+    program.series_start, program.series_offset = program.start_date, 0
+    await materialize.materialize(db, program, list(enumerate(occurrences, start=1)))
     program.status = ProgramStatus.confirmed.value
     return await records.record_change(db, principal, program, before, "program.confirmed")
 

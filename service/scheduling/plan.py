@@ -61,5 +61,23 @@ def planned(
     return plan(program, holiday_region=holiday_region, until=until, after=after)
 
 
+Numbered = list[tuple[int, recurrence.Occurrence]]
+
+
+def series(program: Program, *, holiday_region: str | None, until: date | None) -> Numbered:
+    """The program's current series with each session's occurrence number: the schedule's
+    sessions from `series_start` on are occurrences `series_offset` + 1, + 2, ... (up to the
+    contract's COUNT, the rule's UNTIL, or `until`, required for an open-ended rule)."""
+    rule = recurrence.parse_rule(program.rrule)
+    occurrences = recurrence.continuation(
+        engine_schedule(program.schedule(), program.duration_minutes),
+        holiday_region=holiday_region,
+        start=program.series_start,
+        remaining=None if rule.count is None else rule.count - program.series_offset,
+        until=until,
+    )
+    return [(program.series_offset + n, o) for n, o in enumerate(occurrences, start=1)]
+
+
 def slots(occurrences: list[recurrence.Occurrence]) -> list[Slot]:
     return [Slot(o.starts_at, o.ends_at) for o in occurrences]

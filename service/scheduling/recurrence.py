@@ -250,6 +250,49 @@ def expand(
     return occurrences
 
 
+def continuation(
+    schedule: Schedule,
+    *,
+    holiday_region: str | None,
+    start: date,
+    remaining: int | None = None,
+    until: date | None = None,
+) -> list[Occurrence]:
+    """The schedule's sessions on or after local date `start`, as a series that continues an
+    earlier one from there: the rule keeps its phase from schedule.start_date (a bi-weekly
+    rule stays on its weeks), its removed dates are skipped, and the series ends after
+    `remaining` sessions (a COUNT rule's sessions still owed: the rule's own COUNT is the
+    whole contract's, counted by the caller) or on the rule's UNTIL, capped by `until` (the
+    horizon, required for an open-ended rule)."""
+    rule = parse_rule(schedule.rrule)
+    zone = _zone(schedule.timezone)
+    if rule.open_ended and until is None:
+        raise ValueError("an open-ended rule (no COUNT or UNTIL) needs `until`, a horizon")
+    if rule.count is not None and remaining is None:
+        raise ValueError("a COUNT rule's continuation needs `remaining`")
+    removed = _removed_test(schedule, holiday_region)
+    open_rule = ParsedRule(freq=rule.freq, interval=rule.interval, byday=rule.byday)
+    last = rule.until or until
+    if last is None:
+        # A COUNT rule: `remaining` sessions lie within this many periods, plus make-ups.
+        periods = timedelta(days=31 * rule.interval * ((remaining or 0) + 1))
+        last = min(start + periods + MAKEUP_SEARCH, LATEST_START + MAKEUP_SEARCH)
+    elif until is not None:
+        last = min(last, until)
+    duration = timedelta(minutes=schedule.duration_minutes)
+    occurrences: list[Occurrence] = []
+    if remaining is not None and remaining <= 0:
+        return occurrences
+    for day in _rule_days(open_rule, schedule.start_date, last=last):
+        if day < start or removed(day):
+            continue
+        starts_at = local_start(day, schedule.start_time, zone)
+        occurrences.append(Occurrence(day, starts_at, starts_at + duration))
+        if remaining is not None and len(occurrences) == remaining:
+            break
+    return occurrences
+
+
 def validate_schedule(schedule: Schedule, *, holiday_region: str | None) -> list[tuple[str, str]]:
     """Every problem with the schedule as (field, message), empty when it can be booked.
 

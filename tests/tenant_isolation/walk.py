@@ -523,6 +523,7 @@ def body_for(
         ("POST", "/v1/sessions/{session_id}/cancel"): {"reason": "walk"},
         ("POST", "/v1/sessions/{session_id}/complete"): {"attendance": 1},
         ("POST", "/v1/sessions/{session_id}/no-show"): None,
+        ("POST", "/v1/sessions/{session_id}/make-up"): {"starts_at": "2031-01-02T10:00:00Z"},
         ("POST", "/v1/sessions/{session_id}/substitute"): {"therapist_id": ids.get("therapist_id")},
         CREATE_FEED: {feed_subject: ids.get(feed_subject)},
         ("POST", "/v1/invoice-runs"): {
