@@ -236,11 +236,21 @@ async def committing_factory(database_url: str) -> AsyncIterator[async_sessionma
 
 @contextmanager
 def _serving(settings: Settings, database_url: str) -> Iterator[LiveServer]:
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    with serving_config(config, settings, database_url) as server:
+        yield server
+
+
+@contextmanager
+def serving_config(
+    config: uvicorn.Config, settings: Settings, database_url: str
+) -> Iterator[LiveServer]:
+    """Serve `config` (its app built from `settings`) on a free loopback port until the block
+    ends; then every table is truncated."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

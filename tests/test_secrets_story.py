@@ -7,10 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
-import socket
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from service.app import create_app
 from service.core import encryption
 from service.core.settings import Settings
 from service.integrations import webhook_endpoints
-from tests.conftest import _truncate_all
+from tests.conftest import serving_config
 from tests.support import bearer, ok
 
 
@@ -58,10 +55,6 @@ def served(
     secret key; every log record of the process is captured, from the server's and the
     client's side."""
     keyed = settings.model_copy(update={"secret_key": SecretStr(secrets.token_urlsafe(32))})
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     # uvicorn configures its loggers here (access log on, not propagated to the root).
     config = uvicorn.Config(create_app(keyed), log_level="debug", access_log=True, lifespan="on")
     capture = Capture()
@@ -71,22 +64,11 @@ def served(
     root = logging.getLogger()
     root_level = root.level
     root.setLevel(logging.DEBUG)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("live server did not start")
-        time.sleep(0.05)
     try:
-        yield Served(url=f"http://127.0.0.1:{port}", settings=keyed, logs=capture)
+        with serving_config(config, keyed, database_url) as live:
+            yield Served(url=live.url, settings=keyed, logs=capture)
     finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
         root.setLevel(root_level)
-        _truncate_all(database_url)
 
 
 def pg_dump(database_url: str) -> str:
