@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(part) for part in error["loc"]) or "settings"
             print(f"ensemble {args.command}: {where}: {error['msg']}", file=sys.stderr)
         return 2
-    except (DBAPIError, OSError) as exc:
+    except (DBAPIError, psycopg.OperationalError) as exc:
         # The database cannot be reached or refused us: one line, no traceback.
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         print(f"ensemble {args.command}: the database is unavailable: {reason}", file=sys.stderr)
