@@ -1,13 +1,13 @@
 """The conflict check stays flat as the sessions table grows: the same 52-week proposal for the
 same therapist is checked against 10,000, 100,000 and 1,000,000 sessions, through the
-service's overlap query (service.programs.staffing_facts.overlapping_bookings, what every
-assign, confirm and reschedule runs) and through a rolled-back write of 52 sessions that the
+service's clash query (service.programs.staffing_facts.clashes, what every assign, confirm,
+reschedule and the suggestions run) and through a rolled-back write of 52 sessions that the
 exclusion constraint checks (service.programs.materialize.insert_sessions). Both should cost
 the same at every size: the GiST index behind `ex_sessions_therapist_overlap` finds a
 therapist's overlapping sessions without reading the others.
 
 Run by hand: `.venv/bin/python -m bench.conflict_check [--quick]`. Prints the medians at each
-size, the ratio of the largest to the smallest, and the overlap query's
+size, the ratio of the largest to the smallest, and the clash query's
 `EXPLAIN (ANALYZE, BUFFERS)` at the largest size.
 """
 
@@ -137,10 +137,10 @@ class Probe:
         assert len(self.slots) == PROPOSED
 
     async def check(self, db: AsyncSession) -> int:
-        clashes = await staffing_facts.overlapping_bookings(
-            db, bookings=[(self.therapist_id, slot) for slot in self.slots]
+        found = await staffing_facts.clashes(
+            db, therapist_ids=[self.therapist_id], slots=self.slots
         )
-        return len(clashes)
+        return len(found)
 
     async def write(self, db: AsyncSession) -> None:
         """52 new sessions at 03:00 UTC (no clash), checked by the exclusion constraint, then
@@ -163,9 +163,9 @@ class Probe:
 
     async def explain(self, db: AsyncSession) -> str:
         plan = await db.execute(
-            text("EXPLAIN (ANALYZE, BUFFERS) " + str(staffing_facts._OVERLAPS.text)),
+            text("EXPLAIN (ANALYZE, BUFFERS) " + str(staffing_facts._CLASHES.text)),
             {
-                "therapists": [self.therapist_id] * PROPOSED,
+                "therapists": [self.therapist_id],
                 "starts": [s.starts_at for s in self.slots],
                 "ends": [s.ends_at for s in self.slots],
                 "ignored": [],
@@ -175,7 +175,7 @@ class Probe:
         return "\n".join(line for (line,) in plan)
 
 
-last_plan = ""  # the overlap query's plan at the largest size, for docs/performance.md
+last_plan = ""  # the clash query's plan at the largest size, for docs/performance.md
 
 
 async def measure(url: str, *, quick: bool = False) -> list[Row]:
@@ -217,7 +217,7 @@ async def measure(url: str, *, quick: bool = False) -> list[Row]:
     sizes_text = " / ".join(f"{s:,}" for s in sizes)
     rows = []
     for what, times in (
-        (f"conflict check ({PROPOSED} slots, overlap query)", checks),
+        (f"conflict check ({PROPOSED} slots, clash query)", checks),
         (f"constrained write ({PROPOSED} sessions, exclusion constraint)", writes),
     ):
         ratio = times[large] / times[small]
