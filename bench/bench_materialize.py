@@ -231,7 +231,7 @@ async def measure(url: str, *, quick: bool = False) -> list[Row]:
             measured=secs(service),
             baseline=f"COPY of the same rows {secs(copied)}",
             ratio=ratio,
-            goal="≤ 2x COPY",
+            goal="<= 2x COPY",
             met=ratio <= 2,
         )
     ]
