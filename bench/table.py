@@ -49,15 +49,19 @@ def machine(postgres_version: str = "") -> str:
     if cpuinfo.exists():
         found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
         model = found.group(1).strip() if found else model
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     parts = [
         datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         f"{os.cpu_count()} cores ({model})",
-        f"load average {load:.2f}",
+        f"load average {load_average():.2f}",
     ]
     if postgres_version:
         parts.append(postgres_version)
     return ", ".join(parts)
+
+
+def load_average() -> float:
+    """The 1-minute load average: above 1 per core, other work shared the machine."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def ms(seconds: float) -> str:

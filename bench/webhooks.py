@@ -514,9 +514,9 @@ async def run(url: str, args: argparse.Namespace) -> Summary:
 
 
 async def measure(url: str, *, quick: bool = False) -> list[Row]:
-    """Throughput and commit-to-receipt latency of 10,000 events (quick: 2,000), published
+    """Throughput and commit-to-receipt latency of 10,000 events (quick: 1,000), published
     flat out in transactions of 100."""
-    args = parser().parse_args(["--events", "2000" if quick else "10000"])
+    args = parser().parse_args(["--events", "1000" if quick else "10000"])
     summary = await run(url, args)
     checks = "" if summary.ok else " (delivery checks FAILED)"
     return [
