@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from models.sessions import LIVE_STATUSES
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from service.core import zones
 from service.scheduling.conflicts import Clash, Slot
-from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, span
+from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, by_week, span
 from service.scheduling.suggestions import LOAD_WEEKS, Standing
 
 LIVE = sql_values(LIVE_STATUSES)
@@ -67,9 +68,12 @@ _CLASHES = text(
     """
 )
 
+# Only the weeks that could pass a therapist's maximum with the proposals added (at most
+# :most_proposed minutes in any one week) come back: the others cannot raise a problem, and
+# 200 therapists over a year are 10,000 weeks to send and read (bench/suggestions.py).
 _WEEKLY_MINUTES = text(
     f"""
-    SELECT s.therapist_id,
+    SELECT t.id AS therapist_id,
            date_trunc('week', {zones.local_time("s.starts_at")})::date AS week,
            sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
     FROM sessions s JOIN therapists t ON t.id = s.therapist_id
@@ -79,6 +83,8 @@ _WEEKLY_MINUTES = text(
       AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
       AND s.starts_at >= :low AND s.starts_at < :high
     GROUP BY 1, 2
+    HAVING sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int
+           > t.max_weekly_minutes - :most_proposed
     """
 )
 
@@ -205,6 +211,7 @@ async def load(
             "ignored": list(ignored_session_ids),
             "low": low - WEEK_MARGIN,
             "high": high + WEEK_MARGIN,
+            "most_proposed": most_in_a_week(proposals, {t.timezone for t in therapists}),
             **zones.offsets(
                 {t.timezone for t in therapists}, low - WEEK_MARGIN, high + WEEK_MARGIN
             ).params(),
@@ -213,6 +220,15 @@ async def load(
         key = (week.therapist_id, week.week)
         facts.booked_minutes[key] = facts.booked_minutes.get(key, 0) + week.minutes
     return facts
+
+
+def most_in_a_week(proposals: Sequence[Proposal], timezones: Collection[str]) -> int:
+    """The most proposed minutes in one local week, in any of the zones."""
+    return max(
+        sum(p.slot.minutes for p in in_week)
+        for zone in timezones
+        for in_week in by_week(proposals, ZoneInfo(zone)).values()
+    )
 
 
 async def standings(
