@@ -11,8 +11,9 @@ Each benchmark is a module of this package with
     async def measure(url: str, *, quick: bool = False) -> list[bench.table.Row]
 
 where `url` is a libpq URL of a fresh, empty database on the run's server that the benchmark
-may migrate, fill and leave dirty (each gets its own). `bench/http.py` (the request-path
-benchmark) runs too when it exists, with the same interface.
+may migrate, fill and leave dirty (each gets its own, dropped when it is done).
+`bench/http.py` (the request-path benchmark) runs too when it exists, with the same
+interface.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 import traceback
 
 import psycopg
+from psycopg import sql
 
 from bench.table import Row, load_average, machine, render
 from service.core.embedded import EmbeddedPostgres
@@ -72,7 +74,19 @@ async def run(server: EmbeddedPostgres, names: list[str], *, quick: bool) -> lis
         rows += found
         print(render(found), flush=True)
         print(f"   ({time.perf_counter() - began:.0f} s)", flush=True)
+        quiet(server, f"bench_{name}")
     return rows
+
+
+def quiet(server: EmbeddedPostgres, database: str) -> None:
+    """Drop a finished benchmark's database and flush the server's dirty pages, so that the
+    next one does not pay for its autovacuum and checkpoint (a million sessions leave
+    gigabytes of WAL behind)."""
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+        conn.execute("CHECKPOINT")
 
 
 def main() -> None:
@@ -89,7 +103,7 @@ def main() -> None:
     )
     server.start()
     try:
-        with psycopg.connect(server.ensure_database("postgres")) as conn:
+        with psycopg.connect(server.url("postgres")) as conn:
             found = conn.execute("SHOW server_version").fetchone()
         version = f"PostgreSQL {found[0] if found else '?'} (embedded)"
         started = machine(version)
