@@ -4,16 +4,14 @@ sessions as a month calendar, and cancelling a session with its fee shown first.
 from __future__ import annotations
 
 import calendar
-import uuid
 from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
-from models.base import utcnow
 from models.programs import ConfirmProgram
-from models.sessions import CancelSession, SessionRead, SessionStatus
+from models.sessions import CancelSession
 from models.types import Role
 from routers.deps import AppSettings, DbSession
 from routers.portal.render import PortalRoute, field_errors, page, see_other, uuid_or_404
@@ -34,15 +32,7 @@ async def portal_programs(request: Request, visitor: CurrentVisitor, db: DbSessi
     principal = visitor.principal
     programs = (await records.list_programs(db, principal, ALL)).data
     names = await records.therapist_names(db, principal, [p.id for p in programs])
-    upcoming = await sessions.list_sessions(
-        db,
-        principal,
-        SessionFilters(start=utcnow(), status=SessionStatus.scheduled),
-        ALL,
-    )
-    next_session: dict[uuid.UUID, SessionRead] = {}
-    for session in upcoming.data:
-        next_session.setdefault(session.program_id, session)
+    next_session = await sessions.next_scheduled(db, principal, [p.id for p in programs])
     return page(
         request,
         "programs.html",

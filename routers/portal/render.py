@@ -17,7 +17,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
 from models.types import Role
-from routers.portal.signin import SignInRequired, Visitor, clear_cookie
+from routers.portal.signin import (
+    COOKIE,
+    SIGNIN_REFUSED,
+    SignInRequired,
+    Visitor,
+    clear_cookie,
+)
 from service.core.errors import DomainError, NotFound, ValidationFailed
 
 SECURITY_HEADERS = {
@@ -173,6 +179,8 @@ class PortalRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
+                if request.cookies.get(COOKIE):
+                    request.scope.setdefault("state", {})[SIGNIN_REFUSED] = True
                 response = see_other("/app/login")
                 clear_cookie(response, request.app.state.settings)
                 # A redirect is a success to the unit of work; nothing was changed.

@@ -31,6 +31,9 @@ SIGNIN_CSRF_COOKIE = "ensemble_signin"
 PURPOSE = "portal-session"
 PATH = "/app"
 MAX_FORM_BYTES = 64 * 1024
+# Set in the request's state when a session cookie no longer signs in (the rate limit counts
+# it against the address, as it counts a failed API key).
+SIGNIN_REFUSED = "portal_signin_refused"
 
 
 class SignInRequired(Exception):

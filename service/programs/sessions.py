@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -95,6 +96,33 @@ async def list_sessions(
         order_by=Session.starts_at,
         rows_are_tuples=True,
     )
+
+
+async def next_scheduled(
+    db: AsyncSession, principal: Principal, program_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, SessionRead]:
+    """Each of these programs' next scheduled session from now, as the caller may see it (one
+    statement, whatever the number of programs)."""
+    stmt = (
+        select(Session, col(Program.timezone))
+        .join(Program, col(Program.id) == Session.program_id)
+        .where(
+            col(Session.program_id).in_(program_ids),
+            col(Session.status) == SessionStatus.scheduled.value,
+            col(Session.starts_at) >= utcnow(),
+        )
+        .order_by(col(Session.program_id), col(Session.starts_at))
+        .ext(distinct_on(col(Session.program_id)))
+    )
+    stmt = scope_to_tenant(
+        stmt,
+        principal,
+        organization_column=Session.organization_id,
+        therapist_column=Session.therapist_id,
+    )
+    rows = (await db.execute(stmt)).all()
+    # A scheduled session is on no invoice yet.
+    return {row[0].program_id: to_read(row[0], row[1]) for row in rows}
 
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
