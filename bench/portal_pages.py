@@ -114,7 +114,7 @@ def main() -> None:
     month = start.strftime("%Y-%m")
     first = start.replace(day=1)
     last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-    rows = [
+    rows: list[tuple[str, str, list[tuple[str, dict[str, object]]]]] = [
         (
             "Programs",
             "/app/programs",

@@ -106,12 +106,15 @@ async def test_a_coordinator_sees_the_late_cancellation_fee_before_cancelling(
     page: Any, portal: PortalWorld
 ) -> None:
     await sign_in(page, portal, "coordinator")
-    await page.goto(f"{portal.url}/app/programs/{portal.ids['running']}")
-    await page.get_by_role("link", name=re.compile("^Cancel the session")).first.click()
+    tomorrow = portal.today + timedelta(days=1)
+    month = tomorrow.strftime("%Y-%m")
+    await page.goto(f"{portal.url}/app/programs/{portal.ids['running']}?month={month}")
+    await page.get_by_role("link", name=f"Cancel the session of {day(tomorrow)}, 09:00").click()
     # Tomorrow's session is inside the 48-hour notice: billed in full (100% of CAD 180.00).
     assert (await page.locator("#fee").inner_text()).startswith("CAD 180.00")
     await page.get_by_role("button", name="Cancel this session").click()
-    assert "late cancelled" in await page.locator("table.calendar").inner_text()
+    cell = page.get_by_role("cell", name=re.compile(f"^{tomorrow.day} 09:00"))
+    assert "late cancelled" in await cell.inner_text()
 
 
 async def test_a_therapist_completes_a_session_from_my_week(page: Any, portal: PortalWorld) -> None:
@@ -119,7 +122,8 @@ async def test_a_therapist_completes_a_session_from_my_week(page: Any, portal: P
     assert await page.get_by_role("heading", name="My week").is_visible()
     await page.goto(f"{portal.url}/app/week?start={portal.ids['to_complete_day']}")
     assert await page.get_by_role("link", name="video link for Morning rhythm").first.is_visible()
-    await page.get_by_role("link", name=re.compile("^Complete the session")).first.click()
+    week_ago = portal.today - timedelta(days=7)
+    await page.get_by_role("link", name=f"Complete the session of {day(week_ago)}, 09:00").click()
     await page.get_by_label("Attendance").fill("9")
     await page.get_by_role("button", name="Complete").click()
     assert await page.locator("#e-f-attendance").inner_text() == (
@@ -128,8 +132,9 @@ async def test_a_therapist_completes_a_session_from_my_week(page: Any, portal: P
     assert await page.get_by_label("Attendance").input_value() == "9"
     await page.get_by_label("Attendance").fill("4")
     await page.get_by_role("button", name="Complete").click()
-    assert await page.get_by_text("Attendance: 4").first.is_visible()
-    assert "completed" in await page.locator("main").inner_text()
+    done = page.get_by_role("region", name=day(week_ago))
+    assert "completed" in await done.inner_text()
+    assert "Attendance: 4" in await done.inner_text()
 
 
 async def test_a_therapist_adds_time_off_and_gets_a_calendar_feed_link(
