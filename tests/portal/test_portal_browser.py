@@ -273,3 +273,31 @@ async def test_every_page_passes_axe_with_no_serious_or_critical_violation(
             await links.first.click()
             found += await blocking_violations(page)
     assert found == []
+
+
+async def test_the_keyboard_alone_signs_in_and_books_with_the_focus_always_visible(
+    page: Any, portal: PortalWorld
+) -> None:
+    await page.goto(f"{portal.url}/app/login")
+
+    async def focused() -> dict[str, str]:
+        result: dict[str, str] = await page.evaluate(
+            """() => { const e = document.activeElement, s = getComputedStyle(e);
+                 return {name: e.getAttribute('name') || e.textContent.trim(),
+                         outline: s.outlineStyle + ' ' + s.outlineWidth}; }"""
+        )
+        return result
+
+    await page.keyboard.press("Tab")
+    assert await focused() == {"name": "Skip to content", "outline": "solid 3px"}
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    assert await focused() == {"name": "api_key", "outline": "solid 3px"}
+    await page.keyboard.type(portal.key_for("coordinator"))
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{portal.url}/app/programs")
+    for _ in range(4):  # skip link, brand, Programs, Book a program
+        await page.keyboard.press("Tab")
+    assert await focused() == {"name": "Book a program", "outline": "solid 3px"}
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{portal.url}/app/programs/new")
