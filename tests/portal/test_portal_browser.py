@@ -181,6 +181,18 @@ async def test_finance_runs_invoicing_issues_an_invoice_and_exports_csv(
     await page.get_by_role("button", name="Record payment").click()
     assert (await page.get_by_role("definition").all_inner_texts())[8].startswith("CAD 278.00")
 
+    await page.get_by_label("Amount to credit").fill("abc")
+    await page.get_by_role("button", name="Add credit note").click()
+    assert (
+        await page.locator("#e-f-credit_amount").inner_text() == "Enter an amount such as 120.00."
+    )
+    assert await page.get_by_label("Amount to credit").input_value() == "abc"
+    await page.get_by_label("Amount to credit").fill("50.00")
+    await page.get_by_label("Reason for the credit (optional)").fill("Goodwill")
+    await page.get_by_role("button", name="Add credit note").click()
+    assert (await page.get_by_role("definition").all_inner_texts())[8].startswith("CAD 228.00")
+    assert await page.get_by_role("cell", name="Goodwill").is_visible()
+
     await page.get_by_role("link", name="Invoices").first.click()
     await page.get_by_label("Status").select_option("open")
     await page.get_by_label("Organization").select_option(label="Maple School")
