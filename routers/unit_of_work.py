@@ -8,6 +8,11 @@ the database never takes a connection) and is:
   a failed commit is never a 200 (the client gets the problem instead);
 - rolled back on any 4xx/5xx answer and on any exception.
 
+A request that only reads (GET, HEAD, OPTIONS) gets an autocommit session instead: its
+statements go out alone, with no BEGIN/COMMIT around them (service.core.db's
+`make_read_session_factory`). What such a request adds to its session (an audit row of a
+read) is still written only when its answer is below 400, when the session is committed.
+
 It is also the one place where Idempotency-Key is honoured (POST only, in the same transaction
 as the change: a committed change always has its replay; a failed request leaves the key free)
 and where a route's follow-up runs once the change is committed (`Work.answer_with`: an outside
@@ -17,6 +22,7 @@ call such as a Stripe push, which must never run inside the request's transactio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +44,7 @@ from service.core.auth import authenticate, caller_fingerprint
 from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FollowUp = Callable[[], Awaitable[BaseModel | Response]]
 
 
@@ -103,23 +110,53 @@ class UnitOfWork:
             await self.app(scope, receive, send)
             return
         app_state = scope["app"].state
-        work = Work(app_state.session_factory)
+        reads_only = scope["method"] in READ_METHODS
+        work = Work(app_state.read_session_factory if reads_only else app_state.session_factory)
         scope.setdefault("state", {})["work"] = work
         request = _Request(self.app, scope, receive, send, work)
+        # The route runs in a task of its own, so that the deadline's answer never waits for
+        # the route to unwind: the driver, cancelled in a query, first asks the server to
+        # cancel it and waits for that (up to ten seconds when the server is silent).
+        route = asyncio.ensure_future(request.run())
+        unwinding = False
         try:
             async with asyncio.timeout(app_state.settings.request_timeout) as deadline:
                 request.deadline = deadline
-                await request.run()
+                await asyncio.shield(route)
         except TimeoutError:
             if request.settled:
                 raise
+            route.cancel()
             # Whatever it waited for (a database that stopped answering, a lock), the work is
             # dropped unsaved: its connection is discarded, not rolled back over a dead line.
-            await work.invalidate()
             late = ServiceUnavailable("The request took too long to complete; nothing was saved")
             await problem_response(late)(scope, receive, send)
+            unwinding = True
+            _in_background(_discard(route, work))
+        except BaseException:
+            route.cancel()  # the server gave up on the request (a client gone): so does the route
+            with contextlib.suppress(BaseException):
+                await route
+            raise
         finally:
-            await work.close()
+            if not unwinding:
+                await work.close()
+
+
+_UNWINDING: set[asyncio.Task[None]] = set()
+
+
+def _in_background(work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    _UNWINDING.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_UNWINDING.discard)
+
+
+async def _discard(route: asyncio.Future[None], work: Work) -> None:
+    """After a late answer: let the cancelled route unwind, then drop its connection."""
+    with contextlib.suppress(BaseException):
+        await route
+    await work.invalidate()
 
 
 class _Request:

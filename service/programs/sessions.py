@@ -42,7 +42,7 @@ from models.therapists import Therapist
 from models.types import Role
 from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
-from service.core.errors import FieldError, InvalidState, ValidationFailed
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 from service.programs import records, series
 from service.programs.session_records import (
@@ -53,6 +53,7 @@ from service.programs.session_records import (
     record_change,
     require_scheduled,
     to_read,
+    visible,
     with_invoice,
 )
 from service.programs.staffing_check import require_staffable
@@ -127,15 +128,17 @@ async def next_scheduled(
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
     """One session as the caller may see it, with its invoice where they may see that."""
-    session, program = await get_visible(db, principal, session_id)
-    row = (
-        await db.execute(
-            with_invoice(
-                select(col(InvoiceLine.invoice_id), col(Invoice.status)).select_from(Session)
-            ).where(col(Session.id) == session.id)
-        )
-    ).one()
-    return to_read(session, program.timezone, invoice_seen_by(principal, row[0], row[1]))
+    # One statement: the session, its program's zone and its live invoice line.
+    stmt = with_invoice(
+        select(
+            Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
+        ).join(Program, col(Program.id) == Session.program_id)
+    )
+    row = (await db.execute(visible(stmt, principal, session_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"Session {session_id} not found")
+    session, timezone, invoice_id, invoice_status = row
+    return to_read(session, timezone, invoice_seen_by(principal, invoice_id, invoice_status))
 
 
 async def reschedule(
