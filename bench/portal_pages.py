@@ -1,6 +1,6 @@
 """A portal page's render time against the API calls behind it (issue 18: within 2x).
 
-Run by hand against a running server: `.venv/bin/python bench/portal_pages.py URL ADMIN_KEY
+Run by hand against a running server: `.venv/bin/python -m bench.portal_pages URL ADMIN_KEY
 [--programs N] [--repeat R]`. It books N confirmed daily programs for one new organization
 (through the API), signs a coordinator of that organization in to the portal, and prints the
 median time of each page and of the API calls a client would make for the same view, and
