@@ -96,6 +96,7 @@ async def list_sessions(
         lambda row: to_read(row[0], row[1], invoice_seen_by(principal, row[2], row[3])),
         order_by=Session.starts_at,
         rows_are_tuples=True,
+        entity=Session,
     )
 
 
