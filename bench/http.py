@@ -265,7 +265,7 @@ def wrk(
             script.flush()
             argv += ["-s", script.name]
         out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if set(percentiles) != {"50", "99"}:
         raise RuntimeError(f"wrk printed no latency distribution for {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
