@@ -265,7 +265,9 @@ def wrk(
             script.flush()
             argv += ["-s", script.name]
         out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"wrk printed no latency distribution for {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -369,6 +371,7 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
     rows: list[Row] = []
     with ceiling_server(url, ceiling_port), ensemble_server(url, server_port, workers=1):
         ceiling_url = f"http://127.0.0.1:{ceiling_port}/sessions/{seeded.session_id}"
+        await drive(ceiling_url, {}, 8, 1)  # warm: first requests build what later ones reuse
         ceiling = await drive(ceiling_url, {}, 32, seconds)
         ceiling_8 = await drive(ceiling_url, {}, 8, seconds)
         rows.append(
@@ -388,6 +391,7 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
             body = LOCATION if target.post else None
             if body is not None:
                 headers["Content-Type"] = "application/json"
+            await drive(url_of, headers, 8, 1, body)  # warm, as for the ceiling
             at_32 = await drive(url_of, headers, 32, seconds, body)
             at_8 = await drive(url_of, headers, 8, seconds, body)
             ratio = at_32.requests_per_second / ceiling.requests_per_second

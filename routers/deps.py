@@ -47,7 +47,10 @@ async def current_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await authenticate(db, request.headers.get("authorization"))
+    work = work_of(request.state)
+    if work.principal is None:
+        work.principal = await authenticate(db, request.headers.get("authorization"))
+    return work.principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

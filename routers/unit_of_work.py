@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from routers.body_limit import replay_body
 from routers.problems import database_error_response, problem_response
 from service.core import encryption, idempotency
-from service.core.auth import authenticate, caller_fingerprint
+from service.core.auth import Principal, authenticate, caller_fingerprint
 from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class Work:
         self._factory = factory
         self._session: AsyncSession | None = None
         self.follow_up: FollowUp | None = None
+        # The caller, once authenticated in this transaction (the idempotency claim does it
+        # first on a POST with a key; the route's dependency then asks no second time).
+        self.principal: Principal | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -199,7 +202,7 @@ class _Request:
             idempotency.validate_key(self.key)
             if self.authorization:
                 # A replay is an answer like any other: a revoked key must not get one.
-                await authenticate(self.work.session, self.authorization)
+                self.work.principal = await authenticate(self.work.session, self.authorization)
             stored = await idempotency.claim(
                 self.work.session,
                 keyring=self.keyring,

@@ -119,10 +119,14 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         if rested_at is None or time.monotonic() - rested_at < PING_WHEN_IDLE_FOR:
             return
         try:
+            # In autocommit: one statement, no transaction to end (a rollback would also make
+            # the driver forget its prepared statements).
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
             cursor = dbapi_connection.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
-            dbapi_connection.rollback()  # the ping's own transaction: the pool hands out none
+            dbapi_connection.autocommit = autocommit
         except Exception as exc:
             raise DisconnectionError("the pooled connection failed its ping") from exc
 

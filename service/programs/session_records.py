@@ -54,7 +54,7 @@ def invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.
         return None
     if principal.role == Role.coordinator and status == InvoiceStatus.draft.value:
         return None
-    return uuid.UUID(str(invoice_id))
+    return invoice_id if isinstance(invoice_id, uuid.UUID) else uuid.UUID(str(invoice_id))
 
 
 async def local_date_filter(db: AsyncSession, stmt: S, filters: SessionFilters) -> S:

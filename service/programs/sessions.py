@@ -60,6 +60,14 @@ from service.programs.staffing_check import require_staffable
 from service.scheduling.conflicts import Slot
 from service.scheduling.staffing import Proposal
 
+# A session as it is read: its row, its program's zone and its live invoice line, in one
+# statement. Built once: a request only narrows it (scope, filters, page).
+_SESSION_ROWS = with_invoice(
+    select(Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)).join(
+        Program, col(Program.id) == Session.program_id
+    )
+)
+
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
 
@@ -69,13 +77,8 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """Sessions the caller may see, by start time. Dates in `from`/`to` are the sessions' own
     local dates (inclusive); date-times are instants (`from` inclusive, `to` exclusive)."""
-    stmt = with_invoice(
-        select(
-            Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
-        ).join(Program, col(Program.id) == Session.program_id)
-    )
     stmt = scope_to_tenant(
-        stmt,
+        _SESSION_ROWS,
         principal,
         organization_column=Session.organization_id,
         therapist_column=Session.therapist_id,
@@ -96,6 +99,7 @@ async def list_sessions(
         lambda row: to_read(row[0], row[1], invoice_seen_by(principal, row[2], row[3])),
         order_by=Session.starts_at,
         rows_are_tuples=True,
+        entity=Session,
     )
 
 
@@ -128,13 +132,7 @@ async def next_scheduled(
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
     """One session as the caller may see it, with its invoice where they may see that."""
-    # One statement: the session, its program's zone and its live invoice line.
-    stmt = with_invoice(
-        select(
-            Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
-        ).join(Program, col(Program.id) == Session.program_id)
-    )
-    row = (await db.execute(visible(stmt, principal, session_id))).one_or_none()
+    row = (await db.execute(visible(_SESSION_ROWS, principal, session_id))).one_or_none()
     if row is None:
         raise NotFound(f"Session {session_id} not found")
     session, timezone, invoice_id, invoice_status = row
