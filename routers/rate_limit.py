@@ -32,8 +32,10 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import Storage as AsyncStorage
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from routers.portal.signin import COOKIE, SIGNIN_REFUSED
 from routers.problems import problem_response
 from service.core.auth import bearer_token
 from service.core.errors import DomainError
@@ -166,7 +168,9 @@ class RateLimit:
         if limiter is None or scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        token = bearer_token(Headers(scope=scope).get("authorization"))
+        headers = Headers(scope=scope)
+        token = bearer_token(headers.get("authorization")) or _portal_session(scope, headers)
+        state: dict[str, object] = scope.setdefault("state", {})  # shared with the portal
         address = (scope.get("client") or ("unknown",))[0]
         failed = f"failed:{address}"
         verdict: Verdict | None
@@ -190,13 +194,24 @@ class RateLimit:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if token is not None and message["status"] == 401:
+                if token is not None and (
+                    message["status"] == 401 or state.get(SIGNIN_REFUSED) is True
+                ):
                     await limiter.hit(limiter.per_address, failed)
                 if verdict is not None:
                     MutableHeaders(scope=message).update(verdict.headers())
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _portal_session(scope: Scope, headers: Headers) -> str | None:
+    """A portal page's credential is its session cookie: counted per session like a key (a
+    cookie that fails counts against its address, as a failed key does)."""
+    path = scope["path"]
+    if path != "/app" and not path.startswith("/app/"):
+        return None
+    return cookie_parser(headers.get("cookie", "")).get(COOKIE) or None
 
 
 def _digest(token: str) -> str:

@@ -45,7 +45,7 @@ from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-FollowUp = Callable[[], Awaitable[BaseModel]]
+FollowUp = Callable[[], Awaitable[BaseModel | Response]]
 
 
 class Work:
@@ -294,7 +294,12 @@ class _Request:
     async def _follow_up(self, follow_up: FollowUp) -> Response:
         assert self.start is not None
         try:
-            answer = JSONResponse(jsonable_encoder(await follow_up()), status_code=self.status)
+            result = await follow_up()
+            answer = (
+                result
+                if isinstance(result, Response)  # a portal page's own redirect
+                else JSONResponse(jsonable_encoder(result), status_code=self.status)
+            )
         except Exception:
             log.exception("follow-up of %s %s failed", self.scope["method"], self.scope["path"])
             return Response(

@@ -23,6 +23,7 @@ from routers import (
     offerings,
     openapi,
     organizations,
+    portal,
     programs,
     reports,
     sessions,
@@ -62,6 +63,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     integrations.router,
     webhooks.router,
     jobs.router,
+    *portal.ROUTERS,
 )
 
 

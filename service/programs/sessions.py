@@ -15,14 +15,17 @@ before any role check, so a refusal never confirms that another organization's s
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import Page, utcnow
 from models.billing import Invoice, InvoiceLine
+from models.offerings import Offering
 from models.programs import Program, ProgramStatus
 from models.sessions import (
     CancelledBy,
@@ -98,6 +101,33 @@ async def list_sessions(
         rows_are_tuples=True,
         entity=Session,
     )
+
+
+async def next_scheduled(
+    db: AsyncSession, principal: Principal, program_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, SessionRead]:
+    """Each of these programs' next scheduled session from now, as the caller may see it (one
+    statement, whatever the number of programs)."""
+    stmt = (
+        select(Session, col(Program.timezone))
+        .join(Program, col(Program.id) == Session.program_id)
+        .where(
+            col(Session.program_id).in_(program_ids),
+            col(Session.status) == SessionStatus.scheduled.value,
+            col(Session.starts_at) >= utcnow(),
+        )
+        .order_by(col(Session.program_id), col(Session.starts_at))
+        .ext(distinct_on(col(Session.program_id)))
+    )
+    stmt = scope_to_tenant(
+        stmt,
+        principal,
+        organization_column=Session.organization_id,
+        therapist_column=Session.therapist_id,
+    )
+    rows = (await db.execute(stmt)).all()
+    # A scheduled session is on no invoice yet.
+    return {row[0].program_id: to_read(row[0], row[1]) for row in rows}
 
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
@@ -180,7 +210,7 @@ async def cancel(
     offering = await records.offering_of(db, program)
     before = to_read(session, program.timezone)
     now = utcnow()
-    late = now > session.starts_at - timedelta(hours=offering.cancellation_notice_hours)
+    late = _inside_notice(session, offering, now)
     session.status = (
         SessionStatus.late_cancelled
         if by == CancelledBy.organization and late
@@ -188,6 +218,39 @@ async def cancel(
     ).value
     session.cancelled_by, session.cancel_reason, session.cancelled_at = by.value, data.reason, now
     return await record_change(db, principal, session, program, before, "session.cancelled")
+
+
+def _inside_notice(session: Session, offering: Offering, now: datetime) -> bool:
+    return now > session.starts_at - timedelta(hours=offering.cancellation_notice_hours)
+
+
+@dataclass(frozen=True)
+class CancellationTerms:
+    """What cancelling a scheduled session now would cost its organization: `late` inside the
+    offering's notice window, billed at `late_cancel_fee_percent` of the session's rate."""
+
+    late: bool
+    notice_hours: int
+    rate_cents: int
+    late_cancel_fee_percent: int
+    currency: str
+
+
+async def cancellation_terms(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> CancellationTerms:
+    """The terms `cancel` would apply if the organization cancelled now (nothing written)."""
+    session, program = await get_visible(db, principal, session_id)
+    require_role(principal, CANCELLERS, "cancel sessions")
+    require_scheduled(session, "cancelled")
+    offering = await records.offering_of(db, program)
+    return CancellationTerms(
+        late=_inside_notice(session, offering, utcnow()),
+        notice_hours=offering.cancellation_notice_hours,
+        rate_cents=session.rate_cents,
+        late_cancel_fee_percent=offering.late_cancel_fee_percent,
+        currency=program.currency,
+    )
 
 
 async def make_up(
