@@ -106,5 +106,5 @@ async def my_sessions(
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(
-        db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True
+        db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True, entity=Session
     )
