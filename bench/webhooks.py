@@ -17,7 +17,8 @@ keep-alive, answers 204, records arrival time and webhook-id), then:
 Then it checks that N distinct webhook-ids arrived once each, every signature verifies with
 `standardwebhooks`, and every delivery is 'succeeded' with one attempt. Everything talks over
 127.0.0.1 (and PostgreSQL's Unix socket). Goal: at least 500 events/s on a 2-core machine,
-with commit-to-receipt p99 under 2 s. `measure()` (run by `make bench`) returns both as rows.
+with commit-to-receipt p99 under 2 s at that rate. `measure()` (run by `make bench`) returns
+both as rows: throughput flat out, latency with `--rate 500`.
 """
 
 from __future__ import annotations
@@ -514,27 +515,29 @@ async def run(url: str, args: argparse.Namespace) -> Summary:
 
 
 async def measure(url: str, *, quick: bool = False) -> list[Row]:
-    """Throughput and commit-to-receipt latency of 10,000 events (quick: 1,000), published
-    flat out in transactions of 100."""
-    args = parser().parse_args(["--events", "1000" if quick else "10000"])
-    summary = await run(url, args)
-    checks = "" if summary.ok else " (delivery checks FAILED)"
+    """Throughput of 10,000 events (quick: 1,000) published flat out in transactions of 100;
+    then commit-to-receipt latency with the same events published at the goal's rate (flat
+    out, the latency would only say how long the backlog took to drain)."""
+    events = "1000" if quick else "10000"
+    flat_out = await run(url, parser().parse_args(["--events", events]))
+    paced = await run(url, parser().parse_args(["--events", events, "--rate", f"{GOAL:g}"]))
+    checks = "" if flat_out.ok and paced.ok else " (delivery checks FAILED)"
     return [
         Row(
-            claim=f"webhook delivery, {args.events:,} events outbox -> receiver{checks}",
-            measured=f"{summary.rate:,.0f} events/s",
-            baseline=f"httpx -> receiver {summary.base_rate:,.0f} events/s",
-            ratio=summary.rate / summary.base_rate,
+            claim=f"webhook delivery, {int(events):,} events outbox -> receiver{checks}",
+            measured=f"{flat_out.rate:,.0f} events/s",
+            baseline=f"httpx -> receiver {flat_out.base_rate:,.0f} events/s",
+            ratio=flat_out.rate / flat_out.base_rate,
             goal=f">= {GOAL:.0f} events/s",
-            met=summary.ok and summary.rate >= GOAL,
+            met=flat_out.ok and flat_out.rate >= GOAL,
         ),
         Row(
-            claim="webhook commit-to-receipt latency, p99",
-            measured=f"p99 {ms(summary.p99_s)} (p50 {ms(summary.p50_s)})",
+            claim=f"webhook commit-to-receipt at {GOAL:.0f} events/s, p99",
+            measured=f"p99 {ms(paced.p99_s)} (p50 {ms(paced.p50_s)})",
             baseline=f"the goal {ms(GOAL_P99_S)}",
-            ratio=summary.p99_s / GOAL_P99_S,
+            ratio=paced.p99_s / GOAL_P99_S,
             goal="p99 < 2 s",
-            met=summary.ok and summary.p99_s < GOAL_P99_S,
+            met=paced.ok and paced.p99_s < GOAL_P99_S,
         ),
     ]
 
