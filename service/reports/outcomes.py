@@ -1,0 +1,338 @@
+"""Outcomes for the organization: sessions delivered against planned, attendance, and the
+sessions' ratings on the focus areas by month, for one program or all of an organization's.
+
+Computed in SQL, two set-based statements whatever the number of programs and sessions: the
+session counts and attendance, then the ratings grouped by focus area and local month (with
+the per-area totals in the same pass, by GROUPING SETS). Local dates and months come from
+Python's zone rules (core.zones), never the database server's.
+
+Suppression: a rating average is shown only over a group of at least `outcomes_min_group`
+participants (the program's participants; for an organization, those of its programs with
+sessions in the period) and at least as many observations (per month, and overall). Anything
+less is null, and `suppressed`/`suppression_reason` say why. Counts are always shown. Notes are
+never read here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from models.base import sql_values
+from models.organizations import Organization
+from models.outcomes import (
+    Attendance,
+    FocusAreaOutcome,
+    MonthOutcome,
+    OrganizationOutcomes,
+    Period,
+    ProgramOutcomes,
+    SessionCounts,
+)
+from models.programs import Program
+from models.sessions import Session, SessionStatus
+from models.types import FocusArea, Role
+from service.catalog import organizations
+from service.core import zones
+from service.core.auth import Principal
+from service.core.clock import local_date
+from service.core.errors import FieldError, NotFound, ValidationFailed
+from service.programs import records
+
+READERS = (Role.admin, Role.coordinator)
+MAX_PERIOD_DAYS = 3660  # ten years: a program's whole life
+
+_COMPLETED = f"'{SessionStatus.completed.value}'"
+
+
+def _in_period(scope: str) -> str:
+    """The scoped sessions whose local start date is in the period (an index range first)."""
+    return f"""
+    in_period AS (
+        SELECT s.id, s.program_id, s.status, s.attendance, s.made_up_by, p.participants,
+               p.focus_areas, CAST({zones.local_time("s.starts_at")} AS date) AS local_day
+        FROM sessions s
+        JOIN programs p ON p.id = s.program_id
+        {zones.offsets_join("p.timezone", "s.starts_at")}
+        WHERE {scope} AND s.starts_at >= :low AND s.starts_at < :high
+    ), scoped AS (
+        SELECT * FROM in_period WHERE local_day BETWEEN :first AND :last
+    )"""
+
+
+def _counts(scope: str) -> Any:
+    return text(
+        f"""
+        WITH {_in_period(scope)}
+        SELECT count(*) FILTER (WHERE made_up_by IS NULL) AS planned,
+               count(*) FILTER (WHERE status = {_COMPLETED}) AS delivered,
+               count(*) FILTER (WHERE status = '{SessionStatus.cancelled.value}') AS cancelled,
+               count(*) FILTER (
+                   WHERE status = '{SessionStatus.late_cancelled.value}') AS late_cancelled,
+               count(*) FILTER (WHERE status = '{SessionStatus.no_show.value}') AS no_show,
+               coalesce(sum(attendance) FILTER (WHERE status = {_COMPLETED}), 0) AS attended,
+               coalesce(sum(participants) FILTER (WHERE status = {_COMPLETED}), 0) AS expected,
+               count(DISTINCT program_id) AS programs,
+               (SELECT coalesce(sum(participants), 0) FROM programs
+                 WHERE id IN (SELECT program_id FROM scoped)) AS group_size,
+               (SELECT coalesce(array_agg(DISTINCT area), '{{}}') FROM scoped,
+                       unnest(scoped.focus_areas) AS area) AS focus_areas
+        FROM scoped
+        """
+    )
+
+
+def _ratings(scope: str) -> Any:
+    return text(
+        f"""
+        WITH {_in_period(scope)}
+        SELECT r.focus_area,
+               to_char(date_trunc('month', s.local_day), 'YYYY-MM') AS month,
+               count(*) AS observations,
+               round(avg(r.rating), 2) AS average
+        FROM scoped s
+        JOIN observation_ratings r ON r.session_id = s.id
+        WHERE s.status IN ({sql_values([SessionStatus.completed])})
+        GROUP BY GROUPING SETS ((r.focus_area, month), (r.focus_area))
+        ORDER BY r.focus_area, month NULLS FIRST
+        """
+    )
+
+
+_PROGRAM = "s.program_id = :program_id"
+_ORGANIZATION = "s.organization_id = :organization_id"
+STATEMENTS = {
+    _PROGRAM: (_counts(_PROGRAM), _ratings(_PROGRAM)),
+    _ORGANIZATION: (_counts(_ORGANIZATION), _ratings(_ORGANIZATION)),
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What both statements answered, before suppression."""
+
+    period: Period
+    sessions: SessionCounts
+    attendance: Attendance
+    focus_areas: list[FocusAreaOutcome]
+    suppressed: bool
+    suppression_reason: str | None
+    programs: int
+
+
+def check_period(start: date, end: date) -> None:
+    if end < start:
+        raise ValidationFailed([FieldError("to", "must not be before from", "order", "query")])
+    if (end - start).days >= MAX_PERIOD_DAYS:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "to", f"the period may span at most {MAX_PERIOD_DAYS} days", "too_long", "query"
+                )
+            ]
+        )
+
+
+def _two(value: Any) -> float | None:
+    return None if value is None else float(Decimal(value).quantize(Decimal("0.01")))
+
+
+async def _figures(
+    db: AsyncSession,
+    scope: str,
+    scope_params: dict[str, Any],
+    time_zones: list[str],
+    start: date,
+    end: date,
+    *,
+    min_group: int,
+    known_areas: list[str],
+    group_size: int | None,
+    what: str,
+) -> Figures:
+    low, high = zones.utc_window(start, end)
+    params = {
+        **scope_params,
+        **zones.offsets(time_zones or ["UTC"], low, high).params(),
+        "low": low,
+        "high": high,
+        "first": start,
+        "last": end,
+    }
+    counts_sql, ratings_sql = STATEMENTS[scope]
+    counts = (await db.execute(counts_sql, params)).one()
+    rows = (await db.execute(ratings_sql, params)).all()
+
+    size = int(counts.group_size) if group_size is None else group_size
+    small_group = size < min_group
+    months_withheld = False
+    areas = {a for a in (*known_areas, *counts.focus_areas) if a in FocusArea._value2member_map_}
+    areas |= {row.focus_area for row in rows}
+    totals = {row.focus_area: row for row in rows if row.month is None}
+    trends: dict[str, list[MonthOutcome]] = {area: [] for area in areas}
+    for row in rows:
+        if row.month is None:
+            continue
+        hidden = small_group or row.observations < min_group
+        months_withheld |= not small_group and row.observations < min_group
+        trends[row.focus_area].append(
+            MonthOutcome(
+                month=row.month,
+                average=None if hidden else _two(row.average),
+                observations=int(row.observations),
+            )
+        )
+    outcomes = []
+    for area in sorted(areas, key=list(FocusArea._value2member_map_).index):
+        total = totals.get(area)
+        observations = int(total.observations) if total else 0
+        overall_hidden = small_group or observations < min_group
+        months_withheld |= bool(total) and not small_group and observations < min_group
+        trend = trends[area]
+        outcomes.append(
+            FocusAreaOutcome(
+                focus_area=FocusArea(area),
+                observations=observations,
+                average=None if overall_hidden or total is None else _two(total.average),
+                first_month_average=trend[0].average if trend else None,
+                last_month_average=trend[-1].average if trend else None,
+                trend=trend,
+            )
+        )
+    reason = None
+    if small_group and rows:
+        reason = (
+            f"Ratings are averaged only over at least {min_group} participants; {what} has "
+            f"{size}, so every rating average is withheld"
+        )
+    elif months_withheld:
+        reason = (
+            f"Averages over fewer than {min_group} observations (a month, or the whole period) "
+            "are withheld"
+        )
+    delivered, attended, expected = (
+        int(counts.delivered),
+        int(counts.attended),
+        int(counts.expected),
+    )
+    return Figures(
+        period=Period(start=start, end=end),
+        sessions=SessionCounts(
+            planned=int(counts.planned),
+            delivered=delivered,
+            cancelled=int(counts.cancelled),
+            late_cancelled=int(counts.late_cancelled),
+            no_show=int(counts.no_show),
+        ),
+        attendance=Attendance(
+            expected_per_session=round(expected / delivered, 2) if delivered else None,
+            average=round(attended / delivered, 2) if delivered else None,
+            rate=round(attended / expected, 4) if expected else None,
+        ),
+        focus_areas=outcomes,
+        suppressed=reason is not None,
+        suppression_reason=reason,
+        programs=int(counts.programs),
+    )
+
+
+async def visible_program(db: AsyncSession, principal: Principal, program_id: uuid.UUID) -> Program:
+    """The program for its outcomes: admins and its organization's coordinators; anyone else
+    gets a 404 (finance and therapists included: outcomes are the organization's)."""
+    if principal.role not in READERS:
+        raise NotFound(f"Program {program_id} not found")
+    return await records.get_visible(db, principal, program_id)
+
+
+async def default_period(db: AsyncSession, program: Program) -> tuple[date, date]:
+    """From the program's start to its last session (local dates)."""
+    last = await db.scalar(
+        select(func.max(col(Session.starts_at))).where(col(Session.program_id) == program.id)
+    )
+    end = local_date(last, program.timezone) if isinstance(last, datetime) else program.start_date
+    return program.start_date, max(end, program.start_date)
+
+
+async def program_outcomes(
+    db: AsyncSession,
+    principal: Principal,
+    program_id: uuid.UUID,
+    *,
+    start: date | None,
+    end: date | None,
+    min_group: int,
+) -> tuple[ProgramOutcomes, Program]:
+    program = await visible_program(db, principal, program_id)
+    if start is None or end is None:
+        default_start, default_end = await default_period(db, program)
+        start, end = start or default_start, end or default_end
+    check_period(start, end)
+    figures = await _figures(
+        db,
+        _PROGRAM,
+        {"program_id": program.id},
+        [program.timezone],
+        start,
+        end,
+        min_group=min_group,
+        known_areas=list(program.focus_areas),
+        group_size=program.participants,
+        what="the program",
+    )
+    return (
+        ProgramOutcomes(program_id=program.id, **_fields(figures)),
+        program,
+    )
+
+
+async def organization_outcomes(
+    db: AsyncSession,
+    principal: Principal,
+    organization_id: uuid.UUID,
+    *,
+    start: date,
+    end: date,
+    min_group: int,
+) -> OrganizationOutcomes:
+    if principal.role not in READERS:
+        raise NotFound(f"Organization {organization_id} not found")
+    org: Organization = await organizations.get_visible(db, principal, organization_id)
+    check_period(start, end)
+    time_zones = list(
+        await db.scalars(
+            select(col(Program.timezone)).where(col(Program.organization_id) == org.id).distinct()
+        )
+    )
+    figures = await _figures(
+        db,
+        _ORGANIZATION,
+        {"organization_id": org.id},
+        time_zones,
+        start,
+        end,
+        min_group=min_group,
+        known_areas=[],
+        group_size=None,
+        what="its programs with sessions in the period",
+    )
+    return OrganizationOutcomes(
+        organization_id=org.id, programs=figures.programs, **_fields(figures)
+    )
+
+
+def _fields(figures: Figures) -> dict[str, Any]:
+    return {
+        "period": figures.period,
+        "sessions": figures.sessions,
+        "attendance": figures.attendance,
+        "focus_areas": figures.focus_areas,
+        "suppressed": figures.suppressed,
+        "suppression_reason": figures.suppression_reason,
+    }
