@@ -351,3 +351,71 @@ async def test_a_completed_sessions_observation_goes_with_its_session_list_untou
         assert response.status_code == 200
         assert marker not in response.text
     assert len(await sessions_of(api, work.program["id"])) == 2
+
+
+async def test_a_therapists_sessions_say_whether_their_observation_is_recorded(api: Api):
+    work = await delivered(api)
+    await observe(api, work.sessions[0], work.therapist_key, {"wellbeing": 4})
+    page = ok(await api.client.get("/v1/me/sessions", headers=work.therapist_key))
+    assert [(s["id"], s["observation_recorded"]) for s in page["data"]] == [
+        (work.sessions[0]["id"], True),
+        (work.sessions[1]["id"], False),
+    ]
+
+
+async def test_observations_due_are_completed_unobserved_sessions_inside_the_window(api: Api):
+    from datetime import datetime, timedelta
+
+    org = await api.make_org()
+    # Daily from 16 days ago: the first two ended more than 14 days ago.
+    work = await delivered(api, org=org, sessions=5, days_ago=16)
+    recent = await delivered(api, org=org, sessions=3, days_ago=3, complete=False)
+    # The same therapist also delivers `recent`: hand its sessions over, then record two of
+    # them (one completed, one a no-show); the third stays scheduled.
+    for session in recent.sessions:
+        response = await api.client.post(
+            f"/v1/sessions/{session['id']}/substitute",
+            json={"therapist_id": work.therapist["id"], "override": True},
+            headers=api.admin,
+        )
+        assert response.status_code == 200, response.text
+    ok(
+        await api.client.post(
+            f"/v1/sessions/{recent.sessions[0]['id']}/complete",
+            json={"attendance": 1},
+            headers=work.therapist_key,
+        )
+    )
+    ok(
+        await api.client.post(
+            f"/v1/sessions/{recent.sessions[1]['id']}/no-show", headers=work.therapist_key
+        )
+    )
+    await observe(api, work.sessions[2], work.therapist_key, {"wellbeing": 3})
+
+    due = ok(await api.client.get("/v1/me/observations-due", headers=work.therapist_key))
+
+    expected = [work.sessions[3], work.sessions[4], recent.sessions[0]]
+    assert [s["id"] for s in due["data"]] == [s["id"] for s in expected]
+    assert {s["observation_recorded"] for s in due["data"]} == {False}
+    for listed, session in zip(due["data"], expected, strict=True):
+        ends = datetime.fromisoformat(session["ends_at"].replace("Z", "+00:00"))
+        listed_due = datetime.fromisoformat(listed["observation_due_by"].replace("Z", "+00:00"))
+        assert listed_due == ends + timedelta(days=14)
+    # Paged like every list.
+    first = ok(
+        await api.client.get(
+            "/v1/me/observations-due", params={"limit": "2"}, headers=work.therapist_key
+        )
+    )
+    rest = ok(
+        await api.client.get(
+            "/v1/me/observations-due",
+            params={"limit": "2", "cursor": first["next_cursor"]},
+            headers=work.therapist_key,
+        )
+    )
+    assert [s["id"] for s in first["data"] + rest["data"]] == [s["id"] for s in expected]
+    assert rest["next_cursor"] is None
+    for headers in (api.admin, await api.coordinator(org["id"])):
+        assert (await api.client.get("/v1/me/observations-due", headers=headers)).status_code == 403

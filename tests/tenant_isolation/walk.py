@@ -42,7 +42,13 @@ from tests.tenant_isolation.world import (
 # --------------------------------------------------------------------------------------------
 
 NOT_FOUND = frozenset({404})
-THERAPISTS_OWN_VIEW = frozenset({("GET", "/v1/me/programs"), ("GET", "/v1/me/sessions")})
+THERAPISTS_OWN_VIEW = frozenset(
+    {
+        ("GET", "/v1/me/programs"),
+        ("GET", "/v1/me/sessions"),
+        ("GET", "/v1/me/observations-due"),
+    }
+)
 NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
 # Reports are the provider's (admin, finance): aggregates over every tenant.
 REPORTS = frozenset({("GET", "/v1/reports/utilization"), ("GET", "/v1/reports/revenue")})
