@@ -271,3 +271,89 @@ async def test_outcomes_are_the_organizations_and_the_providers_alone(api: Api, 
         )
     ]
     assert statuses == ([200, 200, 200] if who == "coordinator" else [404, 404, 404])
+
+
+def pdf_text_and_image(document: bytes) -> tuple[str, Any, int]:
+    """The PDF's text (pypdf), its first page rendered at 100 dpi (pypdfium2), and its pages."""
+    import io
+
+    import pypdfium2
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(document))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    rendered = pypdfium2.PdfDocument(document)
+    image = rendered[0].render(scale=100 / 72).to_pil().convert("RGB")
+    return text, image, len(reader.pages)
+
+
+def pixels_near(image: Any, color: tuple[int, int, int], tolerance: int = 12) -> int:
+    colors = image.getcolors(image.width * image.height)
+    return sum(
+        count
+        for count, pixel in colors
+        if all(abs(a - b) <= tolerance for a, b in zip(pixel, color, strict=True))
+    )
+
+
+async def test_the_pdf_report_carries_the_same_figures_and_a_chart_per_focus_area(api: Api):
+    from service.reports.outcomes_pdf import BAR, WITHHELD, percent, two
+
+    work = await delivered(
+        api, sessions=6, days_ago=6, participants=6, attendance=5, title="Calm classroom 7B"
+    )
+    secret = "Pupil cried at the drum; do not share"
+    await rate_all(api, work, [{"stress_anxiety": r, "wellbeing": 4} for r in (2, 3, 3, 4, 5)])
+    await observe(api, work.sessions[5], api.admin, {"stress_anxiety": 4}, secret)
+    found = await outcomes_of(api, work.program)
+
+    response = await api.client.get(
+        f"/v1/programs/{work.program['id']}/outcomes.pdf", headers=api.admin
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    text, image, pages = pdf_text_and_image(response.content)
+
+    assert pages == 1
+    flat = " ".join(text.split())
+    period = found["period"]
+    for expected in (
+        work.org["name"],
+        "Calm classroom 7B",
+        work.therapist["name"],
+        f"{period['from']} to {period['to']}",
+        "6 delivered of 6 planned (cancelled 0, late cancelled 0, no-show 0)",
+        f"average {two(found['attendance']['average'])} of 6.00 expected per session, rate "
+        f"{percent(found['attendance']['rate'])}",
+        "Stress and anxiety",
+        "Wellbeing",
+    ):
+        assert expected in flat, (expected, flat)
+    for area in found["focus_areas"]:
+        assert f"average {two(area['average'])} over {area['observations']} observations" in flat, (
+            flat
+        )
+    assert found["focus_areas"][0]["average"] == 3.5  # 2, 3, 3, 4, 5, 4
+    assert "average 3.50 over 6 observations" in flat
+    assert "83.3%" in flat
+    assert "drum" not in flat and "cried" not in flat
+    # The charts are drawn: bars in the chart colour (no month withheld here, or grey if the
+    # sessions straddle a month's end).
+    drawn = pixels_near(image, BAR) + pixels_near(image, WITHHELD)
+    assert drawn > 1000
+
+
+async def test_the_pdf_of_an_individual_program_withholds_every_average(api: Api):
+    from service.reports.outcomes_pdf import BAR, WITHHELD
+
+    work = await delivered(api, sessions=3, days_ago=4, participants=1)
+    await rate_all(api, work, [{"wellbeing": 5}] * 3)
+    response = await api.client.get(
+        f"/v1/programs/{work.program['id']}/outcomes.pdf", headers=api.admin
+    )
+    text, image, _ = pdf_text_and_image(response.content)
+    flat = " ".join(text.split())
+    assert "average withheld over 3 observations" in flat
+    assert "the program has 1, so every rating average is withheld" in flat
+    assert pixels_near(image, WITHHELD) > 500
+    assert pixels_near(image, BAR) == 0

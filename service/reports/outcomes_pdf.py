@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.organizations import Organization
 from models.outcomes import FocusAreaOutcome, ProgramOutcomes
-from models.programs import Program
 from models.therapists import Therapist
 from service.core.auth import Principal
 from service.reports import outcomes
@@ -31,7 +30,7 @@ FOCUS_AREA_LABELS = {
 }
 RATING_MAX = 5
 BAR = (46, 110, 160)  # the chart's bars
-WITHHELD = (200, 200, 200)  # a month whose average is withheld
+WITHHELD = (228, 228, 228)  # a month whose average is withheld
 INK = (40, 40, 40)
 
 
@@ -64,17 +63,17 @@ async def program_report(
     org = await db.get(Organization, program.organization_id)
     therapist = await db.get(Therapist, program.therapist_id) if program.therapist_id else None
     assert org is not None
-    document = render(found, program, org.name, therapist.name if therapist else None)
+    document = render(found, program.title, org.name, therapist.name if therapist else None)
     return document, f"outcomes-{found.period.start}-{found.period.end}.pdf"
 
 
 def render(
-    found: ProgramOutcomes, program: Program, organization: str, therapist: str | None
+    found: ProgramOutcomes, program_title: str, organization: str, therapist: str | None
 ) -> bytes:
     pdf = FPDF(orientation="portrait", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.set_creator("Ensemble")
-    pdf.set_title(_latin1(f"Program outcomes: {program.title}"))
+    pdf.set_title(_latin1(f"Program outcomes: {program_title}"))
     pdf.add_page()
     pdf.set_text_color(*INK)
     pdf.set_font("Helvetica", "B", 18)
@@ -83,7 +82,7 @@ def render(
     period = found.period
     for label, value in (
         ("Organization", organization),
-        ("Program", program.title),
+        ("Program", program_title),
         ("Period", f"{period.start} to {period.end}"),
         ("Therapist", therapist or "not staffed"),
     ):
@@ -173,8 +172,11 @@ def _chart(pdf: FPDF, area: FocusAreaOutcome, x: float, y: float, w: float, h: f
     for index, month in enumerate(months):
         bx = left + index * slot + (slot - bar) / 2
         if month.average is None:
+            # A pale band across the whole axis, labelled: no height that could read as a value.
             pdf.set_fill_color(*WITHHELD)
             pdf.rect(bx, bottom - plot_h, bar, plot_h, style="F")
+            pdf.set_xy(bx, bottom - plot_h / 2 - 1.5)
+            pdf.cell(bar, 3, "withheld" if bar >= 9 else "-", align="C")
         else:
             pdf.set_fill_color(*BAR)
             bar_h = plot_h * month.average / RATING_MAX
