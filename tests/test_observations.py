@@ -419,3 +419,34 @@ async def test_observations_due_are_completed_unobserved_sessions_inside_the_win
     assert rest["next_cursor"] is None
     for headers in (api.admin, await api.coordinator(org["id"])):
         assert (await api.client.get("/v1/me/observations-due", headers=headers)).status_code == 403
+
+
+async def test_ending_a_rotation_reseals_every_note_under_the_new_key(api: Api, db: AsyncSession):
+    work = await delivered(api, sessions=3)
+    for n, session in enumerate(work.sessions):
+        await observe(api, session, work.therapist_key, {"wellbeing": 3}, f"{NOTE} {n}")
+    await observe(api, work.sessions[2], work.therapist_key, {"wellbeing": 3}, None, status=200)
+    old = encryption.DEVELOPMENT_ONLY_KEY
+    new = "the-next-key-after-rotation-0123456789-abcdef"
+
+    resealed = await observations.reseal_notes(db, encryption.Keyring((new, old)))
+    again = await observations.reseal_notes(db, encryption.Keyring((new, old)))
+
+    assert (resealed, again) == (2, 0)
+    only_new = encryption.Keyring((new,))
+    rows = (
+        await db.execute(
+            text(
+                "SELECT o.id, o.note_ciphertext FROM observations o "
+                "JOIN sessions s ON s.id = o.session_id "
+                "WHERE o.program_id = :p ORDER BY s.starts_at"
+            ),
+            {"p": work.program["id"]},
+        )
+    ).all()
+    assert [
+        None
+        if r.note_ciphertext is None
+        else observations.open_note(only_new, r.id, r.note_ciphertext)
+        for r in rows
+    ] == [f"{NOTE} 0", f"{NOTE} 1", None]

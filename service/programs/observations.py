@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -221,3 +221,41 @@ async def read(
         after=NoteRead(session_id=session.id, note_present=note is not None),
     )
     return _to_read(observation, await _ratings(db, session.id), note)
+
+
+RESEAL_BATCH = 500
+
+
+async def reseal_notes(db: AsyncSession, keyring: Keyring) -> int:
+    """Re-encrypt every note not yet under the first key of ENSEMBLE_SECRET_KEY (the end of a
+    key rotation: afterwards the old key may be removed), a batch at a time. The notes do not
+    change. Answers how many were re-encrypted."""
+    resealed = 0
+    current = f"enc1:{keyring.primary_id}:%"
+    while True:
+        rows = (
+            await db.execute(
+                select(col(Observation.id), col(Observation.note_ciphertext))
+                .where(
+                    col(Observation.note_ciphertext).is_not(None),
+                    col(Observation.note_ciphertext).not_like(current),
+                )
+                .limit(RESEAL_BATCH)
+                .with_for_update()
+            )
+        ).all()
+        if not rows:
+            return resealed
+        await db.execute(
+            update(Observation),
+            [
+                {
+                    "id": row.id,
+                    "note_ciphertext": seal_note(
+                        keyring, row.id, open_note(keyring, row.id, row.note_ciphertext)
+                    ),
+                }
+                for row in rows
+            ],
+        )
+        resealed += len(rows)
