@@ -450,3 +450,23 @@ async def test_ending_a_rotation_reseals_every_note_under_the_new_key(api: Api, 
         else observations.open_note(only_new, r.id, r.note_ciphertext)
         for r in rows
     ] == [f"{NOTE} 0", f"{NOTE} 1", None]
+
+
+async def test_finance_reads_the_audit_trail_without_the_clinical_records(api: Api):
+    work = await delivered(api)
+    await observe(api, work.sessions[0], work.therapist_key, {"wellbeing": 2}, NOTE)
+    ok(
+        await api.client.get(
+            f"/v1/sessions/{work.sessions[0]['id']}/observation", headers=api.admin
+        )
+    )
+    params = {"entity_type": "observation", "limit": "200"}
+    finance = ok(
+        await api.client.get("/v1/audit-events", params=params, headers=await api.key("finance"))
+    )
+    admin = ok(await api.client.get("/v1/audit-events", params=params, headers=api.admin))
+    assert finance["data"] == []
+    assert sorted(e["action"] for e in admin["data"]) == [
+        "observation.read",
+        "observation.recorded",
+    ]
