@@ -357,3 +357,37 @@ async def test_the_pdf_of_an_individual_program_withholds_every_average(api: Api
     assert "the program has 1, so every rating average is withheld" in flat
     assert pixels_near(image, WITHHELD) > 500
     assert pixels_near(image, BAR) == 0
+
+
+async def test_an_organizations_rollup_never_singles_out_the_one_program_rated_on_an_area(
+    api: Api,
+):
+    """Seven participants in all, but wellbeing is rated in the individual program alone: its
+    five ratings describe one person, so that average is withheld; stress (rated in the group
+    of six) is shown."""
+    org = await api.make_org()
+    solo = await delivered(api, org=org, sessions=5, days_ago=6, participants=1)
+    group = await delivered(api, org=org, sessions=5, days_ago=6, participants=6, attendance=6)
+    await rate_all(api, solo, [{"wellbeing": 5}] * 5)
+    await rate_all(api, group, [{"stress_anxiety": 3}] * 5)
+    today = datetime.now(UTC).date()
+
+    found = ok(
+        await api.client.get(
+            f"/v1/organizations/{org['id']}/outcomes",
+            params={"from": str(today - timedelta(days=30)), "to": str(today)},
+            headers=api.admin,
+        )
+    )
+
+    by_area = {a["focus_area"]: a for a in found["focus_areas"]}
+    assert (by_area["wellbeing"]["observations"], by_area["wellbeing"]["average"]) == (5, None)
+    assert (by_area["stress_anxiety"]["observations"], by_area["stress_anxiety"]["average"]) == (
+        5,
+        3.0,
+    )
+    assert found["suppressed"] is True
+    assert found["suppression_reason"].startswith(
+        "Ratings are averaged only over at least 5 participants; averages whose ratings come "
+        "from programs with fewer participants in all are withheld"
+    )

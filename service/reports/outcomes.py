@@ -7,9 +7,11 @@ the per-area totals in the same pass, by GROUPING SETS). Local dates and months 
 Python's zone rules (core.zones), never the database server's.
 
 Suppression: a rating average is shown only over a group of at least `outcomes_min_group`
-participants (the program's participants; for an organization, those of its programs with
-sessions in the period) and at least as many observations (per month, and overall). Anything
-less is null, and `suppressed`/`suppression_reason` say why. Counts are always shown. Notes are
+participants (those of the programs whose ratings it averages: a program's own participants,
+and in an organization's rollup only the programs rated in that month and focus area, so an
+individual program is never singled out by being the only one rated) and at least as many
+observations (per month, and overall). Anything less is null, and
+`suppressed`/`suppression_reason` say why. Counts are always shown. Notes are
 never read here.
 """
 
@@ -80,8 +82,6 @@ def _counts(scope: str) -> Any:
                coalesce(sum(attendance) FILTER (WHERE status = {_COMPLETED}), 0) AS attended,
                coalesce(sum(participants) FILTER (WHERE status = {_COMPLETED}), 0) AS expected,
                count(DISTINCT program_id) AS programs,
-               (SELECT coalesce(sum(participants), 0) FROM programs
-                 WHERE id IN (SELECT program_id FROM scoped)) AS group_size,
                (SELECT coalesce(array_agg(DISTINCT area), '{{}}') FROM scoped,
                        unnest(scoped.focus_areas) AS area) AS focus_areas
         FROM scoped
@@ -96,7 +96,10 @@ def _ratings(scope: str) -> Any:
         SELECT r.focus_area,
                to_char(date_trunc('month', s.local_day), 'YYYY-MM') AS month,
                count(*) AS observations,
-               round(avg(r.rating), 2) AS average
+               round(avg(r.rating), 2) AS average,
+               -- The people behind the cell: the participants of the programs rated in it.
+               (SELECT coalesce(sum(p.participants), 0) FROM programs p
+                 WHERE p.id = ANY(array_agg(DISTINCT s.program_id))) AS group_size
         FROM scoped s
         JOIN observation_ratings r ON r.session_id = s.id
         WHERE s.status IN ({sql_values([SessionStatus.completed])})
@@ -154,9 +157,9 @@ async def _figures(
     *,
     min_group: int,
     known_areas: list[str],
-    group_size: int | None,
-    what: str,
+    participants: int | None,
 ) -> Figures:
+    """`participants`: the program's, for a program's outcomes (None for an organization's)."""
     low, high = zones.utc_window(start, end)
     params = {
         **scope_params,
@@ -170,9 +173,16 @@ async def _figures(
     counts = (await db.execute(counts_sql, params)).one()
     rows = (await db.execute(ratings_sql, params)).all()
 
-    size = int(counts.group_size) if group_size is None else group_size
-    small_group = size < min_group
-    months_withheld = False
+    small_cells = few_cells = False
+
+    def withheld(row: Any) -> bool:
+        nonlocal small_cells, few_cells
+        small = int(row.group_size) < min_group
+        few = int(row.observations) < min_group
+        small_cells |= small
+        few_cells |= few and not small
+        return small or few
+
     areas = {a for a in (*known_areas, *counts.focus_areas) if a in FocusArea._value2member_map_}
     areas |= {row.focus_area for row in rows}
     totals = {row.focus_area: row for row in rows if row.month is None}
@@ -180,43 +190,42 @@ async def _figures(
     for row in rows:
         if row.month is None:
             continue
-        hidden = small_group or row.observations < min_group
-        months_withheld |= not small_group and row.observations < min_group
         trends[row.focus_area].append(
             MonthOutcome(
                 month=row.month,
-                average=None if hidden else _two(row.average),
+                average=None if withheld(row) else _two(row.average),
                 observations=int(row.observations),
             )
         )
     outcomes = []
     for area in sorted(areas, key=list(FocusArea._value2member_map_).index):
         total = totals.get(area)
-        observations = int(total.observations) if total else 0
-        overall_hidden = small_group or observations < min_group
-        months_withheld |= bool(total) and not small_group and observations < min_group
         trend = trends[area]
         outcomes.append(
             FocusAreaOutcome(
                 focus_area=FocusArea(area),
-                observations=observations,
-                average=None if overall_hidden or total is None else _two(total.average),
+                observations=int(total.observations) if total else 0,
+                average=None if total is None or withheld(total) else _two(total.average),
                 first_month_average=trend[0].average if trend else None,
                 last_month_average=trend[-1].average if trend else None,
                 trend=trend,
             )
         )
-    reason = None
-    if small_group and rows:
-        reason = (
-            f"Ratings are averaged only over at least {min_group} participants; {what} has "
-            f"{size}, so every rating average is withheld"
+    reasons = []
+    if small_cells:
+        reasons.append(
+            f"Ratings are averaged only over at least {min_group} participants; the program "
+            f"has {participants}, so every rating average is withheld"
+            if participants is not None
+            else f"Ratings are averaged only over at least {min_group} participants; averages "
+            "whose ratings come from programs with fewer participants in all are withheld"
         )
-    elif months_withheld:
-        reason = (
+    if few_cells:
+        reasons.append(
             f"Averages over fewer than {min_group} observations (a month, or the whole period) "
             "are withheld"
         )
+    reason = "; ".join(reasons) or None
     delivered, attended, expected = (
         int(counts.delivered),
         int(counts.attended),
@@ -283,8 +292,7 @@ async def program_outcomes(
         end,
         min_group=min_group,
         known_areas=list(program.focus_areas),
-        group_size=program.participants,
-        what="the program",
+        participants=program.participants,
     )
     return (
         ProgramOutcomes(program_id=program.id, **_fields(figures)),
@@ -319,8 +327,7 @@ async def organization_outcomes(
         end,
         min_group=min_group,
         known_areas=[],
-        group_size=None,
-        what="its programs with sessions in the period",
+        participants=None,
     )
     return OrganizationOutcomes(
         organization_id=org.id, programs=figures.programs, **_fields(figures)
