@@ -20,7 +20,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -79,8 +78,15 @@ def _counts(scope: str) -> Any:
                count(*) FILTER (
                    WHERE status = '{SessionStatus.late_cancelled.value}') AS late_cancelled,
                count(*) FILTER (WHERE status = '{SessionStatus.no_show.value}') AS no_show,
-               coalesce(sum(attendance) FILTER (WHERE status = {_COMPLETED}), 0) AS attended,
-               coalesce(sum(participants) FILTER (WHERE status = {_COMPLETED}), 0) AS expected,
+               round(CAST(sum(participants) FILTER (WHERE status = {_COMPLETED}) AS numeric)
+                     / nullif(count(*) FILTER (WHERE status = {_COMPLETED}), 0), 2)
+                   AS expected_per_session,
+               round(CAST(sum(attendance) FILTER (WHERE status = {_COMPLETED}) AS numeric)
+                     / nullif(count(*) FILTER (WHERE status = {_COMPLETED}), 0), 2)
+                   AS attendance_average,
+               round(CAST(sum(attendance) FILTER (WHERE status = {_COMPLETED}) AS numeric)
+                     / nullif(sum(participants) FILTER (WHERE status = {_COMPLETED}), 0), 4)
+                   AS attendance_rate,
                count(DISTINCT program_id) AS programs,
                (SELECT coalesce(array_agg(DISTINCT area), '{{}}') FROM scoped,
                        unnest(scoped.focus_areas) AS area) AS focus_areas
@@ -143,8 +149,9 @@ def check_period(start: date, end: date) -> None:
         )
 
 
-def _two(value: Any) -> float | None:
-    return None if value is None else float(Decimal(value).quantize(Decimal("0.01")))
+def _number(value: Any) -> float | None:
+    """A rounded SQL numeric as the JSON number it is (null stays null)."""
+    return None if value is None else float(value)
 
 
 async def _figures(
@@ -193,7 +200,7 @@ async def _figures(
         trends[row.focus_area].append(
             MonthOutcome(
                 month=row.month,
-                average=None if withheld(row) else _two(row.average),
+                average=None if withheld(row) else _number(row.average),
                 observations=int(row.observations),
             )
         )
@@ -205,7 +212,7 @@ async def _figures(
             FocusAreaOutcome(
                 focus_area=FocusArea(area),
                 observations=int(total.observations) if total else 0,
-                average=None if total is None or withheld(total) else _two(total.average),
+                average=None if total is None or withheld(total) else _number(total.average),
                 first_month_average=trend[0].average if trend else None,
                 last_month_average=trend[-1].average if trend else None,
                 trend=trend,
@@ -226,24 +233,19 @@ async def _figures(
             "are withheld"
         )
     reason = "; ".join(reasons) or None
-    delivered, attended, expected = (
-        int(counts.delivered),
-        int(counts.attended),
-        int(counts.expected),
-    )
     return Figures(
         period=Period(start=start, end=end),
         sessions=SessionCounts(
             planned=int(counts.planned),
-            delivered=delivered,
+            delivered=int(counts.delivered),
             cancelled=int(counts.cancelled),
             late_cancelled=int(counts.late_cancelled),
             no_show=int(counts.no_show),
         ),
         attendance=Attendance(
-            expected_per_session=round(expected / delivered, 2) if delivered else None,
-            average=round(attended / delivered, 2) if delivered else None,
-            rate=round(attended / expected, 4) if expected else None,
+            expected_per_session=_number(counts.expected_per_session),
+            average=_number(counts.attendance_average),
+            rate=_number(counts.attendance_rate),
         ),
         focus_areas=outcomes,
         suppressed=reason is not None,
