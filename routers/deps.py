@@ -25,14 +25,14 @@ from service.core.pagination import CURSOR_FORMAT, DEFAULT_LIMIT, MAX_LIMIT, Pag
 from service.core.settings import Settings
 
 
-def db_session(request: Request) -> AsyncSession:
+async def db_session(request: Request) -> AsyncSession:
     return work_of(request.state).session
 
 
 DbSession = Annotated[AsyncSession, Depends(db_session)]
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -47,7 +47,10 @@ async def current_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return await authenticate(db, request.headers.get("authorization"))
+    work = work_of(request.state)
+    if work.principal is None:
+        work.principal = await authenticate(db, request.headers.get("authorization"))
+    return work.principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -64,7 +67,7 @@ Cursor = Annotated[
 ]
 
 
-def page_request(
+async def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[
         Cursor | None,
@@ -85,7 +88,7 @@ class DateRange:
     end: date
 
 
-def date_range(
+async def date_range(
     start: Annotated[Day, Query(alias="from")], end: Annotated[Day, Query(alias="to")]
 ) -> DateRange:
     return DateRange(start, end)

@@ -35,7 +35,7 @@ class StripeAfterCommit:
             self.work.answer_with(lambda: self.sync.sync_then_read(invoice_id, principal))
 
 
-def stripe_push(request: Request) -> StripeAfterCommit:
+async def stripe_push(request: Request) -> StripeAfterCommit:
     sync = StripeSync(
         client=request.app.state.stripe,
         session_factory=request.app.state.session_factory,

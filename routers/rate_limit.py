@@ -11,6 +11,10 @@ one a minute, and `ensemble_rate_limit_store_failures_total`), and the store is 
 after a few seconds: the limiter never takes the API down with it.
 
 The probes and metrics (`/healthz`, `/readyz`, `/metrics`) are not limited.
+
+The counting is the library's fixed window (its storage, keys and expiry), asked as little as
+possible: a request without a key costs the store one round trip, one with a key two (its
+address's failures, then the key's count); the end of a window is learned once per window.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import FixedWindowRateLimiter
+from limits.aio.storage import Storage as AsyncStorage
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from routers.portal.signin import COOKIE, SIGNIN_REFUSED
 from routers.problems import problem_response
 from service.core.auth import bearer_token
 from service.core.errors import DomainError
@@ -39,6 +47,7 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 STORE_DEADLINE = 0.5  # seconds for one call to the store
 STORE_PAUSE = 5.0  # after a failure, requests go through without asking for this long
 WARN_EVERY = 60.0
+WINDOWS_REMEMBERED = 10_000  # window ends kept per process (forgotten all at once past it)
 
 
 class TooManyRequests(DomainError):
@@ -65,36 +74,73 @@ class Limiter:
 
     def __init__(self, settings: Settings) -> None:
         url = settings.rate_limit_storage
-        self._storage = storage_from_string(url if url.startswith("async+") else f"async+{url}")
-        self._strategy = FixedWindowRateLimiter(self._storage)
+        # An async+ URL always makes an asyncio storage (redis-py's client: of the two the
+        # library offers, the one that costs a request less).
+        self._storage = cast(
+            AsyncStorage,
+            storage_from_string(
+                url if url.startswith("async+") else f"async+{url}", implementation="redispy"
+            ),
+        )
         self.per_key = parse(settings.rate_limit)
         self.per_address = parse(settings.rate_limit_anonymous)
         self.prefix = settings.rate_limit_prefix
         self._paused_until = 0.0
         self._warned_at = -WARN_EVERY
+        self._window_ends: dict[str, float] = {}
 
     async def hit(self, item: RateLimitItem, bucket: str) -> Verdict | None:
-        return await self._ask(item, bucket, hit=True)
+        """Count one request: one round trip to the store (its window's end is remembered)."""
+        key = item.key_for(self.prefix, bucket)
+
+        async def ask() -> Verdict:
+            count = await self._storage.incr(key, item.get_expiry())
+            return self._verdict(item, key, count, await self._window_end(item, key, count))
+
+        return await self._asking(ask)
 
     async def peek(self, item: RateLimitItem, bucket: str) -> Verdict | None:
-        return await self._ask(item, bucket, hit=False)
+        """How a bucket stands, without counting: one round trip while it is under its limit."""
+        key = item.key_for(self.prefix, bucket)
 
-    async def _ask(self, item: RateLimitItem, bucket: str, *, hit: bool) -> Verdict | None:
+        async def ask() -> Verdict:
+            count = await self._storage.get(key)
+            if count < item.amount:
+                return Verdict(True, item.amount, item.amount - count, 0)
+            return self._verdict(item, key, count + 1, await self._storage.get_expiry(key))
+
+        return await self._asking(ask)
+
+    async def _window_end(self, item: RateLimitItem, key: str, count: int) -> float:
+        """When the window of `key` ends (epoch seconds). The first hit of a window starts it
+        (the store sets its expiry then), so its end is known without asking; later hits ask
+        the store once per window and process, and remember the answer until it passes."""
+        now = time.time()
+        if count == 1:
+            end = now + item.get_expiry()
+        else:
+            end = self._window_ends.get(key, 0.0)
+            if end <= now:
+                end = await self._storage.get_expiry(key)
+        if len(self._window_ends) > WINDOWS_REMEMBERED:
+            self._window_ends.clear()
+        self._window_ends[key] = end
+        return end
+
+    @staticmethod
+    def _verdict(item: RateLimitItem, key: str, count: int, window_end: float) -> Verdict:
+        reset = max(math.ceil(window_end - time.time()), 0)
+        return Verdict(count <= item.amount, item.amount, max(item.amount - count, 0), reset)
+
+    async def _asking(self, ask: Callable[[], Awaitable[Verdict]]) -> Verdict | None:
         if time.monotonic() < self._paused_until:
             return None
         try:
             async with asyncio.timeout(STORE_DEADLINE):
-                allowed = await (
-                    self._strategy.hit(item, self.prefix, bucket)
-                    if hit
-                    else self._strategy.test(item, self.prefix, bucket)
-                )
-                stats = await self._strategy.get_window_stats(item, self.prefix, bucket)
+                return await ask()
         except Exception as exc:  # any failure of the store: let the request through
             self._store_failed(exc)
             return None
-        reset = max(math.ceil(stats.reset_time - time.time()), 0)
-        return Verdict(allowed, item.amount, max(stats.remaining, 0), reset)
 
     def _store_failed(self, exc: Exception) -> None:
         RATE_LIMIT_STORE_FAILURES.inc()
@@ -122,7 +168,9 @@ class RateLimit:
         if limiter is None or scope["path"] in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        token = bearer_token(Headers(scope=scope).get("authorization"))
+        headers = Headers(scope=scope)
+        token = bearer_token(headers.get("authorization")) or _portal_session(scope, headers)
+        state: dict[str, object] = scope.setdefault("state", {})  # shared with the portal
         address = (scope.get("client") or ("unknown",))[0]
         failed = f"failed:{address}"
         verdict: Verdict | None
@@ -146,13 +194,24 @@ class RateLimit:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if token is not None and message["status"] == 401:
+                if token is not None and (
+                    message["status"] == 401 or state.get(SIGNIN_REFUSED) is True
+                ):
                     await limiter.hit(limiter.per_address, failed)
                 if verdict is not None:
                     MutableHeaders(scope=message).update(verdict.headers())
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _portal_session(scope: Scope, headers: Headers) -> str | None:
+    """A portal page's credential is its session cookie: counted per session like a key (a
+    cookie that fails counts against its address, as a failed key does)."""
+    path = scope["path"]
+    if path != "/app" and not path.startswith("/app/"):
+        return None
+    return cookie_parser(headers.get("cookie", "")).get(COOKIE) or None
 
 
 def _digest(token: str) -> str:

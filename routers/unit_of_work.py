@@ -8,6 +8,11 @@ the database never takes a connection) and is:
   a failed commit is never a 200 (the client gets the problem instead);
 - rolled back on any 4xx/5xx answer and on any exception.
 
+A request that only reads (GET, HEAD, OPTIONS) gets an autocommit session instead: its
+statements go out alone, with no BEGIN/COMMIT around them (service.core.db's
+`make_read_session_factory`). What such a request adds to its session (an audit row of a
+read) is still written only when its answer is below 400, when the session is committed.
+
 It is also the one place where Idempotency-Key is honoured (POST only, in the same transaction
 as the change: a committed change always has its replay; a failed request leaves the key free)
 and where a route's follow-up runs once the change is committed (`Work.answer_with`: an outside
@@ -17,6 +22,7 @@ call such as a Stripe push, which must never run inside the request's transactio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,11 +40,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from routers.body_limit import replay_body
 from routers.problems import database_error_response, problem_response
 from service.core import encryption, idempotency
-from service.core.auth import authenticate, caller_fingerprint
+from service.core.auth import Principal, authenticate, caller_fingerprint
 from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
-FollowUp = Callable[[], Awaitable[BaseModel]]
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FollowUp = Callable[[], Awaitable[BaseModel | Response]]
 
 
 class Work:
@@ -48,6 +55,9 @@ class Work:
         self._factory = factory
         self._session: AsyncSession | None = None
         self.follow_up: FollowUp | None = None
+        # The caller, once authenticated in this transaction (the idempotency claim does it
+        # first on a POST with a key; the route's dependency then asks no second time).
+        self.principal: Principal | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -103,23 +113,53 @@ class UnitOfWork:
             await self.app(scope, receive, send)
             return
         app_state = scope["app"].state
-        work = Work(app_state.session_factory)
+        reads_only = scope["method"] in READ_METHODS
+        work = Work(app_state.read_session_factory if reads_only else app_state.session_factory)
         scope.setdefault("state", {})["work"] = work
         request = _Request(self.app, scope, receive, send, work)
+        # The route runs in a task of its own, so that the deadline's answer never waits for
+        # the route to unwind: the driver, cancelled in a query, first asks the server to
+        # cancel it and waits for that (up to ten seconds when the server is silent).
+        route = asyncio.ensure_future(request.run())
+        unwinding = False
         try:
             async with asyncio.timeout(app_state.settings.request_timeout) as deadline:
                 request.deadline = deadline
-                await request.run()
+                await asyncio.shield(route)
         except TimeoutError:
             if request.settled:
                 raise
+            route.cancel()
             # Whatever it waited for (a database that stopped answering, a lock), the work is
             # dropped unsaved: its connection is discarded, not rolled back over a dead line.
-            await work.invalidate()
             late = ServiceUnavailable("The request took too long to complete; nothing was saved")
             await problem_response(late)(scope, receive, send)
+            unwinding = True
+            _in_background(_discard(route, work))
+        except BaseException:
+            route.cancel()  # the server gave up on the request (a client gone): so does the route
+            with contextlib.suppress(BaseException):
+                await route
+            raise
         finally:
-            await work.close()
+            if not unwinding:
+                await work.close()
+
+
+_UNWINDING: set[asyncio.Task[None]] = set()
+
+
+def _in_background(work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    _UNWINDING.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_UNWINDING.discard)
+
+
+async def _discard(route: asyncio.Future[None], work: Work) -> None:
+    """After a late answer: let the cancelled route unwind, then drop its connection."""
+    with contextlib.suppress(BaseException):
+        await route
+    await work.invalidate()
 
 
 class _Request:
@@ -162,7 +202,7 @@ class _Request:
             idempotency.validate_key(self.key)
             if self.authorization:
                 # A replay is an answer like any other: a revoked key must not get one.
-                await authenticate(self.work.session, self.authorization)
+                self.work.principal = await authenticate(self.work.session, self.authorization)
             stored = await idempotency.claim(
                 self.work.session,
                 keyring=self.keyring,
@@ -254,7 +294,12 @@ class _Request:
     async def _follow_up(self, follow_up: FollowUp) -> Response:
         assert self.start is not None
         try:
-            answer = JSONResponse(jsonable_encoder(await follow_up()), status_code=self.status)
+            result = await follow_up()
+            answer = (
+                result
+                if isinstance(result, Response)  # a portal page's own redirect
+                else JSONResponse(jsonable_encoder(result), status_code=self.status)
+            )
         except Exception:
             log.exception("follow-up of %s %s failed", self.scope["method"], self.scope["path"])
             return Response(

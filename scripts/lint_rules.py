@@ -14,6 +14,8 @@
   the modules below them, never each other, and nothing below imports a use case.
 - service/scheduling holds pure rules: no database, no sessions.
 - Settings come from the app: no `Settings()` below the app factory and the CLI.
+- Routes and dependencies in routers/ are `async def`: FastAPI runs a plain `def` in a worker
+  thread, a hand-off there and back on every request.
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ def check_file(rel: str, tree: ast.AST) -> list[str]:
                     and side.value.id == "principal"
                 ):
                     problems.append(f"{rel}:{node.lineno}: tenant filter outside {SCOPING_HOME}")
+    if top == "routers":
+        problems += thread_hopping(rel, tree)
     for lineno, module in imported_modules(tree):
         root = module.split(".")[0]
         if top == "models" and root in {"service", "routers"}:
@@ -162,6 +166,33 @@ def check_file(rel: str, tree: ast.AST) -> list[str]:
             problems.append(f"{rel}:{lineno}: {PURE}/ holds pure rules; no database ({module})")
         if top == "service":
             problems += service_problems(rel, lineno, module)
+    return problems
+
+
+def thread_hopping(rel: str, tree: ast.AST) -> list[str]:
+    """Plain `def` routes (decorated `@router.<method>`) and dependencies (named in
+    `Depends(...)` in the same file)."""
+    depended = {
+        node.args[0].id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Depends"
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+    }
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        route = any(
+            isinstance(d, ast.Call)
+            and isinstance(d.func, ast.Attribute)
+            and d.func.attr in {"get", "post", "put", "patch", "delete", "api_route"}
+            for d in node.decorator_list
+        )
+        if route or node.name in depended:
+            problems.append(f"{rel}:{node.lineno}: {node.name} is a plain def; make it async")
     return problems
 
 

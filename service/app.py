@@ -23,6 +23,7 @@ from routers import (
     offerings,
     openapi,
     organizations,
+    portal,
     programs,
     reports,
     sessions,
@@ -35,7 +36,12 @@ from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
 from routers.unit_of_work import UnitOfWork
 from service.core import log_redaction
-from service.core.db import Deadlines, make_async_engine, make_session_factory
+from service.core.db import (
+    Deadlines,
+    make_async_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from service.core.metrics import MetricsMiddleware
 from service.core.settings import Settings
 from service.integrations import stripe_api
@@ -57,6 +63,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     integrations.router,
     webhooks.router,
     jobs.router,
+    *portal.ROUTERS,
 )
 
 
@@ -96,6 +103,7 @@ def create_app(
         )
         app.state.engine = own_engine
         app.state.session_factory = make_session_factory(own_engine)
+        app.state.read_session_factory = make_read_session_factory(own_engine)
         # Jobs wait longer than requests may: the scheduler has its own small pool.
         job_engine = make_async_engine(
             settings.database_url, pool_size=2, deadlines=Deadlines.for_jobs(settings)
@@ -133,6 +141,10 @@ def create_app(
     if engine is not None:
         app.state.engine = engine
         app.state.session_factory = session_factory or make_session_factory(engine)
+        # A test's own factory (bound to a transaction it rolls back) serves its reads too.
+        app.state.read_session_factory = (
+            session_factory if session_factory is not None else make_read_session_factory(engine)
+        )
     for router in routers:
         app.include_router(router)
     app.add_middleware(UnitOfWork)

@@ -152,7 +152,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             key = asyncio.run(bootstrap.local_admin_key(settings))
             print(
                 f"\n  Admin API key: {key}\n  Try: curl -H 'Authorization: Bearer {key}' "
-                f"http://{args.host}:{args.port}/v1/me\n",
+                f"http://{args.host}:{args.port}/v1/me\n"
+                f"  Portal: http://{args.host}:{args.port}/app/ (sign in with the key)\n",
                 flush=True,
             )
         if settings.metrics_port is not None:

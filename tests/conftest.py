@@ -169,8 +169,9 @@ def app_for(engine: AsyncEngine) -> AppFor:
             app = create_app(settings, engine=engine, session_factory=session_factory)
             made.append((settings.model_copy(deep=True), app))
         # The routers open each request's session from here: sessions join this test's
-        # transaction, never an earlier test's.
+        # transaction, never an earlier test's (reads too: no autocommit inside a test's).
         app.state.session_factory = session_factory
+        app.state.read_session_factory = session_factory
         return app
 
     return app_for

@@ -125,3 +125,25 @@ async def test_probes_are_never_limited(limited: MakeClient):
     async with limited(rate_limit_anonymous="1/minute") as http:
         statuses = [(await http.get("/healthz")).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
+
+
+async def test_a_portal_session_is_counted_like_its_key_and_a_dead_one_like_a_failed_key(
+    api: Api, limited: MakeClient
+):
+    async with limited(rate_limit="3/minute", rate_limit_anonymous="2/minute") as http:
+        login = await http.get("/app/login")  # anonymous: 1 of the address's 2
+        csrf = login.text.split('name="csrf" value="')[1].split('"')[0]
+        key = api.admin["Authorization"].removeprefix("Bearer ")
+        signed_in = await http.post("/app/login", data={"csrf": csrf, "api_key": key})  # 2 of 2
+        pages = [await http.get("/app/programs") for _ in range(4)]
+        http.cookies.clear()
+        forged = []
+        for n in range(3):
+            http.cookies.set("ensemble_portal", f"enc1:x:{n}", path="/app")
+            forged.append(await http.get("/app/programs"))
+    assert signed_in.status_code == 303
+    # The session has the key's limit (3), not the address's (2), which sign-in used up.
+    assert [p.status_code for p in pages] == [200, 200, 200, 429]
+    assert pages[0].headers["RateLimit-Limit"] == "3"
+    # Cookies that sign nobody in count against the address, as failed keys do.
+    assert [f.status_code for f in forged] == [303, 303, 429]

@@ -114,7 +114,7 @@ async def list_invoices(
         stmt = stmt.where(col(Invoice.organization_id) == organization_id)
     if status is not None:
         stmt = stmt.where(col(Invoice.status) == status.value)
-    return await paginate(db, stmt, page, to_read)
+    return await paginate(db, stmt, page, to_read, entity=Invoice)
 
 
 async def _locked_for_change(

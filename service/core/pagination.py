@@ -58,11 +58,13 @@ async def paginate(
     *,
     order_by: Any = None,
     rows_are_tuples: bool = False,
+    entity: Any = None,
 ) -> Page[R]:
     """Run `stmt` (already filtered and scoped) one page at a time, in a stable order: by
     `order_by` (default: the first selected entity's `created_at`), then by that entity's id.
-    With `rows_are_tuples`, the statement selects an entity first and extra columns after."""
-    entity = stmt.column_descriptions[0]["entity"]
+    With `rows_are_tuples`, the statement selects an entity first and extra columns after.
+    A hot list names its `entity` (asking the statement costs a tenth of a millisecond)."""
+    entity = stmt.column_descriptions[0]["entity"] if entity is None else entity
     order_by = entity.created_at if order_by is None else order_by
     id_column = entity.id
     if page.cursor:

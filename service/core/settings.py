@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / ".ensemble"
     timezone: str = "America/Edmonton"
     horizon_weeks: int = Field(default=12, ge=1, le=104)
+    # How long a portal sign-in lasts (routers/portal/signin.py); the key is checked on every
+    # page load all the same, so a revoked key ends the session at once.
+    portal_session_hours: int = Field(default=8, ge=1, le=24 * 30)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # Every wait on the database has a deadline (seconds). Requests: a statement, a row lock, an
     # idle open transaction, a free pooled connection, a new connection. Jobs and migrations

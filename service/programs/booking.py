@@ -14,11 +14,43 @@ from service.core.auth import Principal, require_role
 from service.core.clock import local_today
 from service.core.errors import FieldError, ValidationFailed
 from service.programs import records, rules
+from service.scheduling import plan, recurrence
 
 
 async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> ProgramRead:
     """A coordinator books for their own organization from today on; an admin for any, and may
     record a program already under way."""
+    org, offering = await _checked(db, principal, data)
+    program = _new_program(data, org, offering)
+    db.add(program)
+    await db.flush()
+    read = records.to_read(program)
+    await audit.record_change(db, principal, "program.requested", program, after=read)
+    return read
+
+
+async def preview(
+    db: AsyncSession, principal: Principal, data: ProgramCreate, *, horizon_weeks: int
+) -> plan.Preview:
+    """The dates booking `data` would plan (checked exactly as `book` checks it, nothing
+    written): holidays and excluded dates left out, make-ups marked. An open-ended rule shows
+    the dates up to the rolling horizon."""
+    org, offering = await _checked(db, principal, data)
+    until = None
+    if recurrence.is_open_ended(data.schedule.rrule):
+        first_day = max(local_today(data.schedule.timezone), data.schedule.start_date)
+        until = plan.horizon_end(first_day, horizon_weeks)
+    duration = data.schedule.duration_minutes or offering.duration_minutes
+    return plan.preview(
+        plan.engine_schedule(data.schedule, duration),
+        holiday_region=org.holiday_region if data.schedule.skip_holidays else None,
+        until=until,
+    )
+
+
+async def _checked(
+    db: AsyncSession, principal: Principal, data: ProgramCreate
+) -> tuple[Organization, Offering]:
     require_role(principal, records.BOOKERS, "book programs")
     org = await organizations.get_visible(db, principal, data.organization_id)
     offering = await db.get(Offering, data.offering_id)
@@ -28,12 +60,7 @@ async def book(db: AsyncSession, principal: Principal, data: ProgramCreate) -> P
     errors = _booking_errors(principal, data, org, offering, location)
     if errors:
         raise ValidationFailed(errors)
-    program = _new_program(data, org, offering)
-    db.add(program)
-    await db.flush()
-    read = records.to_read(program)
-    await audit.record_change(db, principal, "program.requested", program, after=read)
-    return read
+    return org, offering
 
 
 def _booking_errors(

@@ -18,6 +18,7 @@ from models.offerings import Offering
 from models.organizations import Organization
 from models.programs import Program, ProgramRead, ProgramStatus, ProgramSummary
 from models.sessions import Session, SessionStatus
+from models.therapists import Therapist
 from models.types import Role
 from service.core import audit, crud
 from service.core.auth import Principal, require_role, scope_to_organizations
@@ -68,6 +69,22 @@ async def list_programs(
     if status is not None:
         stmt = stmt.where(col(Program.status) == status.value)
     return await paginate(db, stmt, page, to_read)
+
+
+async def therapist_names(
+    db: AsyncSession, principal: Principal, program_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The name of the therapist of each of these programs the caller may read (a
+    coordinator learns who is coming, though the therapist's record is the provider's)."""
+    require_role(principal, READERS, "read programs")
+    stmt = scope_to_organizations(
+        select(col(Program.id), col(Therapist.name))
+        .join(Therapist, col(Therapist.id) == Program.therapist_id)
+        .where(col(Program.id).in_(program_ids)),
+        principal,
+        Program.organization_id,
+    )
+    return {row[0]: row[1] for row in (await db.execute(stmt)).all()}
 
 
 async def offering_of(db: AsyncSession, program: Program) -> Offering:

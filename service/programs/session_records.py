@@ -54,7 +54,7 @@ def invoice_seen_by(principal: Principal, invoice_id: Any, status: Any) -> uuid.
         return None
     if principal.role == Role.coordinator and status == InvoiceStatus.draft.value:
         return None
-    return uuid.UUID(str(invoice_id))
+    return invoice_id if isinstance(invoice_id, uuid.UUID) else uuid.UUID(str(invoice_id))
 
 
 async def local_date_filter(db: AsyncSession, stmt: S, filters: SessionFilters) -> S:
@@ -86,17 +86,25 @@ async def local_date_filter(db: AsyncSession, stmt: S, filters: SessionFilters) 
     return stmt.where(or_(*in_zone) if in_zone else false())
 
 
+def visible(stmt: S, principal: Principal, session_id: uuid.UUID) -> S:
+    """`stmt` (on Session) narrowed to one session, if the caller may see it."""
+    return scope_to_tenant(
+        stmt.where(col(Session.id) == session_id),
+        principal,
+        organization_column=Session.organization_id,
+        therapist_column=Session.therapist_id,
+    )
+
+
 async def get_visible(
     db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
 ) -> tuple[Session, Program]:
     """The session and its program, or NotFound when the caller may not see it (before any
     role check, so a refusal never confirms that another organization's session exists)."""
-    stmt = select(Session, Program).join(Program, col(Program.id) == Session.program_id)
-    stmt = scope_to_tenant(
-        stmt.where(col(Session.id) == session_id),
+    stmt = visible(
+        select(Session, Program).join(Program, col(Program.id) == Session.program_id),
         principal,
-        organization_column=Session.organization_id,
-        therapist_column=Session.therapist_id,
+        session_id,
     )
     if for_update:
         stmt = stmt.with_for_update(of=Session)

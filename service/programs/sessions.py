@@ -15,14 +15,17 @@ before any role check, so a refusal never confirms that another organization's s
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import Page, utcnow
 from models.billing import Invoice, InvoiceLine
+from models.offerings import Offering
 from models.programs import Program, ProgramStatus
 from models.sessions import (
     CancelledBy,
@@ -39,7 +42,7 @@ from models.therapists import Therapist
 from models.types import Role
 from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
-from service.core.errors import FieldError, InvalidState, ValidationFailed
+from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 from service.programs import records, series
 from service.programs.session_records import (
@@ -50,11 +53,20 @@ from service.programs.session_records import (
     record_change,
     require_scheduled,
     to_read,
+    visible,
     with_invoice,
 )
 from service.programs.staffing_check import require_staffable
 from service.scheduling.conflicts import Slot
 from service.scheduling.staffing import Proposal
+
+# A session as it is read: its row, its program's zone and its live invoice line, in one
+# statement. Built once: a request only narrows it (scope, filters, page).
+_SESSION_ROWS = with_invoice(
+    select(Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)).join(
+        Program, col(Program.id) == Session.program_id
+    )
+)
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
@@ -65,13 +77,8 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """Sessions the caller may see, by start time. Dates in `from`/`to` are the sessions' own
     local dates (inclusive); date-times are instants (`from` inclusive, `to` exclusive)."""
-    stmt = with_invoice(
-        select(
-            Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)
-        ).join(Program, col(Program.id) == Session.program_id)
-    )
     stmt = scope_to_tenant(
-        stmt,
+        _SESSION_ROWS,
         principal,
         organization_column=Session.organization_id,
         therapist_column=Session.therapist_id,
@@ -92,20 +99,44 @@ async def list_sessions(
         lambda row: to_read(row[0], row[1], invoice_seen_by(principal, row[2], row[3])),
         order_by=Session.starts_at,
         rows_are_tuples=True,
+        entity=Session,
     )
+
+
+async def next_scheduled(
+    db: AsyncSession, principal: Principal, program_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, SessionRead]:
+    """Each of these programs' next scheduled session from now, as the caller may see it (one
+    statement, whatever the number of programs)."""
+    stmt = (
+        select(Session, col(Program.timezone))
+        .join(Program, col(Program.id) == Session.program_id)
+        .where(
+            col(Session.program_id).in_(program_ids),
+            col(Session.status) == SessionStatus.scheduled.value,
+            col(Session.starts_at) >= utcnow(),
+        )
+        .order_by(col(Session.program_id), col(Session.starts_at))
+        .ext(distinct_on(col(Session.program_id)))
+    )
+    stmt = scope_to_tenant(
+        stmt,
+        principal,
+        organization_column=Session.organization_id,
+        therapist_column=Session.therapist_id,
+    )
+    rows = (await db.execute(stmt)).all()
+    # A scheduled session is on no invoice yet.
+    return {row[0].program_id: to_read(row[0], row[1]) for row in rows}
 
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
     """One session as the caller may see it, with its invoice where they may see that."""
-    session, program = await get_visible(db, principal, session_id)
-    row = (
-        await db.execute(
-            with_invoice(
-                select(col(InvoiceLine.invoice_id), col(Invoice.status)).select_from(Session)
-            ).where(col(Session.id) == session.id)
-        )
-    ).one()
-    return to_read(session, program.timezone, invoice_seen_by(principal, row[0], row[1]))
+    row = (await db.execute(visible(_SESSION_ROWS, principal, session_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"Session {session_id} not found")
+    session, timezone, invoice_id, invoice_status = row
+    return to_read(session, timezone, invoice_seen_by(principal, invoice_id, invoice_status))
 
 
 async def reschedule(
@@ -179,7 +210,7 @@ async def cancel(
     offering = await records.offering_of(db, program)
     before = to_read(session, program.timezone)
     now = utcnow()
-    late = now > session.starts_at - timedelta(hours=offering.cancellation_notice_hours)
+    late = _inside_notice(session, offering, now)
     session.status = (
         SessionStatus.late_cancelled
         if by == CancelledBy.organization and late
@@ -187,6 +218,39 @@ async def cancel(
     ).value
     session.cancelled_by, session.cancel_reason, session.cancelled_at = by.value, data.reason, now
     return await record_change(db, principal, session, program, before, "session.cancelled")
+
+
+def _inside_notice(session: Session, offering: Offering, now: datetime) -> bool:
+    return now > session.starts_at - timedelta(hours=offering.cancellation_notice_hours)
+
+
+@dataclass(frozen=True)
+class CancellationTerms:
+    """What cancelling a scheduled session now would cost its organization: `late` inside the
+    offering's notice window, billed at `late_cancel_fee_percent` of the session's rate."""
+
+    late: bool
+    notice_hours: int
+    rate_cents: int
+    late_cancel_fee_percent: int
+    currency: str
+
+
+async def cancellation_terms(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> CancellationTerms:
+    """The terms `cancel` would apply if the organization cancelled now (nothing written)."""
+    session, program = await get_visible(db, principal, session_id)
+    require_role(principal, CANCELLERS, "cancel sessions")
+    require_scheduled(session, "cancelled")
+    offering = await records.offering_of(db, program)
+    return CancellationTerms(
+        late=_inside_notice(session, offering, utcnow()),
+        notice_hours=offering.cancellation_notice_hours,
+        rate_cents=session.rate_cents,
+        late_cancel_fee_percent=offering.late_cancel_fee_percent,
+        currency=program.currency,
+    )
 
 
 async def make_up(

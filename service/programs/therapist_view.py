@@ -120,7 +120,7 @@ async def my_sessions(
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(
-        db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True
+        db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True, entity=Session
     )
 
 
@@ -142,4 +142,6 @@ async def observations_due(
             **_session(row).model_dump(), observation_due_by=row[0].ends_at + window
         )
 
-    return await paginate(db, stmt, page, due, order_by=Session.starts_at, rows_are_tuples=True)
+    return await paginate(
+        db, stmt, page, due, order_by=Session.starts_at, rows_are_tuples=True, entity=Session
+    )

@@ -3,6 +3,7 @@ bounded by the rolling horizon for open-ended rules. Pure: values in, values out
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from models.programs import Program, Schedule
@@ -81,3 +82,37 @@ def series(program: Program, *, holiday_region: str | None, until: date | None) 
 
 def slots(occurrences: list[recurrence.Occurrence]) -> list[Slot]:
     return [Slot(o.starts_at, o.ends_at) for o in occurrences]
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What booking a schedule would create: its sessions (`made_up` marks those added after
+    the rule's own last date to replace removed ones, so a COUNT contract keeps its number) and
+    the dates the rule names that are left out (`reason`: "holiday" or "excluded date")."""
+
+    sessions: list[tuple[recurrence.Occurrence, bool]]
+    skipped: list[tuple[date, str]]
+
+
+def preview(
+    schedule: recurrence.Schedule, *, holiday_region: str | None, until: date | None
+) -> Preview:
+    """The schedule expanded twice, as booked and with nothing removed: the difference is what
+    is skipped, and what lies past the plain rule's last date is made up."""
+    booked = recurrence.expand(schedule, holiday_region=holiday_region, until=until)
+    plain = recurrence.expand(
+        replace(schedule, exdates=frozenset(), skip_holidays=False),
+        holiday_region=None,
+        until=until,
+    )
+    kept = {o.local_date for o in booked}
+    last_plain = plain[-1].local_date if plain else None
+    skipped = [
+        (o.local_date, "excluded date" if o.local_date in schedule.exdates else "holiday")
+        for o in plain
+        if o.local_date not in kept
+    ]
+    return Preview(
+        sessions=[(o, last_plain is not None and o.local_date > last_plain) for o in booked],
+        skipped=skipped,
+    )

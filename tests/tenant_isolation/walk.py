@@ -447,7 +447,9 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
     return app
 
 
-def _flat_routes(app: FastAPI) -> Iterator[tuple[str, set[str]]]:
+def _flat_routes(app: FastAPI, *, api: bool = True) -> Iterator[tuple[str, set[str]]]:
+    """The API's routes (`api`), or the portal's pages (not in the OpenAPI document: they
+    answer HTML to a signed-in browser, and test_portal_walk.py walks them with a session)."""
     # FastAPI >= 0.16x keeps each included router as one nested entry of `app.routes`;
     # `iter_route_contexts` flattens them with their prefixes. Older releases flatten
     # `app.routes` themselves.
@@ -455,8 +457,22 @@ def _flat_routes(app: FastAPI) -> Iterator[tuple[str, set[str]]]:
     route: Any
     for route in flatten(app.routes) if flatten is not None else app.routes:
         original = getattr(route, "original_route", route)
-        if isinstance(original, APIRoute):
+        path = str(route.path)
+        in_portal = path == PORTAL or path.startswith(PORTAL + "/")
+        if isinstance(original, APIRoute) and in_portal != api:
             yield str(route.path), set(route.methods or ())
+
+
+PORTAL = "/app"
+
+
+def portal_pages(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path template) of every portal page."""
+    return [
+        (method, path)
+        for path, methods in _flat_routes(app, api=False)
+        for method in sorted(methods - {"HEAD", "OPTIONS"})
+    ]
 
 
 def operations(app: FastAPI) -> list[Operation]:

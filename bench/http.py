@@ -1,0 +1,463 @@
+"""Ensemble's hot paths over real HTTP, as ratios to a bare FastAPI + psycopg ceiling measured
+in the same run on the same database.
+
+Run by hand: `.venv/bin/python -m bench.http [--seconds 10] [--quick]` (as a module: a
+script named http.py on sys.path would shadow the standard library's `http`) (or `make bench`, which
+runs it with the scale claims). It starts a throwaway embedded PostgreSQL (or uses
+DATABASE_URL: a scratch database, please), migrates it and seeds 25 organizations, 100
+therapists and 100 programs of 50 sessions each (5,000 sessions; half delivered and invoiced
+by the real billing run), then starts, each as its own process on 127.0.0.1:
+
+- the ceiling (`bench/ceiling.py`): FastAPI answering one indexed psycopg query, no auth, no
+  ORM, no unit of work: the framework, the driver and one database round trip;
+- `ensemble serve --workers 1 --no-scheduler`: the real server, rate limits on (Redis on
+  127.0.0.1:6379, limit raised so that it counts but never refuses), access log on;
+- and, for the scaling row, `ensemble serve --workers 2`.
+
+The load generator is wrk (2 threads) when it is installed, else an asyncio client in this
+process (slower: it shares the cores with the servers; the table says which). Each endpoint
+is driven at 32 connections for --seconds, then at 8 connections for its p99. Every answer
+must be a 2xx (wrk's non-2xx count, or the client's own check); a run with errors fails. The
+idempotent POST creates a location with a new Idempotency-Key on every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.table import Row, machine, print_table
+from service import bootstrap
+from service.billing import runs
+from service.core import migrate
+from service.core.db import make_async_engine, make_session_factory, transaction
+from service.core.embedded import EmbeddedPostgres
+from service.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ORGANIZATIONS, PROGRAMS, SESSIONS_PER_PROGRAM = 25, 100, 50
+
+SEED = """
+INSERT INTO organizations (id, name, kind, timezone, currency, tax_rate_bps, payment_terms_days,
+                           active, created_at, updated_at)
+SELECT gen_random_uuid(), 'Org ' || g, 'school', 'America/Edmonton', 'CAD', 500, 30, true,
+       now(), now()
+FROM generate_series(1, %(orgs)s) g;
+INSERT INTO offerings (id, name, format, duration_minutes, rate_cents, currency,
+                       max_participants, cancellation_notice_hours, late_cancel_fee_percent,
+                       required_credentials, created_at, updated_at)
+VALUES (gen_random_uuid(), 'Group', 'group', 60, 15000, 'CAD', 10, 48, 50, '{}', now(), now());
+INSERT INTO therapists (id, name, email, credentials, specialties, languages, timezone,
+                        max_weekly_minutes, active, created_at, updated_at)
+SELECT gen_random_uuid(), 'Therapist ' || g, 't' || g || '@bench.example', '{}', '{}', '{en}',
+       'America/Edmonton', 10080, true, now(), now()
+FROM generate_series(1, %(programs)s) g;
+INSERT INTO programs (id, organization_id, offering_id, therapist_id, title, focus_areas,
+                      modality, video_url, participants, rate_cents, currency, timezone,
+                      start_date, start_time, duration_minutes, rrule, exdates, skip_holidays,
+                      series_start, series_offset, status, created_at, updated_at)
+SELECT gen_random_uuid(), o.id, (SELECT id FROM offerings LIMIT 1), t.id, 'Program ' || t.n,
+       '{}', 'online', 'https://meet.example.org/b', 5, 15000, 'CAD', 'America/Edmonton',
+       %(start)s, '09:00', 60, 'FREQ=DAILY;COUNT=' || %(sessions)s, '{}', false, %(start)s, 0,
+       'confirmed', now(), now()
+FROM (SELECT id, row_number() OVER (ORDER BY id) n FROM therapists) t
+JOIN (SELECT id, row_number() OVER (ORDER BY id) n FROM organizations) o
+  ON o.n = (t.n - 1) %% %(orgs)s + 1;
+INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
+                      original_starts_at, occurrence, rate_cents, status, attendance,
+                      rescheduled, sequence, created_at, updated_at)
+SELECT gen_random_uuid(), p.id, p.organization_id, p.therapist_id,
+       (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '9 hours',
+       (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '10 hours',
+       (%(start)s::date + d)::timestamp AT TIME ZONE 'America/Edmonton' + interval '9 hours',
+       d + 1, 15000,
+       CASE WHEN %(start)s::date + d >= current_date - 1 THEN 'scheduled' ELSE 'completed' END,
+       CASE WHEN %(start)s::date + d >= current_date - 1 THEN NULL ELSE 4 END,
+       false, 0, now(), now()
+FROM programs p, generate_series(0, %(sessions)s - 1) d;
+"""
+
+POST_SCRIPT = """
+local counter = 0
+local thread_id = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+request = function()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = "bench-" .. RUN .. "-" .. thread_id .. "-" .. counter
+  return wrk.format("POST", PATH, nil, BODY)
+end
+"""
+
+
+@dataclass(frozen=True)
+class Seeded:
+    session_id: str
+    program_id: str
+    organization_id: str
+    keys: dict[str, str]  # role -> key
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    path: str
+    role: str | None  # None: the ceiling (no key)
+    post: bool = False
+
+
+@dataclass(frozen=True)
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def seed(url: str) -> Seeded:
+    """The data: plain SQL for the catalog and sessions (this measures reads, not booking),
+    the real billing run for the invoices, and a key per role."""
+    start = date.today() - timedelta(days=SESSIONS_PER_PROGRAM // 2)
+    with psycopg.connect(url) as conn:
+        for statement in filter(str.strip, SEED.split(";\n")):
+            conn.execute(
+                statement,
+                {
+                    "orgs": ORGANIZATIONS,
+                    "programs": PROGRAMS,
+                    "sessions": SESSIONS_PER_PROGRAM,
+                    "start": start,
+                },
+            )
+        conn.commit()
+        org_id, therapist_id, program_id, session_id = conn.execute(
+            "SELECT p.organization_id, p.therapist_id, p.id, s.id FROM programs p "
+            "JOIN sessions s ON s.program_id = p.id ORDER BY p.id, s.starts_at LIMIT 1"
+        ).fetchone() or (None, None, None, None)
+    engine = make_async_engine(url, pool_size=1)
+    async with transaction(make_session_factory(engine)) as db:
+        # Month by month, as the auto-invoice job bills: a few invoices per organization.
+        day = start.replace(day=1)
+        while day < date.today():
+            month_end = (day + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+            await runs.bill_period(db, period_start=day, period_end=month_end, organization_id=None)
+            day = month_end + timedelta(days=1)
+    await engine.dispose()
+    settings = Settings(database_url=url)
+    keys = {
+        "admin": await bootstrap.create_key(settings, role="admin", name="bench admin"),
+        "finance": await bootstrap.create_key(settings, role="finance", name="bench finance"),
+        "coordinator": await bootstrap.create_key(
+            settings, role="coordinator", name="bench coordinator", organization_id=org_id
+        ),
+        "therapist": await bootstrap.create_key(
+            settings, role="therapist", name="bench therapist", therapist_id=therapist_id
+        ),
+    }
+    return Seeded(str(session_id), str(program_id), str(org_id), keys)
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> Iterator[None]:
+    with tempfile.TemporaryFile() as log:
+        yield from _served(argv, env, port, cwd, log)
+
+
+def _served(argv: list[str], env: dict[str, str], port: int, cwd: Path, log: Any) -> Iterator[None]:
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"{argv[0]} exited: {log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv} did not start within 60 s")
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ensemble_server(url: str, port: int, workers: int) -> contextlib.AbstractContextManager[None]:
+    env = {
+        "DATABASE_URL": url,
+        "ENSEMBLE_RATE_LIMIT": "100000000/minute",
+        "ENSEMBLE_RATE_LIMIT_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+    }
+    argv = [sys.executable, "-m", "service.cli", "serve", "--no-scheduler"]
+    argv += ["--port", str(port), "--workers", str(workers)]
+    return serving(argv, env, port, ROOT)
+
+
+def ceiling_server(url: str, port: int) -> contextlib.AbstractContextManager[None]:
+    argv = [sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+    return serving(argv, {"CEILING_DATABASE_URL": url}, port, ROOT)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    post_body: str | None = None,
+) -> Load:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if post_body is not None:
+            path = httpx.URL(url).raw_path.decode()
+            script.write(f"RUN = {uuid.uuid4().hex!r}\nPATH = {path!r}\nBODY = {post_body!r}\n")
+            script.write(textwrap.dedent(POST_SCRIPT))
+            script.flush()
+            argv += ["-s", script.name]
+        out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"wrk printed no latency distribution for {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors)
+
+
+async def python_client(
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    post_body: str | None = None,
+) -> Load:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                began = time.perf_counter()
+                if post_body is None:
+                    answer = await client.get(url, headers=headers)
+                else:
+                    extra = {
+                        "Idempotency-Key": uuid.uuid4().hex,
+                        "Content-Type": "application/json",
+                    }
+                    answer = await client.post(url, headers=headers | extra, content=post_body)
+                latencies.append(time.perf_counter() - began)
+                errors += answer.status_code >= 300
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    cuts = statistics.quantiles(latencies, n=100)
+    return Load(len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, errors)
+
+
+async def drive(
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    post_body: str | None = None,
+) -> Load:
+    if shutil.which("wrk"):
+        load = await asyncio.to_thread(wrk, url, headers, connections, seconds, post_body)
+    else:
+        load = await python_client(url, headers, connections, seconds, post_body)
+    if load.errors:
+        raise RuntimeError(f"{url}: {load.errors} answers were not 2xx")
+    return load
+
+
+def targets(seeded: Seeded) -> list[Target]:
+    return [
+        Target("GET /v1/me", "/v1/me", "coordinator"),
+        Target("GET /v1/sessions/{id}", f"/v1/sessions/{seeded.session_id}", "coordinator"),
+        Target("GET /v1/sessions?limit=50 (admin)", "/v1/sessions?limit=50", "admin"),
+        Target("GET /v1/sessions?limit=50 (coordinator)", "/v1/sessions?limit=50", "coordinator"),
+        Target("GET /v1/me/sessions", "/v1/me/sessions?limit=50", "therapist"),
+        Target("GET /v1/programs/{id}", f"/v1/programs/{seeded.program_id}", "coordinator"),
+        Target("GET /v1/invoices?limit=50", "/v1/invoices?limit=50", "finance"),
+        Target(
+            "POST /v1/organizations/{id}/locations (Idempotency-Key)",
+            f"/v1/organizations/{seeded.organization_id}/locations",
+            "admin",
+            post=True,
+        ),
+    ]
+
+
+LOCATION = '{"name": "Bench room", "address": "1 Main St", "timezone": "America/Edmonton"}'
+
+# The goals of the issue, as fractions of the ceiling's req/s at 32 connections.
+GOALS = {"GET /v1/me": 0.5, "GET /v1/sessions/{id}": 0.5}
+LIST_GOAL, POST_GOAL, P99_GOAL_MS = 0.35, 0.25, 50.0
+
+
+def goal_for(target: Target) -> float:
+    if target.post:
+        return POST_GOAL
+    return GOALS.get(target.label, LIST_GOAL)
+
+
+async def measure(url: str, *, quick: bool = False, seconds: float | None = None) -> list[Row]:
+    """The table of bench/run_all.py: one row per endpoint (req/s at 32 connections as a
+    ratio to the ceiling, p99 at 8 connections), and the 2-worker scaling row."""
+    seconds = seconds or (3.0 if quick else 10.0)
+    migrate.upgrade(url)
+    seeded = await seed(url)
+    generator = "wrk" if shutil.which("wrk") else "Python asyncio client"
+    print(f"# load generator: {generator}; {seconds:g} s per run", flush=True)
+    ceiling_port, server_port = free_port(), free_port()
+    rows: list[Row] = []
+    with ceiling_server(url, ceiling_port), ensemble_server(url, server_port, workers=1):
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}/sessions/{seeded.session_id}"
+        await drive(ceiling_url, {}, 8, 1)  # warm: first requests build what later ones reuse
+        ceiling = await drive(ceiling_url, {}, 32, seconds)
+        ceiling_8 = await drive(ceiling_url, {}, 8, seconds)
+        rows.append(
+            Row(
+                claim="ceiling: bare FastAPI + one psycopg row",
+                measured=f"{ceiling.requests_per_second:,.0f} req/s, p50 {ceiling.p50_ms:.1f} ms, "
+                f"p99 {ceiling.p99_ms:.1f} ms (8 conn: p99 {ceiling_8.p99_ms:.1f} ms)",
+                baseline="—",
+                ratio=1.0,
+                goal="—",
+                met=True,
+            )
+        )
+        for target in targets(seeded):
+            url_of = f"http://127.0.0.1:{server_port}{target.path}"
+            headers = {"Authorization": f"Bearer {seeded.keys[target.role or 'admin']}"}
+            body = LOCATION if target.post else None
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            await drive(url_of, headers, 8, 1, body)  # warm, as for the ceiling
+            at_32 = await drive(url_of, headers, 32, seconds, body)
+            at_8 = await drive(url_of, headers, 8, seconds, body)
+            ratio = at_32.requests_per_second / ceiling.requests_per_second
+            goal = goal_for(target)
+            p99_ok = target.post or at_8.p99_ms < P99_GOAL_MS
+            rows.append(
+                Row(
+                    claim=target.label,
+                    measured=f"{at_32.requests_per_second:,.0f} req/s, p50 {at_32.p50_ms:.1f} ms, "
+                    f"p99 {at_32.p99_ms:.1f} ms (8 conn: p99 {at_8.p99_ms:.1f} ms)",
+                    baseline=f"{ceiling.requests_per_second:,.0f} req/s (ceiling)",
+                    ratio=ratio,
+                    goal=f"≥ {goal:.2f}"
+                    + ("" if target.post else f", 8-conn p99 < {P99_GOAL_MS:g} ms"),
+                    met=ratio >= goal and p99_ok,
+                )
+            )
+            print(f"  {target.label}: {rows[-1].measured}  x{ratio:.2f}", flush=True)
+    rows.append(await scaling(url, seeded, seconds))
+    return rows
+
+
+async def scaling(url: str, seeded: Seeded, seconds: float) -> Row:
+    """`GET /v1/sessions/{id}` on `--workers 1` and `--workers 2`, one after the other."""
+    headers = {"Authorization": f"Bearer {seeded.keys['coordinator']}"}
+    results = []
+    for workers in (1, 2):
+        port = free_port()
+        with ensemble_server(url, port, workers=workers):
+            target = f"http://127.0.0.1:{port}/v1/sessions/{seeded.session_id}"
+            await drive(target, headers, 8, 1)  # every worker warm
+            results.append(await drive(target, headers, 32, seconds))
+    one, two = results
+    cores = os.cpu_count() or 1
+    ratio = two.requests_per_second / one.requests_per_second
+    return Row(
+        claim="GET /v1/sessions/{id} on --workers 2",
+        measured=f"{two.requests_per_second:,.0f} req/s",
+        baseline=f"{one.requests_per_second:,.0f} req/s (--workers 1)",
+        ratio=ratio,
+        goal=f"near-linear up to {cores} cores (≥ {0.8 * min(2, cores):.1f})",
+        met=ratio >= 0.8 * min(2, cores),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+
+    async def run(url: str) -> None:
+        rows = await measure(url, quick=args.quick, seconds=args.seconds)
+        print_table(rows, machine())
+
+    if os.environ.get("DATABASE_URL"):
+        asyncio.run(run(os.environ["DATABASE_URL"]))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pgdata")
+        server.start()
+        try:
+            asyncio.run(run(server.ensure_database("bench")))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
