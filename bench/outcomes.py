@@ -1,7 +1,7 @@
 """The organization's outcomes rollup at size: 50 programs x 100 delivered sessions, every
 session observed on two focus areas (5,000 sessions, 10,000 ratings), and the program report.
 
-Run by hand: `.venv/bin/python bench/outcomes.py [--programs 50] [--sessions 100]
+Run by hand: `.venv/bin/python -m bench.outcomes [--programs 50] [--sessions 100]
 [--database-url URL]`. Without a URL it starts a throwaway embedded PostgreSQL. Programs are
 booked and confirmed through the API (one therapist each, daily sessions ending yesterday);
 the sessions are then marked delivered and observed in three set-based statements (the bench

@@ -96,21 +96,32 @@ def _counts(scope: str) -> Any:
 
 
 def _ratings(scope: str) -> Any:
+    """Per focus area and local month, and per focus area over the period (GROUPING SETS):
+    ratings, their average and the participants of the programs rated. The ratings are first
+    summed per program and month, so the grouping sets work over a few hundred rows."""
     return text(
         f"""
-        WITH {_in_period(scope)}
-        SELECT r.focus_area,
-               to_char(date_trunc('month', s.local_day), 'YYYY-MM') AS month,
-               count(*) AS observations,
-               round(avg(r.rating), 2) AS average,
+        WITH {_in_period(scope)}, per_program AS (
+            SELECT r.focus_area,
+                   to_char(date_trunc('month', s.local_day), 'YYYY-MM') AS month,
+                   s.program_id,
+                   count(*) AS observations,
+                   sum(r.rating) AS total
+            FROM scoped s
+            JOIN observation_ratings r ON r.session_id = s.id
+            WHERE s.status IN ({sql_values([SessionStatus.completed])})
+            GROUP BY r.focus_area, month, s.program_id
+        )
+        SELECT focus_area,
+               month,
+               sum(observations) AS observations,
+               round(sum(total) / sum(observations), 2) AS average,
                -- The people behind the cell: the participants of the programs rated in it.
                (SELECT coalesce(sum(p.participants), 0) FROM programs p
-                 WHERE p.id = ANY(array_agg(DISTINCT s.program_id))) AS group_size
-        FROM scoped s
-        JOIN observation_ratings r ON r.session_id = s.id
-        WHERE s.status IN ({sql_values([SessionStatus.completed])})
-        GROUP BY GROUPING SETS ((r.focus_area, month), (r.focus_area))
-        ORDER BY r.focus_area, month NULLS FIRST
+                 WHERE p.id = ANY(array_agg(DISTINCT program_id))) AS group_size
+        FROM per_program
+        GROUP BY GROUPING SETS ((focus_area, month), (focus_area))
+        ORDER BY focus_area, month NULLS FIRST
         """
     )
 
