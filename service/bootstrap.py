@@ -30,7 +30,7 @@ from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
 from service.core.settings import Settings
 from service.integrations import webhook_endpoints
-from service.programs import booking, staffing
+from service.programs import booking, observations, staffing
 
 LOCAL_ADMIN_KEY_FILE = "admin-key"
 
@@ -60,14 +60,21 @@ async def create_key(
         await engine.dispose()
 
 
-async def reencrypt_secrets(settings: Settings) -> int:
+async def reencrypt_secrets(settings: Settings) -> dict[str, int]:
     """After putting a new key first in ENSEMBLE_SECRET_KEY: re-encrypt what the older keys
-    encrypted, so they can be removed. Stored replays are not touched: they expire in a day."""
+    encrypted (webhook signing secrets, clinical notes), so they can be removed. Stored replays
+    are not touched: they expire in a day. Answers how many of each were re-encrypted."""
     assert settings.database_url
     engine = make_async_engine(settings.database_url, pool_size=1)
+    keyring = encryption.keyring(settings)
     try:
         async with transaction(make_session_factory(engine)) as db:
-            return await webhook_endpoints.reseal_secrets(db, encryption.keyring(settings))
+            return {
+                "reencrypted_webhook_endpoints": await webhook_endpoints.reseal_secrets(
+                    db, keyring
+                ),
+                "reencrypted_observation_notes": await observations.reseal_notes(db, keyring),
+            }
     finally:
         await engine.dispose()
 
