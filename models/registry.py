@@ -13,6 +13,7 @@ from models.billing import (
 from models.calendar_feeds import CalendarFeed
 from models.idempotency import IdempotencyRecord
 from models.jobs import JobState, SchedulerLeader
+from models.observations import Observation, ObservationRating
 from models.offerings import Offering
 from models.organizations import Location, Organization
 from models.programs import Program
@@ -32,6 +33,8 @@ __all__ = [
     "InvoiceLine",
     "JobState",
     "Location",
+    "Observation",
+    "ObservationRating",
     "Offering",
     "Organization",
     "Payment",

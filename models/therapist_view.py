@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
 from models.programs import Modality, ProgramStatus, ScheduleRead
 from models.sessions import SessionStatus
@@ -48,3 +48,14 @@ class MySessionRead(SQLModel):
     location: PlaceRead | None
     video_url: str | None
     participants: int
+    observation_recorded: bool = Field(
+        description="Whether the session's observation (ratings, note) has been recorded."
+    )
+
+
+class ObservationDueRead(MySessionRead):
+    """A completed session still waiting for its observation."""
+
+    observation_due_by: datetime = Field(
+        description="The end of the window in which the therapist may record it."
+    )

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from models.api_keys import Me
 from models.base import Page
 from models.sessions import SessionStatus
-from models.therapist_view import MyProgramRead, MySessionRead
+from models.therapist_view import MyProgramRead, MySessionRead, ObservationDueRead
 from models.types import DateOrInstant
-from routers.deps import CurrentPrincipal, DbSession, PageParams
+from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
 from service.programs import therapist_view
 
 router = APIRouter(prefix="/v1")
@@ -51,4 +51,15 @@ async def list_my_sessions(
     (`from`/`to` as for /v1/sessions)."""
     return await therapist_view.my_sessions(
         db, principal, page, start=start, end=end, status=status
+    )
+
+
+@router.get("/me/observations-due", tags=["me"])
+async def list_my_observations_due(
+    db: DbSession, principal: CurrentPrincipal, page: PageParams, settings: AppSettings
+) -> Page[ObservationDueRead]:
+    """A therapist's completed sessions still waiting for their observation, oldest first,
+    while the window (ENSEMBLE_OBSERVATION_WINDOW_DAYS after the session) is open."""
+    return await therapist_view.observations_due(
+        db, principal, page, window_days=settings.observation_window_days
     )

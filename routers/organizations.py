@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, status
 
 from models.base import Page
@@ -10,13 +12,17 @@ from models.organizations import (
     OrganizationRead,
     OrganizationUpdate,
 )
+from models.outcomes import OrganizationOutcomes
 from routers.deps import (
+    AppSettings,
     CurrentPrincipal,
+    Dates,
     DbSession,
     OrganizationInPath,
     PageParams,
 )
 from service.catalog import organizations
+from service.reports import outcomes
 
 router = APIRouter(prefix="/v1/organizations", tags=["organizations"])
 
@@ -66,3 +72,25 @@ async def list_locations(
 ) -> Page[LocationRead]:
     """The organization's locations."""
     return await organizations.list_locations(db, principal, org, page)
+
+
+@router.get("/{organization_id}/outcomes")
+async def organization_outcomes(
+    organization_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
+    period: Dates,
+) -> OrganizationOutcomes:
+    """All of the organization's programs over the local dates `from`..`to` (inclusive): as
+    for a program's outcomes, rolled up (admin, or the organization's coordinators; anyone
+    else 404). Rating averages are withheld under ENSEMBLE_OUTCOMES_MIN_GROUP participants or
+    observations."""
+    return await outcomes.organization_outcomes(
+        db,
+        principal,
+        organization_id,
+        start=period.start,
+        end=period.end,
+        min_group=settings.outcomes_min_group,
+    )

@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 
 from models.base import Page
+from models.outcomes import ProgramOutcomes
 from models.programs import (
     AssignTherapist,
     CancelProgram,
@@ -18,8 +19,10 @@ from models.programs import (
     ProgramUpdate,
     SuggestionList,
 )
+from models.types import Day
 from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
 from service.programs import booking, changes, records, staffing
+from service.reports import outcomes, outcomes_pdf
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"])
 
@@ -138,3 +141,56 @@ async def program_summary(
 ) -> ProgramSummary:
     """Planned, delivered and cancelled sessions, attendance rate and billed sessions."""
     return await records.summary(db, principal, program)
+
+
+OutcomesFrom = Annotated[
+    Day | None, Query(alias="from", description="Default: the program's start date.")
+]
+OutcomesTo = Annotated[
+    Day | None, Query(alias="to", description="Default: the date of its last session.")
+]
+
+
+@router.get("/{program_id}/outcomes")
+async def program_outcomes(
+    program_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
+    start: OutcomesFrom = None,
+    end: OutcomesTo = None,
+) -> ProgramOutcomes:
+    """What the program delivered over the local dates `from`..`to` (inclusive): sessions
+    planned, delivered and cancelled, attendance, and the average rating per focus area with
+    its monthly trend (admin, or the organization's coordinators; anyone else 404). Rating
+    averages are null where fewer than ENSEMBLE_OUTCOMES_MIN_GROUP participants (or
+    observations in a month) could single someone out; `suppressed` says why."""
+    found, _ = await outcomes.program_outcomes(
+        db, principal, program_id, start=start, end=end, min_group=settings.outcomes_min_group
+    )
+    return found
+
+
+@router.get(
+    "/{program_id}/outcomes.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "The report"}},
+)
+async def program_outcomes_pdf(
+    program_id: uuid.UUID,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
+    start: OutcomesFrom = None,
+    end: OutcomesTo = None,
+) -> Response:
+    """The program's outcomes as a one-page PDF for the organization's board: the same
+    figures and suppression as the JSON, with a chart per focus area; never a note."""
+    document, name = await outcomes_pdf.program_report(
+        db, principal, program_id, start=start, end=end, min_group=settings.outcomes_min_group
+    )
+    return Response(
+        document,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from models.base import Page
+from models.observations import ObservationRead, ObservationWrite
 from models.sessions import (
     CancelSession,
     CompleteSession,
@@ -16,8 +17,9 @@ from models.sessions import (
     SubstituteSession,
 )
 from models.types import DateOrInstant
-from routers.deps import CurrentPrincipal, DbSession, PageParams
-from service.programs import sessions
+from routers.deps import AppSettings, CurrentPrincipal, DbSession, PageParams
+from service.core import encryption
+from service.programs import observations, sessions
 from service.programs.session_records import SessionFilters
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -111,3 +113,42 @@ async def substitute_therapist(
     """Give one scheduled session to another therapist (admin). Overlaps, missing credentials,
     availability, time off and weekly load are checked; a refusal lists every reason."""
     return await sessions.substitute(db, principal, session_id, body)
+
+
+@router.put(
+    "/{session_id}/observation",
+    responses={201: {"model": ObservationRead, "description": "Recorded for the first time"}},
+)
+async def record_observation(
+    session_id: uuid.UUID,
+    body: ObservationWrite,
+    db: DbSession,
+    principal: CurrentPrincipal,
+    settings: AppSettings,
+    response: Response,
+) -> ObservationRead:
+    """Record (201) or replace (200) the observation of a completed session: ratings 1-5 for
+    the program's focus areas and an optional clinical note (encrypted at rest). The therapist
+    who delivered the session may, within ENSEMBLE_OBSERVATION_WINDOW_DAYS after it, and an
+    admin at any time; a session not completed, or past the window, is a 409. Anyone else gets
+    a 404. Each write is audited (ratings before and after, never the note's text)."""
+    observation, created = await observations.record(
+        db,
+        principal,
+        session_id,
+        body,
+        keyring=encryption.keyring(settings),
+        window_days=settings.observation_window_days,
+    )
+    if created:
+        response.status_code = 201
+    return observation
+
+
+@router.get("/{session_id}/observation")
+async def get_observation(
+    session_id: uuid.UUID, db: DbSession, principal: CurrentPrincipal, settings: AppSettings
+) -> ObservationRead:
+    """The session's observation with its note, for the therapist who delivered it and admins
+    (anyone else, or no observation yet: 404). Every read is audited."""
+    return await observations.read(db, principal, session_id, keyring=encryption.keyring(settings))

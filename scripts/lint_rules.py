@@ -60,6 +60,7 @@ PROGRAMS_LAYERS = {
     "sessions": 3,
     "therapist_view": 3,
     "calendar_feeds": 3,
+    "observations": 3,
 }
 USE_CASES = max(PROGRAMS_LAYERS.values())
 PURE = "scheduling"

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.api_keys import ApiKeyCreate
+from models.base import utcnow
 from models.offerings import OfferingCreate
 from models.organizations import LocationCreate, Organization, OrganizationCreate
+from models.programs import (
+    AssignTherapist,
+    ConfirmProgram,
+    Modality,
+    Program,
+    ProgramCreate,
+    Schedule,
+)
 from models.therapists import AvailabilityWindow, Therapist, TherapistCreate
 from models.types import FocusArea, OfferingFormat, OrganizationKind, Role, Weekday
 from service.catalog import api_keys, offerings, organizations, therapists
@@ -19,6 +30,7 @@ from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
 from service.core.settings import Settings
 from service.integrations import webhook_endpoints
+from service.programs import booking, observations, staffing
 
 LOCAL_ADMIN_KEY_FILE = "admin-key"
 
@@ -48,14 +60,21 @@ async def create_key(
         await engine.dispose()
 
 
-async def reencrypt_secrets(settings: Settings) -> int:
+async def reencrypt_secrets(settings: Settings) -> dict[str, int]:
     """After putting a new key first in ENSEMBLE_SECRET_KEY: re-encrypt what the older keys
-    encrypted, so they can be removed. Stored replays are not touched: they expire in a day."""
+    encrypted (webhook signing secrets, clinical notes), so they can be removed. Stored replays
+    are not touched: they expire in a day. Answers how many of each were re-encrypted."""
     assert settings.database_url
     engine = make_async_engine(settings.database_url, pool_size=1)
+    keyring = encryption.keyring(settings)
     try:
         async with transaction(make_session_factory(engine)) as db:
-            return await webhook_endpoints.reseal_secrets(db, encryption.keyring(settings))
+            return {
+                "reencrypted_webhook_endpoints": await webhook_endpoints.reseal_secrets(
+                    db, keyring
+                ),
+                "reencrypted_observation_notes": await observations.reseal_notes(db, keyring),
+            }
     finally:
         await engine.dispose()
 
@@ -88,15 +107,16 @@ def _windows(days: str, start: str, end: str) -> list[AvailabilityWindow]:
 
 
 async def load_demo_if_empty(settings: Settings) -> bool:
-    """A school, a clinic and a workplace in Alberta and New York, three therapists and two
-    offerings. Returns False (and writes nothing) when any organization already exists."""
+    """A school, a clinic and a workplace in Alberta and New York, three therapists, two
+    offerings and two programs from next week (one confirmed, one waiting for a therapist).
+    Returns False (and writes nothing) when any organization already exists."""
     assert settings.database_url
     engine = make_async_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(make_session_factory(engine)) as db:
             if (await db.execute(select(func.count()).select_from(Organization))).scalar_one():
                 return False
-            await _load_demo(db)
+            await _load_demo(db, settings)
             return True
     finally:
         await engine.dispose()
@@ -191,7 +211,9 @@ OFFERING_FIELDS = (
 )
 
 
-async def _load_demo(db: AsyncSession) -> None:
+async def _load_demo(db: AsyncSession, settings: Settings) -> None:
+    rooms: list[uuid.UUID] = []
+    clients: list[Organization] = []
     for *org_row, room in DEMO_ORGANIZATIONS:
         org_data = OrganizationCreate.model_validate(
             dict(zip(ORGANIZATION_FIELDS, org_row, strict=True))
@@ -199,7 +221,9 @@ async def _load_demo(db: AsyncSession) -> None:
         org = await organizations.create(db, SYSTEM, org_data)
         location = LocationCreate(name=room, address=org.address, timezone=org.timezone)
         client = await organizations.get_visible(db, SYSTEM, org.id)
-        await organizations.add_location(db, SYSTEM, client, location)
+        rooms.append((await organizations.add_location(db, SYSTEM, client, location)).id)
+        clients.append(client)
+    staff_ids: list[uuid.UUID] = []
     for *therapist_row, windows in DEMO_THERAPISTS:
         staff = TherapistCreate.model_validate(
             dict(zip(THERAPIST_FIELDS, therapist_row, strict=True))
@@ -207,8 +231,72 @@ async def _load_demo(db: AsyncSession) -> None:
         therapist = await therapists.create(db, SYSTEM, staff)
         staffed = await therapists.get_visible(db, SYSTEM, therapist.id)
         await therapists.replace_availability(db, SYSTEM, staffed, windows)
+        staff_ids.append(therapist.id)
+    offering_ids: list[uuid.UUID] = []
     for offering_row in DEMO_OFFERINGS:
         offering = OfferingCreate.model_validate(
             {"currency": "CAD", **dict(zip(OFFERING_FIELDS, offering_row, strict=True))}
         )
-        await offerings.create(db, SYSTEM, offering)
+        offering_ids.append((await offerings.create(db, SYSTEM, offering)).id)
+    await _book_demo_programs(db, settings, clients, rooms, staff_ids, offering_ids)
+
+
+async def _book_demo_programs(
+    db: AsyncSession,
+    settings: Settings,
+    clients: list[Organization],
+    rooms: list[uuid.UUID],
+    staff_ids: list[uuid.UUID],
+    offering_ids: list[uuid.UUID],
+) -> None:
+    """Two programs from next week, so that every role's pages show something: the school's
+    weekly drumming circle, staffed and confirmed (its sessions on the calendar), and the
+    clinic's individual online program still waiting for a therapist (with suggestions)."""
+    today = utcnow().astimezone(ZoneInfo(clients[0].timezone)).date()
+    next_tuesday = today + timedelta(days=(1 - today.weekday()) % 7 or 7)
+    school, clinic = clients[0], clients[1]
+    circle = await booking.book(
+        db,
+        SYSTEM,
+        ProgramCreate(
+            organization_id=school.id,
+            offering_id=offering_ids[1],
+            title="Drumming circle for calm",
+            focus_areas=[FocusArea.stress_anxiety, FocusArea.social_confidence],
+            modality=Modality.in_person,
+            location_id=rooms[0],
+            participants=8,
+            schedule=Schedule(
+                timezone=school.timezone,
+                start_date=next_tuesday,
+                start_time=time(10, 0),
+                rrule="FREQ=WEEKLY;BYDAY=TU;COUNT=10",
+                skip_holidays=True,
+            ),
+        ),
+    )
+    program = await db.get(Program, circle.id)
+    assert program is not None
+    await staffing.assign(
+        db, SYSTEM, program, AssignTherapist(therapist_id=staff_ids[0]), settings=settings
+    )
+    await staffing.confirm(db, SYSTEM, program, ConfirmProgram(), settings=settings)
+    await booking.book(
+        db,
+        SYSTEM,
+        ProgramCreate(
+            organization_id=clinic.id,
+            offering_id=offering_ids[0],
+            title="Focus and attention, one to one",
+            focus_areas=[FocusArea.focus_attention],
+            modality=Modality.online,
+            video_url="https://meet.example.org/bow-valley",
+            participants=1,
+            schedule=Schedule(
+                timezone=clinic.timezone,
+                start_date=next_tuesday + timedelta(days=2),
+                start_time=time(14, 0),
+                rrule="FREQ=WEEKLY;BYDAY=TH;COUNT=8",
+            ),
+        ),
+    )

@@ -102,7 +102,7 @@ def cmd_reencrypt_secrets(args: argparse.Namespace) -> int:
 
     with database(Settings()) as url:
         resealed = asyncio.run(bootstrap.reencrypt_secrets(_use_url(url)))
-    print(json.dumps({"reencrypted_webhook_endpoints": resealed}))
+    print(json.dumps(resealed))
     return 0
 
 

@@ -408,3 +408,41 @@ async def test_only_an_admin_erases_a_therapist(api: Api):
         therapist["email"],
         None,
     )
+
+
+async def test_erasure_deletes_the_therapists_notes_and_keeps_the_ratings(
+    api: Api, db: AsyncSession
+):
+    former = await former_therapist(api, db)
+    # Past the therapist's window: the admin recorded them.
+    for n, session in enumerate(former.sessions):
+        ok(
+            await api.client.put(
+                f"/v1/sessions/{session['id']}/observation",
+                json={"ratings": {"stress_anxiety": 2 + n}, "note": f"Clinical note {n}"},
+                headers=api.admin,
+            ),
+            201,
+        )
+
+    ok(await erase(api, former.therapist["id"]))
+
+    kept = [
+        ok(await api.client.get(f"/v1/sessions/{session['id']}/observation", headers=api.admin))
+        for session in former.sessions
+    ]
+    assert [(o["ratings"], o["note"]) for o in kept] == [
+        ({"stress_anxiety": 2}, None),
+        ({"stress_anxiety": 3}, None),
+        ({"stress_anxiety": 4}, None),
+    ]
+    stored = (
+        await db.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE note_ciphertext IS NOT NULL), count(*) "
+                "FROM observations WHERE therapist_id = :t"
+            ),
+            {"t": former.therapist["id"]},
+        )
+    ).one()
+    assert tuple(stored) == (0, 3)

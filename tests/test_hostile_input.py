@@ -233,6 +233,7 @@ def base_bodies(world: dict[str, Any]) -> dict[str, Any]:
         "make_up_session": {"starts_at": f"{today + timedelta(days=5)}T10:00:00Z"},
         "cancel_session": {},
         "complete_session": {"attendance": 1},
+        "record_observation": {"ratings": {"wellbeing": 3}, "note": "Settled."},
         "substitute_therapist": {"therapist_id": world["therapist"]["id"]},
         "create_calendar_feed": {"therapist_id": world["therapist"]["id"]},
         "create_invoice_run": {"period_start": str(today), "period_end": str(today)},
@@ -296,6 +297,7 @@ def test_the_text_fields_and_their_rules():
         "create_organization:address",
         "create_time_off:reason",
         "create_webhook_endpoint:description",
+        "record_observation:note",
         "update_organization:address",
         "void_invoice:reason",
     }

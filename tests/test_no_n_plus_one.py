@@ -114,6 +114,24 @@ async def seed(api: Api) -> dict[str, Ask]:
     assert len(invoices) == ITEMS
     for _ in range(ITEMS):
         await api.key("finance")
+    # A therapist with ITEMS completed sessions in the last days, none observed yet: five
+    # programs of ten daily sessions at different hours.
+    due = await api.make_therapist()
+    for hour in range(ITEMS // 10):
+        _program = await confirmed_program(
+            api,
+            orgs[1],
+            offering,
+            due,
+            schedule={
+                "start_date": str((now - timedelta(days=11)).date()),
+                "start_time": f"{8 + 2 * hour:02d}:00",
+                "rrule": "FREQ=DAILY;COUNT=10",
+                "timezone": orgs[1]["timezone"],
+            },
+        )
+        for session in await sessions_of(api, _program["id"]):
+            await complete(api, session)
     # A therapist with one availability window, beside `therapist`'s seven (the availability
     # list is not paged: it is asked with few items and with many instead).
     one_window = await api.make_therapist(availability=ALL_WEEK[:1])
@@ -122,6 +140,9 @@ async def seed(api: Api) -> dict[str, Ask]:
     return {
         "/v1/me/programs": Ask("/v1/me/programs", await api.therapist_key(mine["id"]), {}),
         "/v1/me/sessions": Ask("/v1/me/sessions", await api.therapist_key(therapist["id"]), {}),
+        "/v1/me/observations-due": Ask(
+            "/v1/me/observations-due", await api.therapist_key(due["id"]), {}
+        ),
         "/v1/api-keys": Ask("/v1/api-keys", admin, {}),
         "/v1/audit-events": Ask("/v1/audit-events", admin, {}),
         "/v1/organizations": Ask("/v1/organizations", admin, {}),

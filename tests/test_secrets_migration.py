@@ -76,9 +76,12 @@ def test_existing_secrets_and_replays_are_encrypted_and_still_usable(
     new_key = secrets.token_urlsafe(32)
     monkeypatch.setenv("ENSEMBLE_SECRET_KEY", f"{new_key},{key}")
     done = ensemble("reencrypt-secrets", database_url=url)
-    assert (done.returncode, done.stdout) == (0, '{"reencrypted_webhook_endpoints": 1}\n')
+    assert (done.returncode, done.stdout) == (
+        0,
+        '{"reencrypted_webhook_endpoints": 1, "reencrypted_observation_notes": 0}\n',
+    )
     assert ensemble("reencrypt-secrets", database_url=url).stdout == (
-        '{"reencrypted_webhook_endpoints": 0}\n'
+        '{"reencrypted_webhook_endpoints": 0, "reencrypted_observation_notes": 0}\n'
     )
     only_new = encryption.keyring(Settings(secret_key=SecretStr(new_key)))
     with psycopg.connect(url) as conn:

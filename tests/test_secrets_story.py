@@ -181,3 +181,100 @@ async def test_no_secret_shown_once_is_in_the_database_dump_or_the_logs(
         rotated["secret"],
         endpoint["secret"],
     ]
+
+
+async def test_a_clinical_note_is_in_neither_the_database_dump_nor_the_logs(
+    served: Served, database_url: str
+):
+    """A note recorded and read back through the live server (its access log on, every logger
+    at DEBUG) is found in neither a pg_dump of the database nor any log line; the dump holds
+    its ciphertext, which opens with the server's key."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.programs import observations
+
+    note = f"Clinical note {uuid.uuid4().hex}: withdrawn today, responded to the hand drum."
+    admin = bearer(await bootstrap.create_key(served.settings, role="admin", name="story admin"))
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+
+        async def post(path: str, body: object, headers: dict[str, str] = admin) -> dict:
+            response = await client.post(path, json=body, headers=headers)
+            assert response.status_code in (200, 201), response.text
+            return dict(response.json())
+
+        org = await post(
+            "/v1/organizations",
+            {"name": "Story school", "kind": "school", "timezone": "America/Edmonton"},
+        )
+        offering = await post(
+            "/v1/offerings",
+            {"name": "Story group", "format": "group", "duration_minutes": 45, "rate_cents": 1},
+        )
+        therapist = await post(
+            "/v1/therapists",
+            {"name": "Story T", "email": "story-t@ensemble.example", "timezone": "UTC"},
+        )
+        ok(
+            await client.put(
+                f"/v1/therapists/{therapist['id']}/availability",
+                json=[
+                    {"weekday": d, "start": "00:00", "end": "23:59"}
+                    for d in ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+                ],
+                headers=admin,
+            )
+        )
+        program = await post(
+            "/v1/programs",
+            {
+                "organization_id": org["id"],
+                "offering_id": offering["id"],
+                "title": "Story program",
+                "focus_areas": ["wellbeing"],
+                "modality": "online",
+                "video_url": "https://meet.example.org/story",
+                "participants": 1,
+                "schedule": {
+                    "timezone": "America/Edmonton",
+                    "start_date": str((datetime.now(UTC) - timedelta(days=2)).date()),
+                    "start_time": "10:00",
+                    "rrule": "FREQ=DAILY;COUNT=1",
+                },
+            },
+        )
+        await post(f"/v1/programs/{program['id']}/assign", {"therapist_id": therapist["id"]})
+        await post(f"/v1/programs/{program['id']}/confirm", {})
+        key = await post(
+            "/v1/api-keys",
+            {"name": "story therapist", "role": "therapist", "therapist_id": therapist["id"]},
+        )
+        own = bearer(str(key["key"]))
+        [session] = ok(
+            await client.get("/v1/sessions", params={"program_id": program["id"]}, headers=admin)
+        )["data"]
+        await post(f"/v1/sessions/{session['id']}/complete", {"attendance": 1}, own)
+        path = f"/v1/sessions/{session['id']}/observation"
+        written = await client.put(
+            path, json={"ratings": {"wellbeing": 4}, "note": note}, headers=own
+        )
+        assert written.status_code == 201, written.text
+        for headers in (own, admin):
+            assert ok(await client.get(path, headers=headers))["note"] == note
+        assert ok(await client.get("/v1/me/sessions", headers=own))["data"][0][
+            "observation_recorded"
+        ]
+
+    dump = pg_dump(database_url)
+    logs = "\n".join(served.logs.lines)
+    assert "CREATE TABLE public.observations" in dump
+    assert f"PUT {path}" in logs and f"GET {path}" in logs  # the access log saw both
+    assert {where for where, text in (("dump", dump), ("logs", logs)) if note in text} == set()
+    assert "hand drum" not in dump and "hand drum" not in logs
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT id, note_ciphertext FROM observations WHERE session_id = %s",
+            (session["id"],),
+        ).fetchone()
+    assert stored is not None and stored[1] in dump
+    keyring = encryption.keyring(served.settings)
+    assert observations.open_note(keyring, stored[0], stored[1]) == note

@@ -6,7 +6,9 @@ a tombstone, their availability and time off are deleted, and their personal dat
 from wherever a copy was kept: the audit trail's before/after snapshots, the outbox's webhook
 payloads and the idempotency replays (which are stored encrypted, so they are found by the
 route and the caller, never by their content). Every credential tied to them is revoked. The
-erasure itself is audited with the tombstone only. All of it is one transaction.
+clinical notes of the sessions they delivered are deleted; the ratings, which name nobody, are
+kept for the organizations' outcomes. The erasure itself is audited with the tombstone only.
+All of it is one transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlmodel import col
 from models.api_keys import ApiKey
 from models.base import utcnow
 from models.idempotency import IdempotencyRecord
+from models.observations import Observation
 from models.sessions import Session, SessionStatus
 from models.therapists import AvailabilityRow, Therapist, TherapistRead, TimeOff
 from models.types import Role
@@ -72,6 +75,16 @@ async def erase(db: AsyncSession, principal: Principal, therapist: Therapist) ->
         delete(AvailabilityRow).where(col(AvailabilityRow.therapist_id) == therapist.id)
     )
     await db.execute(delete(TimeOff).where(col(TimeOff.therapist_id) == therapist.id))
+    # Their clinical notes go; the de-identified ratings stay (outcomes still add up).
+    await db.execute(
+        update(Observation)
+        .where(
+            col(Observation.therapist_id) == therapist.id,
+            col(Observation.note_ciphertext).is_not(None),
+        )
+        .values(note_ciphertext=None, note_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
     # A key's name is a label an admin chose, often the person's name.
     await db.execute(
         update(ApiKey)

@@ -22,6 +22,9 @@ from service.core import outbox
 from service.core.auth import Principal, require_role
 from service.core.pagination import PageRequest, paginate
 
+CLINICAL_ENTITY_TYPES = ("observation",)
+"""Audited entities whose trail only admins read (finance reads the rest)."""
+
 
 def snapshot(read_model: BaseModel | None) -> dict[str, Any] | None:
     """The state as the API shows it (JSON-safe); secrets never appear in Read schemas."""
@@ -86,6 +89,9 @@ async def list_events(
 ) -> Page[AuditEventRead]:
     require_role(principal, (Role.admin, Role.finance), "read the audit trail")
     stmt = select(AuditEvent)
+    if principal.role != Role.admin:
+        # Clinical records (observations: their ratings, who read a note) are the admin's.
+        stmt = stmt.where(col(AuditEvent.entity_type).not_in(CLINICAL_ENTITY_TYPES))
     if entity_type is not None:
         stmt = stmt.where(col(AuditEvent.entity_type) == entity_type)
     if entity_id is not None:

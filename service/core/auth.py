@@ -103,6 +103,11 @@ def require_role(principal: Principal, roles: Iterable[Role], action: str) -> No
         raise Forbidden(f"Only {names} may {action}")
 
 
+def is_the_therapist(principal: Principal, therapist_id: uuid.UUID) -> bool:
+    """Whether the caller is this therapist's own key (what only they may do: their notes)."""
+    return principal.role == Role.therapist and principal.therapist_id == therapist_id
+
+
 def scope_to_organizations(stmt: S, principal: Principal, column: ColumnElement[Any] | Any) -> S:
     """Restrict a query on tenant-owned rows to the organizations the caller may reach."""
     if principal.sees_all_organizations:

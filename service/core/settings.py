@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 90)
     delivered_event_retention_days: int = Field(default=30, ge=1, le=3650)
     audit_retention_days: int = Field(default=730, ge=30, le=36500)
+    # Outcomes: a therapist records a session's observation within this many days after it;
+    # ratings are averaged only over at least this many participants and observations.
+    observation_window_days: int = Field(default=14, ge=1, le=365)
+    outcomes_min_group: int = Field(default=5, ge=1, le=1000)
 
     @field_validator("public_url")
     @classmethod

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.base import Page
+from models.base import Page, utcnow
+from models.observations import Observation
 from models.offerings import Offering
 from models.organizations import Location, Organization
 from models.programs import Program
 from models.sessions import Session, SessionStatus
-from models.therapist_view import MyProgramRead, MySessionRead, PlaceRead
+from models.therapist_view import MyProgramRead, MySessionRead, ObservationDueRead, PlaceRead
 from models.types import Role
 from service.core.auth import Principal, require_role, scope_to_therapist
 from service.core.pagination import PageRequest, paginate
@@ -52,7 +53,7 @@ def _program(row: Any) -> MyProgramRead:
 
 
 def _session(row: Any) -> MySessionRead:
-    session, program, org_name, location = row
+    session, program, org_name, location, observed = row
     return MySessionRead(
         id=session.id,
         program_id=program.id,
@@ -68,6 +69,25 @@ def _session(row: Any) -> MySessionRead:
         location=_place(location),
         video_url=program.video_url,
         participants=program.participants,
+        observation_recorded=bool(observed),
+    )
+
+
+def _sessions_seen() -> Any:
+    """Sessions with what a therapist needs to show up, and whether each is observed (one
+    statement, joins only)."""
+    return (
+        select(
+            Session,
+            Program,
+            col(Organization.name),
+            Location,
+            col(Observation.id).is_not(None).label("observed"),
+        )
+        .join(Program, col(Program.id) == Session.program_id)
+        .join(Organization, col(Organization.id) == Session.organization_id)
+        .outerjoin(Location, col(Location.id) == Program.location_id)
+        .outerjoin(Observation, col(Observation.session_id) == Session.id)
     )
 
 
@@ -95,16 +115,33 @@ async def my_sessions(
     status: SessionStatus | None = None,
 ) -> Page[MySessionRead]:
     require_role(principal, (Role.therapist,), "use the therapist's own view")
-    stmt = (
-        select(Session, Program, col(Organization.name), Location)
-        .join(Program, col(Program.id) == Session.program_id)
-        .join(Organization, col(Organization.id) == Session.organization_id)
-        .outerjoin(Location, col(Location.id) == Program.location_id)
-    )
-    stmt = scope_to_therapist(stmt, principal, Session.therapist_id)
+    stmt = scope_to_therapist(_sessions_seen(), principal, Session.therapist_id)
     stmt = await local_date_filter(db, stmt, SessionFilters(start=start, end=end))
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(
         db, stmt, page, _session, order_by=Session.starts_at, rows_are_tuples=True, entity=Session
+    )
+
+
+async def observations_due(
+    db: AsyncSession, principal: Principal, page: PageRequest, *, window_days: int
+) -> Page[ObservationDueRead]:
+    """The therapist's completed sessions without an observation whose window (
+    `window_days` after the session ended) is still open, oldest first."""
+    require_role(principal, (Role.therapist,), "use the therapist's own view")
+    window = timedelta(days=window_days)
+    stmt = scope_to_therapist(_sessions_seen(), principal, Session.therapist_id).where(
+        col(Session.status) == SessionStatus.completed.value,
+        col(Session.ends_at) >= utcnow() - window,
+        col(Observation.id).is_(None),
+    )
+
+    def due(row: Any) -> ObservationDueRead:
+        return ObservationDueRead(
+            **_session(row).model_dump(), observation_due_by=row[0].ends_at + window
+        )
+
+    return await paginate(
+        db, stmt, page, due, order_by=Session.starts_at, rows_are_tuples=True, entity=Session
     )

@@ -23,7 +23,7 @@ async def test_coordinator_lists_sessions_and_sees_only_their_organizations(
     page = ok(
         await client.get("/v1/sessions", params={"limit": "200"}, headers=world.coordinator_a)
     )
-    own = world.sessions_a + world.billing_a.sessions
+    own = [*world.sessions_a, *world.billing_a.sessions, world.observed_session]
     assert {s["id"] for s in page["data"]} == {s["id"] for s in own}
     assert {s["organization_id"] for s in page["data"]} == {world.org_a["id"]}
     for foreign_filter in (
@@ -42,7 +42,7 @@ async def test_coordinator_lists_programs_and_sees_only_their_organizations(
 ) -> None:
     client = world.api.client
     page = ok(await client.get("/v1/programs", headers=world.coordinator_a))
-    own = [world.program_a, *world.billing_a.programs]
+    own = [world.program_a, *world.billing_a.programs, world.observed_program]
     assert [p["id"] for p in page["data"]] == [p["id"] for p in own]
     response = await client.get(
         "/v1/programs",
@@ -139,7 +139,8 @@ async def test_therapist_lists_sessions_and_sees_only_their_own(world: World) ->
     page = ok(
         await client.get("/v1/sessions", params={"limit": "200"}, headers=world.therapist_1_key)
     )
-    assert {s["id"] for s in page["data"]} == {s["id"] for s in world.sessions_a}
+    own = [*world.sessions_a, world.observed_session]
+    assert {s["id"] for s in page["data"]} == {s["id"] for s in own}
     assert {s["therapist_id"] for s in page["data"]} == {world.therapist_1["id"]}
     for foreign_filter in (
         {"therapist_id": world.therapist_2["id"]},
@@ -195,11 +196,15 @@ async def test_therapists_own_view_lists_their_programs_and_sessions_without_mon
 ) -> None:
     client = world.api.client
     programs = ok(await client.get("/v1/me/programs", headers=world.therapist_1_key))
-    assert [p["id"] for p in programs["data"]] == [world.program_a["id"]]
+    assert [p["id"] for p in programs["data"]] == [
+        world.program_a["id"],
+        world.observed_program["id"],
+    ]
     sessions = ok(
         await client.get("/v1/me/sessions", params={"limit": "200"}, headers=world.therapist_1_key)
     )
-    assert {s["id"] for s in sessions["data"]} == {s["id"] for s in world.sessions_a}
+    own = [*world.sessions_a, world.observed_session]
+    assert {s["id"] for s in sessions["data"]} == {s["id"] for s in own}
     for page in (programs, sessions):
         assert not [k for k in keys_of(page) if k.endswith("_cents")]
         assert world.program_b["title"] not in json.dumps(page)

@@ -26,6 +26,8 @@ from tests.support import Headers
 from tests.tenant_isolation.world import (
     DATE_QUERY_PARAMETERS,
     MOVED_TO,
+    NOTE_MARKER,
+    OBSERVATION_PATH,
     TIME_OFF,
     WEBHOOK_URL,
     Billing,
@@ -40,7 +42,13 @@ from tests.tenant_isolation.world import (
 # --------------------------------------------------------------------------------------------
 
 NOT_FOUND = frozenset({404})
-THERAPISTS_OWN_VIEW = frozenset({("GET", "/v1/me/programs"), ("GET", "/v1/me/sessions")})
+THERAPISTS_OWN_VIEW = frozenset(
+    {
+        ("GET", "/v1/me/programs"),
+        ("GET", "/v1/me/sessions"),
+        ("GET", "/v1/me/observations-due"),
+    }
+)
 NEVER_TOUCHES = frozenset({403, 404})  # a role barred from a kind: 403 by role, or 404
 # Reports are the provider's (admin, finance): aggregates over every tenant.
 REPORTS = frozenset({("GET", "/v1/reports/utilization"), ("GET", "/v1/reports/revenue")})
@@ -54,6 +62,9 @@ EXPORT_INVOICES = ("GET", "/v1/invoices/export.csv")
 # Stripe calls it without an API key (the signature is the credential): an unsigned body is a
 # 400 for every caller, whatever API key it carries, and changes nothing.
 STRIPE_WEBHOOK = ("POST", "/v1/integrations/stripe/webhook")
+# A session's observation (and its clinical note) is the delivering therapist's and the
+# admin's: to anyone else it answers 404 whatever the session, their own organization's too.
+OBSERVATION = frozenset({("GET", OBSERVATION_PATH), ("PUT", OBSERVATION_PATH)})
 
 
 def billing_operations(world: World) -> frozenset[tuple[str, str]]:
@@ -118,6 +129,12 @@ class Walker:
     feed_subject: str = "organization_id"
     """What the caller makes calendar feeds for: `organization_id` or `therapist_id` (the body
     of POST /v1/calendar-feeds names that id from `ids`, and it is judged like a path's)."""
+    hidden: frozenset[tuple[str, str]] = frozenset()
+    """(method, path template) that answer this role 404 whatever the ids, its own included:
+    the role must not even learn that the resource exists (another's clinical note)."""
+    reads_notes: bool = False
+    """The world's planted note may appear in this role's answers of the observation routes
+    (the delivering therapist, the admin); in any other answer, or to anyone else, never."""
 
     @property
     def own_organization_id(self) -> str | None:
@@ -268,10 +285,12 @@ def coordinator_of_a(world: World) -> Walker:
             "organization_id": world.org_a["id"],
             "location_id": world.location_a["id"],
             "program_id": world.program_a["id"],
-            "session_id": world.sessions_a[0]["id"],
+            # Org A's session that T1 observed, with a note the coordinator must never see.
+            "session_id": world.observed_session["id"],
             "feed_id": world.feed_org_a["id"],
             "invoice_id": world.billing_a.issued["id"],
         },
+        hidden=OBSERVATION,
         # Staffing is the provider's: the ranking names and scores its therapists.
         refused=frozenset(
             {("GET", "/v1/programs/{program_id}/therapist-suggestions"), JOBS, ERASE_THERAPIST}
@@ -343,9 +362,11 @@ def therapist_1(world: World) -> Walker:
         },
         own_ids={
             "therapist_id": world.therapist_1["id"],
-            "session_id": world.sessions_a[0]["id"],
+            # The session T1 delivered and observed: its note is T1's to read.
+            "session_id": world.observed_session["id"],
             "feed_id": world.feed_therapist_1["id"],
         },
+        reads_notes=True,
         # Their programs come through /v1/me/programs, without the money; billing is all money.
         refused=frozenset(
             {("GET", "/v1/programs"), ("POST", "/v1/programs"), JOBS, ERASE_THERAPIST}
@@ -378,7 +399,7 @@ def provider_staff(world: World, role: str) -> Walker:
             "offering_id": world.offering["id"],
             "api_key_id": world.spare_key_id,
             "program_id": world.program_a["id"],
-            "session_id": world.sessions_a[0]["id"],
+            "session_id": world.observed_session["id"],
             "feed_id": world.feed_org_a["id"],
             "token": world.feed_therapist_1["token"] if admin else unknown_calendar_token(),
             "invoice_id": world.billing_a.issued["id"],
@@ -390,6 +411,8 @@ def provider_staff(world: World, role: str) -> Walker:
             if admin
             else THERAPISTS_OWN_VIEW | {CREATE_FEED, JOBS, ERASE_THERAPIST}
         ),
+        hidden=frozenset() if admin else OBSERVATION,
+        reads_notes=admin,
     )
 
 
@@ -541,6 +564,11 @@ def body_for(
         ("POST", "/v1/sessions/{session_id}/no-show"): None,
         ("POST", "/v1/sessions/{session_id}/make-up"): {"starts_at": "2031-01-02T10:00:00Z"},
         ("POST", "/v1/sessions/{session_id}/substitute"): {"therapist_id": ids.get("therapist_id")},
+        # The same note again: the marker stays planted for every route walked after this one.
+        ("PUT", OBSERVATION_PATH): {
+            "ratings": {"stress_anxiety": 3, "wellbeing": 4},
+            "note": NOTE_MARKER,
+        },
         CREATE_FEED: {feed_subject: ids.get(feed_subject)},
         ("POST", "/v1/invoice-runs"): {
             "period_start": period_start,
@@ -744,10 +772,34 @@ def webhook_failures(walker: Walker, request: Request, response: httpx.Response)
     return [f"unsigned webhook not refused with 400: {describe(walker, request, response)}"]
 
 
+def is_hidden(walker: Walker, request: Request) -> bool:
+    return (request.method, request.template) in walker.hidden
+
+
+def note_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
+    """The planted clinical note appears only in the observation routes' answers to those who
+    may read it; a hidden route is a 404 (or a 422 about the body alone), whoever's the id."""
+    failures = []
+    reading = walker.reads_notes and (request.method, request.template) in OBSERVATION
+    if NOTE_MARKER in response.text and not reading:
+        failures.append(f"clinical note: {describe(walker, request, response)}")
+    if (
+        is_hidden(walker, request)
+        and response.status_code != 404
+        and not _is_body_validation_error(response)
+    ):
+        failures.append(
+            f"expected 404 (hidden from this role): {describe(walker, request, response)}"
+        )
+    return failures
+
+
 def isolation_failures(walker: Walker, request: Request, response: httpx.Response) -> list[str]:
     what = describe(walker, request, response)
-    failures = refusal_failures(walker, request, response) + webhook_failures(
-        walker, request, response
+    failures = (
+        refusal_failures(walker, request, response)
+        + webhook_failures(walker, request, response)
+        + note_failures(walker, request, response)
     )
     if response.status_code >= 500:
         failures.append(f"server error: {what}")

@@ -5,14 +5,16 @@ and a calendar feed (made by the admin) for each organization and each therapist
 organization also has delivered work (past programs, made by the admin, staffed by therapists of
 their own) billed on one issued invoice and, delivered after that issue, a draft. Webhooks (the
 provider's, for its finance systems): an endpoint registered by the admin before anything else,
-so every event of the world has a delivery to it (pending: nothing sends them).
+so every event of the world has a delivery to it (pending: nothing sends them). Clinical
+notes: T1 also delivered a session of org A three days ago (a program of its own) and recorded
+its observation with a note holding NOTE_MARKER, which only T1 and the admin may ever read back.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
@@ -64,6 +66,8 @@ class World:
     billing_b: Billing
     webhook_endpoint: dict[str, Any]  # as created: with its secret, shown once
     webhook_delivery: dict[str, Any]  # one of the endpoint's deliveries (the first event's)
+    observed_program: dict[str, Any]  # org A's, delivered by T1 three days ago
+    observed_session: dict[str, Any]  # its one session: completed, observed with NOTE_MARKER
 
 
 async def api_key_id(api: Api, headers: Headers) -> str:
@@ -104,6 +108,11 @@ TIME_OFF = {
 }
 MOVED_TO = f"{monday_plus(weeks=30, days=2)}T10:00:00Z"
 WEBHOOK_SECRET = "whsec_walk_only"
+# The clinical note of the world's observed session: no response, row, event or log line may
+# carry it but the observation itself, read by T1 (who delivered the session) or the admin. The
+# walk's own PUT of that observation writes the same note, so the marker stays planted.
+NOTE_MARKER = "WALK-NOTE-MARKER Participant cried during the improvisation 5e1f"
+OBSERVATION_PATH = "/v1/sessions/{session_id}/observation"
 # A public literal address: accepted without ENSEMBLE_WEBHOOK_ALLOW_PRIVATE (the walk's
 # settings leave it off) and without a DNS lookup. Nothing is ever sent to it: the walk runs no
 # deliverer.
@@ -173,6 +182,40 @@ async def _billing(api: Api, org: dict[str, Any], title: str) -> Billing:
     )
 
 
+async def _observed(
+    api: Api, org: dict[str, Any], offering: dict[str, Any], therapist: dict[str, Any], tag: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A session of `org` delivered by `therapist` three days ago, observed by them with the
+    note NOTE_MARKER (after the world's invoices: it is not billed)."""
+    start = datetime.now(UTC).date() - timedelta(days=3)
+    program = await confirmed_program(
+        api,
+        org,
+        offering,
+        therapist,
+        title=f"Home observed program A {tag}",
+        focus_areas=["stress_anxiety", "wellbeing"],
+        schedule={"start_date": str(start), "start_time": "10:00", "rrule": "FREQ=DAILY;COUNT=1"},
+    )
+    [session] = await sessions_of(api, program["id"])
+    key = await api.therapist_key(therapist["id"])
+    ok(
+        await api.client.post(
+            f"/v1/sessions/{session['id']}/complete", json={"attendance": 1}, headers=key
+        )
+    )
+    ok(
+        await api.client.put(
+            OBSERVATION_PATH.format(session_id=session["id"]),
+            json={"ratings": {"stress_anxiety": 3, "wellbeing": 4}, "note": NOTE_MARKER},
+            headers=key,
+        ),
+        201,
+    )
+    [session] = await sessions_of(api, program["id"])
+    return program, session
+
+
 async def build_world(api: Api) -> World:
     """The world, made through the API by `api`'s admin (about 70 requests)."""
     tag = uuid.uuid4().hex[:10]
@@ -216,6 +259,9 @@ async def build_world(api: Api) -> World:
     coordinator_b = await api.coordinator(org_b["id"])
     therapist_2_key = await api.therapist_key(therapist_2["id"])
     spare = await api.key("finance")
+    billing_a = await _billing(api, org_a, f"Home billed A {tag}")
+    billing_b = await _billing(api, org_b, f"Foreign billed B {tag}")
+    observed_program, observed_session = await _observed(api, org_a, offering, therapist_1, tag)
     return World(
         api=api,
         org_a=org_a,
@@ -239,8 +285,10 @@ async def build_world(api: Api) -> World:
         feed_org_b=await _feed(api, organization_id=org_b["id"]),
         feed_therapist_1=await _feed(api, therapist_id=therapist_1["id"]),
         feed_therapist_2=await _feed(api, therapist_id=therapist_2["id"]),
-        billing_a=await _billing(api, org_a, f"Home billed A {tag}"),
-        billing_b=await _billing(api, org_b, f"Foreign billed B {tag}"),
+        billing_a=billing_a,
+        billing_b=billing_b,
         webhook_endpoint=webhook_endpoint,
         webhook_delivery=await _first_delivery(api, webhook_endpoint),
+        observed_program=observed_program,
+        observed_session=observed_session,
     )
