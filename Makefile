@@ -1,10 +1,11 @@
 # Two commands matter: `make run` and `make test`. Both build .venv on first use.
+# `make bench` measures the scale claims (BENCH_ARGS="--quick" or "--only NAME"; see README).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi clean
+.PHONY: run test lint format openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 openapi: $(STAMP)
 	$(BIN)/ensemble openapi > openapi/openapi.json

@@ -1,7 +1,12 @@
 """Turning a program's planned occurrences (service.scheduling.plan) into session rows, written
-set-based (one batched INSERT ... ON CONFLICT DO NOTHING on the occurrence number), so
-materializing twice adds nothing, an occurrence moved, cancelled or made up by hand is never
-planned again, and a thousand sessions cost one round trip, not a thousand."""
+set-based (one INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING on the occurrence
+number), so materializing twice adds nothing, an occurrence moved, cancelled or made up by hand
+is never planned again, and a thousand sessions cost one round trip, not a thousand.
+
+Why unnest and not a multi-row VALUES: the rows travel as one array per column (14 parameters
+whatever the number of rows), so neither SQLAlchemy nor PostgreSQL compiles a statement with
+thousands of placeholders; 100,000 sessions cost about what a COPY of them does
+(bench/bench_materialize.py)."""
 
 from __future__ import annotations
 
@@ -10,67 +15,79 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import CursorResult, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from models.base import utcnow
 from models.organizations import Organization
 from models.programs import Program, ProgramStatus
-from models.sessions import Session, SessionStatus
+from models.sessions import Session
 from service.programs.staffing_facts import overlapping_bookings
 from service.scheduling import recurrence
 from service.scheduling.conflicts import Slot
 from service.scheduling.plan import Numbered, horizon_end, series
 
-INSERT_BATCH = 1000  # rows per INSERT; far below PostgreSQL's 65535 bind parameters
+INSERT_BATCH = 10_000  # rows per statement: bounds one statement's size, not its parameters
+
+# What varies between planned sessions travels as one array per column; a new session is
+# scheduled, at its first planned time, and the same for the rest.
+_VARYING = (
+    "program_id",
+    "organization_id",
+    "therapist_id",
+    "starts_at",
+    "ends_at",
+    "occurrence",
+    "rate_cents",
+)
+_INSERT = text(
+    """
+    INSERT INTO sessions (id, program_id, organization_id, therapist_id, starts_at, ends_at,
+                          occurrence, rate_cents, original_starts_at, status, rescheduled,
+                          sequence, created_at, updated_at)
+    SELECT gen_random_uuid(), p.*, p.starts_at, 'scheduled', false, 0, :now, :now
+    FROM unnest(CAST(:program_id AS uuid[]), CAST(:organization_id AS uuid[]),
+                CAST(:therapist_id AS uuid[]), CAST(:starts_at AS timestamptz[]),
+                CAST(:ends_at AS timestamptz[]), CAST(:occurrence AS int[]),
+                CAST(:rate_cents AS bigint[]))
+         AS p(program_id, organization_id, therapist_id, starts_at, ends_at, occurrence,
+              rate_cents)
+    ON CONFLICT (program_id, occurrence) WHERE makes_up IS NULL DO NOTHING
+    """
+)
 
 
-def _row(
-    program: Program, number: int, occurrence: recurrence.Occurrence, now: datetime
-) -> dict[str, Any]:
+def _row(program: Program, number: int, occurrence: recurrence.Occurrence) -> dict[str, Any]:
     assert program.therapist_id is not None
     return {
-        "id": uuid.uuid4(),
         "program_id": program.id,
         "organization_id": program.organization_id,
         "therapist_id": program.therapist_id,
         "starts_at": occurrence.starts_at,
         "ends_at": occurrence.ends_at,
-        "original_starts_at": occurrence.starts_at,
         "occurrence": number,
         "rate_cents": program.rate_cents,
-        "status": SessionStatus.scheduled.value,
-        "rescheduled": False,
-        "sequence": 0,
-        "created_at": now,
-        "updated_at": now,
     }
 
 
 async def insert_sessions(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert planned sessions in batches; an occurrence already there (whatever happened to
-    it since) is left alone. Returns how many were added."""
+    """Insert planned sessions (scheduled, as first planned) in batches; an occurrence already
+    there (whatever happened to it since) is left alone. Returns how many were added."""
     added = 0
+    now = utcnow()
     for start in range(0, len(rows), INSERT_BATCH):
         batch = rows[start : start + INSERT_BATCH]
         result = await db.execute(
-            insert(Session)
-            .values(list(batch))
-            .on_conflict_do_nothing(
-                index_elements=["program_id", "occurrence"],
-                index_where=col(Session.makes_up).is_(None),
-            )
-            .returning(col(Session.id))
+            _INSERT, {"now": now, **{c: [row[c] for row in batch] for c in _VARYING}}
         )
-        added += len(result.all())
+        assert isinstance(result, CursorResult)
+        added += result.rowcount
     return added
 
 
 async def materialize(db: AsyncSession, program: Program, numbered: Numbered) -> int:
-    now = utcnow()
-    return await insert_sessions(db, [_row(program, n, o, now) for n, o in numbered])
+    return await insert_sessions(db, [_row(program, n, o) for n, o in numbered])
 
 
 async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
@@ -118,8 +135,7 @@ async def extend_horizon(db: AsyncSession, *, today: date, weeks: int) -> int:
     )
     for clash in clashes:
         keyed.pop((clash.therapist_id, clash.proposed.starts_at), None)
-    now = utcnow()
-    return await insert_sessions(db, [_row(p, n, o, now) for p, n, o in keyed.values()])
+    return await insert_sessions(db, [_row(p, n, o) for p, n, o in keyed.values()])
 
 
 Planned = tuple[Program, int, recurrence.Occurrence]

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from models.sessions import LIVE_STATUSES
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from service.core import zones
 from service.scheduling.conflicts import Clash, Slot
-from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, span
+from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, by_week, span
 from service.scheduling.suggestions import LOAD_WEEKS, Standing
 
 LIVE = sql_values(LIVE_STATUSES)
@@ -40,9 +41,39 @@ _OVERLAPS = text(
     """
 )
 
+# Every therapist against every slot (what assign, confirm and the suggestions ask): one index
+# probe per therapist for their live sessions overlapping any of the slots (a multirange), then
+# each hit paired with the slots it overlaps. One probe per (therapist, slot) pair instead costs
+# 10,400 probes for 200 therapists and a 52-session program (bench/suggestions.py).
+_CLASHES = text(
+    f"""
+    WITH proposed AS MATERIALIZED (
+        SELECT * FROM unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
+            AS c(starts, ends)
+    ),
+    held AS MATERIALIZED (
+        SELECT s.id, s.program_id, s.therapist_id, s.starts_at, s.ends_at, s.original_starts_at
+        FROM unnest(CAST(:therapists AS uuid[])) AS t(id)
+        JOIN sessions s
+          ON s.therapist_id = t.id
+         AND s.status IN ({LIVE})
+         AND tstzrange(s.starts_at, s.ends_at)
+             && (SELECT range_agg(tstzrange(starts, ends)) FROM proposed)
+         AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
+    )
+    SELECT h.*, c.starts AS proposed_starts_at, c.ends AS proposed_ends_at
+    FROM held h
+    JOIN proposed c ON tstzrange(h.starts_at, h.ends_at) && tstzrange(c.starts, c.ends)
+    ORDER BY h.starts_at, c.starts
+    """
+)
+
+# Only the weeks that could pass a therapist's maximum with the proposals added (at most
+# :most_proposed minutes in any one week) come back: the others cannot raise a problem, and
+# 200 therapists over a year are 10,000 weeks to send and read (bench/suggestions.py).
 _WEEKLY_MINUTES = text(
     f"""
-    SELECT s.therapist_id,
+    SELECT t.id AS therapist_id,
            date_trunc('week', {zones.local_time("s.starts_at")})::date AS week,
            sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
     FROM sessions s JOIN therapists t ON t.id = s.therapist_id
@@ -52,6 +83,8 @@ _WEEKLY_MINUTES = text(
       AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
       AND s.starts_at >= :low AND s.starts_at < :high
     GROUP BY 1, 2
+    HAVING sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int
+           > t.max_weekly_minutes - :most_proposed
     """
 )
 
@@ -92,6 +125,33 @@ async def overlapping_bookings(
             "ignored": list(ignored_session_ids),
         },
     )
+    return _clashes(rows)
+
+
+async def clashes(
+    db: AsyncSession,
+    *,
+    therapist_ids: Sequence[uuid.UUID],
+    slots: Sequence[Slot],
+    ignored_session_ids: Collection[uuid.UUID] = (),
+) -> list[Clash]:
+    """Every (existing live session, proposed slot) pair that overlaps, for each of the
+    therapists taking every one of the slots, in one query."""
+    if not therapist_ids or not slots:
+        return []
+    rows = await db.execute(
+        _CLASHES,
+        {
+            "therapists": list(therapist_ids),
+            "starts": [slot.starts_at for slot in slots],
+            "ends": [slot.ends_at for slot in slots],
+            "ignored": list(ignored_session_ids),
+        },
+    )
+    return _clashes(rows)
+
+
+def _clashes(rows: Any) -> list[Clash]:
     return [
         Clash(
             session_id=row.id,
@@ -120,9 +180,10 @@ async def load(
     ids = [t.id for t in therapists]
     low, high = span(proposals)
     facts = Facts(
-        clashes=await overlapping_bookings(
+        clashes=await clashes(
             db,
-            bookings=[(t, p.slot) for t in ids for p in proposals],
+            therapist_ids=ids,
+            slots=[p.slot for p in proposals],
             ignored_session_ids=ignored_session_ids,
         )
     )
@@ -150,6 +211,7 @@ async def load(
             "ignored": list(ignored_session_ids),
             "low": low - WEEK_MARGIN,
             "high": high + WEEK_MARGIN,
+            "most_proposed": most_in_a_week(proposals, {t.timezone for t in therapists}),
             **zones.offsets(
                 {t.timezone for t in therapists}, low - WEEK_MARGIN, high + WEEK_MARGIN
             ).params(),
@@ -158,6 +220,15 @@ async def load(
         key = (week.therapist_id, week.week)
         facts.booked_minutes[key] = facts.booked_minutes.get(key, 0) + week.minutes
     return facts
+
+
+def most_in_a_week(proposals: Sequence[Proposal], timezones: Collection[str]) -> int:
+    """The most proposed minutes in one local week, in any of the zones."""
+    return max(
+        sum(p.slot.minutes for p in in_week)
+        for zone in timezones
+        for in_week in by_week(proposals, ZoneInfo(zone)).values()
+    )
 
 
 async def standings(

@@ -68,6 +68,8 @@ class Problem:
 
 
 Windows = dict[str, list[AvailabilityRow]]  # weekday (MO..SU) -> that day's windows
+# A therapist's weekly windows as a value: (weekday, start minute, end minute), sorted.
+WindowKey = tuple[tuple[str, int, int], ...]
 
 
 @dataclass
@@ -115,15 +117,28 @@ def evaluate(
                 extra=clash.as_problem(),
             )
         )
+    # Therapists with the same windows in the same zone (most of them) share the availability
+    # verdicts, and those in one zone the local weeks: 200 therapists and a 52-session program
+    # are judged in a few milliseconds (bench/suggestions.py).
+    outside: dict[tuple[WindowKey, str], list[Problem | None]] = {}
+    weeks: dict[str, dict[date, list[Proposal]]] = {}
     for therapist in therapists:
         zone = ZoneInfo(therapist.timezone)
-        windows = facts.windows.get(therapist.id, {})
+        windows = window_key(facts.windows.get(therapist.id, {}))
+        if (windows, zone.key) not in outside:
+            outside[windows, zone.key] = [availability_problem(p, zone, windows) for p in proposals]
+        if zone.key not in weeks:
+            weeks[zone.key] = by_week(proposals, zone)
         time_off = facts.time_off.get(therapist.id, [])
-        for proposal in proposals:
-            problems[therapist.id] += calendar_problems(proposal, zone, windows, time_off)
-        problems[therapist.id] += weekly_load_problems(
-            therapist, zone, proposals, facts.booked_minutes
-        )
+        found = problems[therapist.id]
+        for proposal, outside_availability in zip(
+            proposals, outside[windows, zone.key], strict=True
+        ):
+            if outside_availability is not None:
+                found.append(outside_availability)
+            if time_off:
+                found += time_off_problems(proposal, time_off)
+        found += weekly_load_problems(therapist, weeks[zone.key], facts.booked_minutes)
     return problems
 
 
@@ -144,38 +159,33 @@ def standing_problems(therapist: Therapist, offering: Offering) -> list[Problem]
     return found
 
 
-def calendar_problems(
-    proposal: Proposal, zone: ZoneInfo, windows: Windows, time_off: list[TimeOff]
-) -> list[Problem]:
-    """Outside the weekly availability (in the therapist's zone), or inside time off."""
-    found = []
+def availability_problem(proposal: Proposal, zone: ZoneInfo, windows: WindowKey) -> Problem | None:
+    """Outside the weekly availability (in the therapist's zone)?"""
     start = proposal.slot.starts_at.astimezone(zone)
     end = proposal.slot.ends_at.astimezone(zone)
     # The windows of the days the session touches (and the day before), as instants.
-    spans = available_spans(windows, zone, start.date() - timedelta(days=1), end.date())
-    inside = any(
+    spans = _spans(windows, zone, start.date() - timedelta(days=1), end.date())
+    if any(
         opens <= proposal.slot.starts_at and proposal.slot.ends_at <= closes
         for opens, closes in spans
+    ):
+        return None
+    return Problem(
+        "outside_availability",
+        f"{start:%a %H:%M}-{end:%H:%M} ({zone.key}) is outside their weekly availability",
+        proposal,
     )
-    if not inside:
-        found.append(
-            Problem(
-                "outside_availability",
-                f"{start:%a %H:%M}-{end:%H:%M} ({zone.key}) is outside their weekly availability",
-                proposal,
-            )
+
+
+def time_off_problems(proposal: Proposal, time_off: list[TimeOff]) -> list[Problem]:
+    """Inside recorded time off."""
+    return [
+        Problem(
+            "time_off", "the therapist is on time off", proposal, extra={"time_off_id": str(off.id)}
         )
-    for off in time_off:
-        if off.starts_at < proposal.slot.ends_at and proposal.slot.starts_at < off.ends_at:
-            found.append(
-                Problem(
-                    "time_off",
-                    "the therapist is on time off",
-                    proposal,
-                    extra={"time_off_id": str(off.id)},
-                )
-            )
-    return found
+        for off in time_off
+        if off.starts_at < proposal.slot.ends_at and proposal.slot.starts_at < off.ends_at
+    ]
 
 
 def available_spans(
@@ -186,12 +196,27 @@ def available_spans(
     one stretch). Wall-clock times are read as everywhere (service.core.clock), so on the day
     the clocks spring forward 01:00-04:00 lasts two hours, and on the day they fall back three
     hours and a repeated hour is read the first time it occurs."""
+    return _spans(window_key(windows), zone, first, last)
+
+
+def window_key(windows: Windows) -> WindowKey:
+    return tuple(
+        sorted((day, w.start_minute, w.end_minute) for day, rows in windows.items() for w in rows)
+    )
+
+
+def _spans(
+    windows: WindowKey, zone: ZoneInfo, first: date, last: date
+) -> list[tuple[datetime, datetime]]:
     spans = []
     day = first
     while day <= last:
-        for window in windows.get(WEEKDAYS[day.weekday()], []):
-            opens = local_minute(day, window.start_minute, zone)
-            closes = local_minute(day, window.end_minute, zone)
+        weekday = WEEKDAYS[day.weekday()]
+        for window_day, start_minute, end_minute in windows:
+            if window_day != weekday:
+                continue
+            opens = local_minute(day, start_minute, zone)
+            closes = local_minute(day, end_minute, zone)
             if opens < closes:  # a window wholly inside a spring-forward gap lasts no time
                 spans.append((opens, closes))
         day += timedelta(days=1)
@@ -209,20 +234,26 @@ def merged(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, d
     return found
 
 
+def by_week(proposals: Sequence[Proposal], zone: ZoneInfo) -> dict[date, list[Proposal]]:
+    """The proposals by the local week (its Monday, in `zone`) they start in, in order."""
+    found: dict[date, list[Proposal]] = defaultdict(list)
+    for proposal in proposals:
+        found[week_of(proposal.slot.starts_at, zone)].append(proposal)
+    return dict(sorted(found.items()))
+
+
 def weekly_load_problems(
     therapist: Therapist,
-    zone: ZoneInfo,
-    proposals: Sequence[Proposal],
+    weeks: dict[date, list[Proposal]],
     booked_minutes: dict[tuple[uuid.UUID, date], int],
 ) -> list[Problem]:
-    """Every proposal in a local week whose total would pass the therapist's maximum."""
-    by_week: dict[date, list[Proposal]] = defaultdict(list)
-    for proposal in proposals:
-        by_week[week_of(proposal.slot.starts_at, zone)].append(proposal)
+    """Every proposal in a local week (`weeks`: the proposals by week in the therapist's zone)
+    whose total would pass the therapist's maximum."""
     found = []
-    for week, in_week in sorted(by_week.items()):
-        total = booked_minutes.get((therapist.id, week), 0) + sum(p.slot.minutes for p in in_week)
-        if total > therapist.max_weekly_minutes:
+    therapist_id, most = therapist.id, therapist.max_weekly_minutes
+    for week, in_week in weeks.items():
+        total = booked_minutes.get((therapist_id, week), 0) + sum(p.slot.minutes for p in in_week)
+        if total > most:
             found += [
                 Problem(
                     "weekly_load",
