@@ -99,8 +99,10 @@ FROM programs p, generate_series(0, %(sessions)s - 1) d;
 """
 
 POST_SCRIPT = """
+-- thread_id is a global: setup() sets it in each thread's own Lua state (a local here would
+-- shadow it, and both threads would send the same keys).
 local counter = 0
-local thread_id = 0
+thread_id = 0
 local threads = 0
 function setup(thread)
   threads = threads + 1
