@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from routers.portal import booking, home, invoices, programs, staffing, therapist
+from routers.portal import booking, home, invoices, observations, programs, staffing, therapist
 
 # Order matters where paths overlap: /programs/new before /programs/{program_id}, and
 # /invoices/run and /invoices/export.csv before /invoices/{invoice_id}.
@@ -16,6 +16,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     booking.router,
     programs.router,
     therapist.router,
+    observations.router,
     invoices.router,
     staffing.router,
 )

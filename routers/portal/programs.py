@@ -22,6 +22,7 @@ from service.core.errors import ValidationFailed
 from service.core.pagination import MAX_LIMIT, PageRequest
 from service.programs import records, sessions, staffing
 from service.programs.session_records import SessionFilters
+from service.reports import outcomes, outcomes_pdf
 
 router = APIRouter(prefix="/app", include_in_schema=False, route_class=PortalRoute)
 ALL = PageRequest(limit=MAX_LIMIT)
@@ -58,10 +59,16 @@ async def portal_program(
     program_id: str,
     visitor: CurrentVisitor,
     db: DbSession,
+    settings: AppSettings,
     month: Annotated[str | None, Query(max_length=7)] = None,
 ) -> Response:
     principal = visitor.principal
     program = await records.get_visible(db, principal, uuid_or_404(program_id))
+    found = None
+    if principal.role in outcomes.READERS:  # the same figures as GET /v1/programs/{id}/outcomes
+        found, _ = await outcomes.program_outcomes(
+            db, principal, program.id, start=None, end=None, min_group=settings.outcomes_min_group
+        )
     read = records.to_read(program)
     first = _month(month, max(read.schedule.start_date, local_today(read.schedule.timezone)))
     last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
@@ -86,11 +93,37 @@ async def portal_program(
         by_day=by_day,
         previous=(first - timedelta(days=1)).strftime("%Y-%m"),
         following=(last + timedelta(days=1)).strftime("%Y-%m"),
+        outcomes=found,
         can_confirm=principal.role == Role.admin and read.status == "requested",
         notice="Booked: the program is requested; its sessions are created once the provider "
         "confirms it."
         if request.query_params.get("booked")
         else "",
+    )
+
+
+@router.get("/programs/{program_id}/outcomes.pdf")
+async def portal_outcomes_pdf(
+    program_id: str, visitor: CurrentVisitor, db: DbSession, settings: AppSettings
+) -> Response:
+    """The board's PDF, as GET /v1/programs/{id}/outcomes.pdf answers it (same service, same
+    people; anyone else the 404 page): the API route takes a key, not the portal's cookie."""
+    document, name = await outcomes_pdf.program_report(
+        db,
+        visitor.principal,
+        uuid_or_404(program_id),
+        start=None,
+        end=None,
+        min_group=settings.outcomes_min_group,
+    )
+    return Response(
+        document,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 

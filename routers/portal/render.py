@@ -25,6 +25,7 @@ from routers.portal.signin import (
     clear_cookie,
 )
 from service.core.errors import DomainError, NotFound, ValidationFailed
+from service.reports import outcomes_pdf
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -92,7 +93,15 @@ TEMPLATES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-TEMPLATES.filters.update(money=money, local=local, day=day, words=words)
+# Averages and rates written as the board's PDF writes them ("withheld" for a null average).
+TEMPLATES.filters.update(
+    money=money,
+    local=local,
+    day=day,
+    words=words,
+    two=outcomes_pdf.two,
+    percent=outcomes_pdf.percent,
+)
 
 
 def page(

@@ -14,6 +14,7 @@ from models.sessions import CompleteSession
 from models.therapist_view import MySessionRead
 from models.therapists import Therapist, TimeOffCreate
 from routers.deps import AppSettings, DbSession
+from routers.portal.observations import ObservationForm, blank_form, save, session_of
 from routers.portal.render import PortalRoute, field_errors, page, see_other, uuid_or_404
 from routers.portal.signin import CheckedForm, CurrentVisitor, Visitor
 from service.catalog import therapists
@@ -45,9 +46,13 @@ async def portal_my_week(
     request: Request,
     visitor: CurrentVisitor,
     db: DbSession,
+    settings: AppSettings,
     start: Annotated[str | None, Query(max_length=10)] = None,
 ) -> Response:
     therapist = await _me(db, visitor)
+    due = await therapist_view.observations_due(
+        db, visitor.principal, ALL, window_days=settings.observation_window_days
+    )
     monday = _monday(start, local_today(therapist.timezone))
     sunday = monday + timedelta(days=6)
     week = await therapist_view.my_sessions(db, visitor.principal, ALL, start=monday, end=sunday)
@@ -67,55 +72,72 @@ async def portal_my_week(
         previous=(monday - timedelta(days=7)).isoformat(),
         following=(monday + timedelta(days=7)).isoformat(),
         feed_url=request.query_params.get("feed", ""),
+        due=due.data,
+        notice="Observation recorded." if request.query_params.get("recorded") else "",
     )
-
-
-async def _session_of(db: DbSession, visitor: Visitor, session_id: str) -> object:
-    # The therapist's own view of it (place, participants), or a 404 like the API's.
-    found = await sessions.read(db, visitor.principal, uuid_or_404(session_id))
-    if visitor.principal.therapist_id is None:  # the admin: the session as the API shows it
-        return found
-    week = await therapist_view.my_sessions(
-        db,
-        visitor.principal,
-        PageRequest(limit=MAX_LIMIT),
-        start=found.starts_at,
-        end=found.ends_at,
-    )
-    return next((s for s in week.data if s.id == found.id), found)
 
 
 @router.get("/sessions/{session_id}/complete")
 async def portal_complete_page(
     request: Request, session_id: str, visitor: CurrentVisitor, db: DbSession
 ) -> Response:
-    session = await _session_of(db, visitor, session_id)
+    session = await session_of(db, visitor, session_id)
+    fields = await blank_form(db, visitor, session_id)
     return page(
-        request, "complete.html", visitor, title="Complete a session", session=session, errors={}
+        request,
+        "complete.html",
+        visitor,
+        title="Complete a session",
+        session=session,
+        completing=True,
+        errors={},
+        **fields.context(),
     )
 
 
 @router.post("/sessions/{session_id}/complete")
 async def portal_complete(
-    request: Request, session_id: str, visitor: CurrentVisitor, form: CheckedForm, db: DbSession
+    request: Request,
+    session_id: str,
+    visitor: CurrentVisitor,
+    form: CheckedForm,
+    db: DbSession,
+    settings: AppSettings,
 ) -> Response:
+    """Attendance, and the observation with it when any of its fields is filled: both in one
+    transaction, so a refused observation leaves the session as it was."""
     attendance = form.get("attendance").strip()
+    fields = ObservationForm.read(form, (await blank_form(db, visitor, session_id)).areas)
+    errors: dict[str, str] = {}
     try:
         data = CompleteSession.model_validate({"attendance": attendance or None})
-        done = await sessions.complete(db, visitor.principal, uuid_or_404(session_id), data)
-    except (ValidationFailed, ValidationError) as exc:
-        return page(
-            request,
-            "complete.html",
-            visitor,
-            status=422,
-            title="Complete a session",
-            session=await _session_of(db, visitor, session_id),
-            errors=field_errors(exc),
-            attendance=attendance,
-        )
-    week = local_date(done.starts_at, done.timezone).isoformat()
-    return see_other(f"/app/week?start={week}")
+    except ValidationError as exc:
+        errors |= field_errors(exc)
+    try:
+        observed = fields.to_write() if fields.given else None
+    except ValidationError as exc:
+        errors |= field_errors(exc)
+    if not errors:
+        try:
+            done = await sessions.complete(db, visitor.principal, uuid_or_404(session_id), data)
+            if observed is not None:
+                await save(db, visitor, settings, session_id, observed)
+            week = local_date(done.starts_at, done.timezone).isoformat()
+            return see_other(f"/app/week?start={week}")
+        except (ValidationFailed, ValidationError) as exc:
+            errors = field_errors(exc)
+    return page(
+        request,
+        "complete.html",
+        visitor,
+        status=422,
+        title="Complete a session",
+        session=await session_of(db, visitor, session_id),
+        completing=True,
+        errors=errors,
+        attendance=attendance,
+        **fields.context(),
+    )
 
 
 async def _time_off_page(

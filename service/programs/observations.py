@@ -64,6 +64,15 @@ async def _observed_session(
     return session, program
 
 
+async def focus_areas_to_rate(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> list[FocusArea]:
+    """The program's focus areas an observation of the session rates, for the same people as
+    `record` (anyone else: 404). The portal's observation form asks for exactly these."""
+    _, program = await _observed_session(db, principal, session_id)
+    return [FocusArea(area) for area in program.focus_areas if area in FocusArea._value2member_map_]
+
+
 async def _ratings(db: AsyncSession, session_id: uuid.UUID) -> dict[str, int]:
     rows = await db.execute(
         select(col(ObservationRating.focus_area), col(ObservationRating.rating))

@@ -9,9 +9,10 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -156,6 +157,16 @@ def _build(server: LiveServer, admin_key: str) -> PortalWorld:
     for session in sessions["data"][:2]:  # billable work for the finance clerk
         _made(admin.post(f"/v1/sessions/{session['id']}/complete", json={"attendance": 4}))
     ids["to_complete"] = sessions["data"][3]["id"]
+    # Observations: a note planted by the admin (never shown to the coordinator), a delivered
+    # session whose observation is due, and one completed together with its observation.
+    ids["noted"] = sessions["data"][0]["id"]
+    ids["to_observe"] = sessions["data"][1]["id"]
+    ids["to_observe_at"] = (
+        datetime.fromisoformat(sessions["data"][1]["starts_at"])
+        .astimezone(ZoneInfo(ZONE))
+        .strftime("%a %d %b %Y, %H:%M")
+    )
+    ids["to_complete_observed"] = sessions["data"][4]["id"]
     ids["to_complete_day"] = (today - timedelta(days=7)).isoformat()
     # Requested and waiting for a therapist (the admin's Assign), and another organization's.
     ids["waiting"] = program(

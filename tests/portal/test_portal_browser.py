@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe
 
@@ -137,6 +139,131 @@ async def test_a_therapist_completes_a_session_from_my_week(page: Any, portal: P
     assert "Attendance: 4" in await done.inner_text()
 
 
+async def test_a_therapist_completes_a_session_with_its_observation_then_records_a_due_one(
+    page: Any, portal: PortalWorld
+) -> None:
+    therapist = {"Authorization": f"Bearer {portal.key_for('therapist')}"}
+    completed = portal.ids["to_complete_observed"]
+    await sign_in(page, portal, "therapist")
+    await page.goto(f"{portal.url}/app/sessions/{completed}/complete")
+    ratings = page.get_by_role("group", name="Focus attention", exact=True)
+    await page.get_by_label("Attendance").fill("9")
+    await ratings.get_by_label("4", exact=True).check()
+    await page.get_by_label("Note", exact=True).fill("Kept a steady pulse for ten minutes.")
+    await page.get_by_role("button", name="Complete").click()
+    # Attendance refused: the session stays scheduled, and the observation typed is kept.
+    assert await page.locator("#e-f-attendance").inner_text() == (
+        "must be at most the program's 5 participants"
+    )
+    assert await ratings.get_by_label("4", exact=True).is_checked()
+    assert await page.get_by_label("Note", exact=True).input_value() == (
+        "Kept a steady pulse for ten minutes."
+    )
+    await page.get_by_label("Attendance").fill("5")
+    await page.get_by_role("button", name="Complete").click()
+    await page.wait_for_url(re.compile(r"/app/week\?start="))
+    got = await asyncio.to_thread(
+        httpx.get, f"{portal.url}/v1/sessions/{completed}/observation", headers=therapist
+    )
+    assert got.status_code == 200, got.text
+    assert (got.json()["ratings"], got.json()["note"]) == (
+        {"focus_attention": 4},
+        "Kept a steady pulse for ten minutes.",
+    )
+
+    # A delivered session waiting for its observation: listed on My week, recorded from there.
+    due = page.get_by_role("region", name="Observations due")
+    await due.get_by_role(
+        "link", name=f"Record the observation of Morning rhythm, {portal.ids['to_observe_at']}"
+    ).click()
+    assert await page.get_by_role("heading", name="Record the observation").is_visible()
+    await (
+        page.get_by_role("group", name="Focus attention", exact=True)
+        .get_by_label("2", exact=True)
+        .check()
+    )
+    await page.get_by_role("button", name="Save the observation").click()
+    assert await page.get_by_role("status").inner_text() == "Observation recorded."
+    got = await asyncio.to_thread(
+        httpx.get,
+        f"{portal.url}/v1/sessions/{portal.ids['to_observe']}/observation",
+        headers=therapist,
+    )
+    assert (got.json()["ratings"], got.json()["note"]) == ({"focus_attention": 2}, None)
+
+
+def two(value: float | None) -> str:
+    return "withheld" if value is None else f"{value:.2f}"
+
+
+async def test_a_coordinator_sees_the_outcomes_the_api_answers_and_never_a_note(
+    page: Any, portal: PortalWorld
+) -> None:
+    marker = f"private-{uuid.uuid4().hex}"
+    planted = portal.admin.put(
+        f"/v1/sessions/{portal.ids['noted']}/observation",
+        json={"ratings": {"focus_attention": 3}, "note": f"Note {marker}"},
+    )
+    assert planted.status_code in (200, 201), planted.text
+    program = portal.ids["running"]
+    await sign_in(page, portal, "coordinator")
+    await page.goto(f"{portal.url}/app/programs/{program}")
+    answered = await asyncio.to_thread(
+        httpx.get,
+        f"{portal.url}/v1/programs/{program}/outcomes",
+        headers={"Authorization": f"Bearer {portal.key_for('coordinator')}"},
+    )
+    assert answered.status_code == 200, answered.text
+    api = answered.json()
+
+    async def cells(table: str) -> list[str]:
+        return await page.locator(f"#{table} tbody").get_by_role("cell").all_inner_texts()
+
+    counts = api["sessions"]
+    assert await cells("outcome-sessions") == [
+        str(counts[k]) for k in ("planned", "delivered", "cancelled", "late_cancelled", "no_show")
+    ]
+    attendance = api["attendance"]
+    assert await cells("outcome-attendance") == [
+        two(attendance["expected_per_session"]),
+        two(attendance["average"]),
+        f"{attendance['rate'] * 100:.1f}%",
+    ]
+    assert await page.locator("#outcome-focus-areas tbody tr").all_inner_texts() == [
+        "\t".join(
+            [
+                a["focus_area"].replace("_", " ").capitalize(),
+                str(a["observations"]),
+                two(a["average"]),
+                two(a["first_month_average"]),
+                two(a["last_month_average"]),
+            ]
+        )
+        for a in api["focus_areas"]
+    ]
+    trend = api["focus_areas"][0]["trend"]
+    assert trend and await page.locator("#trend-focus_attention tbody tr").all_inner_texts() == [
+        f"{t['month']}\t{t['observations']}\t{two(t['average'])}" for t in trend
+    ]
+    assert api["suppressed"] is True
+    assert await page.locator("#suppression").inner_text() == (
+        f"Some averages are withheld: {api['suppression_reason']}."
+    )
+    assert marker not in await page.content()
+
+    pdf = await page.request.get(f"{portal.url}/app/programs/{program}/outcomes.pdf")
+    assert (pdf.status, pdf.headers["content-type"]) == (200, "application/pdf")
+    assert await page.get_by_role("link", name="Download outcomes PDF").get_attribute("href") == (
+        f"/app/programs/{program}/outcomes.pdf"
+    )
+    body = await pdf.body()
+    assert body.startswith(b"%PDF") and marker.encode() not in body
+    # The observation page is not the coordinator's: the 404 page, no note.
+    refused = await page.goto(f"{portal.url}/app/sessions/{portal.ids['noted']}/observation")
+    assert refused is not None and refused.status == 404
+    assert marker not in await page.content()
+
+
 async def test_a_therapist_adds_time_off_and_gets_a_calendar_feed_link(
     page: Any, portal: PortalWorld
 ) -> None:
@@ -254,7 +381,12 @@ async def test_signing_out_ends_the_session(page: Any, portal: PortalWorld) -> N
 
 PAGES = {
     "coordinator": ["/app/programs", "/app/programs/new", "/app/invoices", "program:running"],
-    "therapist": ["/app/week", "/app/time-off"],
+    "therapist": [
+        "/app/week",
+        "/app/time-off",
+        "/app/sessions/{to_complete_observed}/complete",
+        "/app/sessions/{to_observe}/observation",
+    ],
     "finance": ["/app/invoices", "/app/invoices/run"],
     "admin": ["/app/needs-therapist", "/app/programs", "/app/programs/new"],
 }
@@ -270,6 +402,7 @@ async def test_every_page_passes_axe_with_no_serious_or_critical_violation(
     for path in PAGES[role]:
         if path.startswith("program:"):
             path = f"/app/programs/{portal.ids[path.split(':')[1]]}"
+        path = path.format(**portal.ids)
         await page.goto(f"{portal.url}{path}")
         found += await blocking_violations(page)
     if role == "coordinator":  # a form with errors, and a cancellation page
