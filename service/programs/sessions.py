@@ -46,10 +46,11 @@ from service.core.errors import FieldError, InvalidState, NotFound, ValidationFa
 from service.core.pagination import PageRequest, paginate
 from service.programs import records, series
 from service.programs.session_records import (
+    READ_COLUMNS,
     SessionFilters,
     get_visible,
-    invoice_seen_by,
     local_date_filter,
+    read_from_row,
     record_change,
     require_scheduled,
     to_read,
@@ -63,9 +64,12 @@ from service.scheduling.staffing import Proposal
 # A session as it is read: its row, its program's zone and its live invoice line, in one
 # statement. Built once: a request only narrows it (scope, filters, page).
 _SESSION_ROWS = with_invoice(
-    select(Session, col(Program.timezone), col(InvoiceLine.invoice_id), col(Invoice.status)).join(
-        Program, col(Program.id) == Session.program_id
-    )
+    select(
+        *READ_COLUMNS,
+        col(Program.timezone),
+        col(InvoiceLine.invoice_id),
+        col(Invoice.status).label("invoice_status"),
+    ).join(Program, col(Program.id) == Session.program_id)
 )
 
 CANCELLERS = (Role.admin, Role.coordinator)
@@ -96,9 +100,9 @@ async def list_sessions(
         db,
         stmt,
         page,
-        lambda row: to_read(row[0], row[1], invoice_seen_by(principal, row[2], row[3])),
+        lambda row: read_from_row(row, principal),
         order_by=Session.starts_at,
-        rows_are_tuples=True,
+        rows_are_records=True,
         entity=Session,
     )
 
@@ -135,8 +139,7 @@ async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) ->
     row = (await db.execute(visible(_SESSION_ROWS, principal, session_id))).one_or_none()
     if row is None:
         raise NotFound(f"Session {session_id} not found")
-    session, timezone, invoice_id, invoice_status = row
-    return to_read(session, timezone, invoice_seen_by(principal, invoice_id, invoice_status))
+    return read_from_row(row, principal)
 
 
 async def reschedule(
