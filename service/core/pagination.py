@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +23,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 R = TypeVar("R")
+RowShape = Literal["entities", "tuples", "records"]
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,14 @@ async def paginate(
     to_read: Callable[[Any], R],
     *,
     order_by: Any = None,
-    rows_are_tuples: bool = False,
-    rows_are_records: bool = False,
+    rows: RowShape = "entities",
     entity: Any = None,
 ) -> Page[R]:
     """Run `stmt` (already filtered and scoped) one page at a time, in a stable order: by
     `order_by` (default: the first selected entity's `created_at`), then by that entity's id.
-    With `rows_are_tuples`, the statement selects an entity first and extra columns after;
-    with `rows_are_records`, columns only (among them the order column and `id`).
+    `rows` says what the statement selects: one entity ("entities"), an entity first and
+    extra columns after ("tuples"), or columns only, among them the order column and `id`
+    ("records").
     A hot list names its `entity` (asking the statement costs a tenth of a millisecond)."""
     entity = stmt.column_descriptions[0]["entity"] if entity is None else entity
     order_by = entity.created_at if order_by is None else order_by
@@ -73,13 +74,11 @@ async def paginate(
         after = decode_cursor(page.cursor)
         stmt = stmt.where(tuple_(order_by, id_column) > after)
     result = await db.execute(stmt.order_by(order_by, id_column).limit(page.limit + 1))
-    rows: Sequence[Any] = (
-        result.all() if rows_are_tuples or rows_are_records else result.scalars().all()
-    )
-    more = len(rows) > page.limit
-    rows = rows[: page.limit]
+    found: Sequence[Any] = result.scalars().all() if rows == "entities" else result.all()
+    more = len(found) > page.limit
+    found = found[: page.limit]
     next_cursor = None
     if more:
-        last = rows[-1][0] if rows_are_tuples and not rows_are_records else rows[-1]
+        last = found[-1][0] if rows == "tuples" else found[-1]
         next_cursor = encode_cursor(getattr(last, order_by.key), last.id)
-    return Page(data=[to_read(r) for r in rows], next_cursor=next_cursor)
+    return Page(data=[to_read(r) for r in found], next_cursor=next_cursor)

@@ -199,7 +199,7 @@ async def list_deliveries(
         .join(WebhookEvent, col(WebhookEvent.id) == WebhookDelivery.event_id)
         .where(col(WebhookDelivery.endpoint_id) == endpoint.id)
     )
-    shown = await paginate(db, stmt, page, lambda row: (row[0], row[1]), rows_are_tuples=True)
+    shown = await paginate(db, stmt, page, lambda row: (row[0], row[1]), rows="tuples")
     attempts = await _attempts(db, [delivery.id for delivery, _ in shown.data])
     return Page(
         data=[_delivery_read(d, t, attempts.get(d.id, [])) for d, t in shown.data],

@@ -102,7 +102,7 @@ async def list_sessions(
         page,
         lambda row: read_from_row(row, principal),
         order_by=Session.starts_at,
-        rows_are_records=True,
+        rows="records",
         entity=Session,
     )
 

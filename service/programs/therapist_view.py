@@ -122,7 +122,7 @@ async def my_programs(
         .outerjoin(Location, col(Location.id) == Program.location_id)
     )
     stmt = scope_to_therapist(stmt, principal, Program.therapist_id)
-    return await paginate(db, stmt, page, _program, rows_are_tuples=True)
+    return await paginate(db, stmt, page, _program, rows="tuples")
 
 
 async def my_sessions(
@@ -140,7 +140,7 @@ async def my_sessions(
     if status is not None:
         stmt = stmt.where(col(Session.status) == status.value)
     return await paginate(
-        db, stmt, page, _session, order_by=Session.starts_at, rows_are_records=True, entity=Session
+        db, stmt, page, _session, order_by=Session.starts_at, rows="records", entity=Session
     )
 
 
@@ -163,5 +163,5 @@ async def observations_due(
         )
 
     return await paginate(
-        db, stmt, page, due, order_by=Session.starts_at, rows_are_records=True, entity=Session
+        db, stmt, page, due, order_by=Session.starts_at, rows="records", entity=Session
     )
