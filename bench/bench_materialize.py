@@ -22,6 +22,7 @@ import httpx
 import psycopg
 from sqlalchemy import select
 
+from bench.sql import run_script
 from bench.table import Row, secs
 from models.programs import Program
 from service import bootstrap
@@ -206,8 +207,7 @@ async def measure(url: str, *, quick: bool = False) -> list[Row]:
     with psycopg.connect(url) as conn:
         start = date.today() + timedelta(days=30)
         params = {"programs": programs, "per_program": PER_PROGRAM, "start": start}
-        for statement in filter(str.strip, SEED.split(";\n")):
-            conn.execute(statement, params)
+        run_script(conn, SEED, params)
     engine = make_async_engine(url, pool_size=1)
     async with make_session_factory(engine)() as db:
         loaded = list((await db.execute(select(Program))).scalars())

@@ -29,6 +29,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.sql import run_script
 from bench.table import Row, ms, render
 from service.core import migrate
 from service.core.db import make_async_engine, make_session_factory
@@ -83,8 +84,7 @@ VALUES (gen_random_uuid(), 'Group', 'group', 60, 15000, 'CAD', 10, 48, 50, '{}',
 
 def _run_script(url: str, script: str, params: dict[str, Any]) -> None:
     with psycopg.connect(url) as conn:
-        for statement in filter(str.strip, script.split(";\n")):
-            conn.execute(statement, params)
+        run_script(conn, script, params)
 
 
 def grow(url: str, sessions: int, start: date) -> None:

@@ -47,6 +47,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.sql import run_script
 from bench.table import Row, machine, print_table
 from service import bootstrap
 from service.billing import runs
@@ -152,16 +153,16 @@ async def seed(url: str) -> Seeded:
     the real billing run for the invoices, and a key per role."""
     start = date.today() - timedelta(days=SESSIONS_PER_PROGRAM // 2)
     with psycopg.connect(url) as conn:
-        for statement in filter(str.strip, SEED.split(";\n")):
-            conn.execute(
-                statement,
-                {
-                    "orgs": ORGANIZATIONS,
-                    "programs": PROGRAMS,
-                    "sessions": SESSIONS_PER_PROGRAM,
-                    "start": start,
-                },
-            )
+        run_script(
+            conn,
+            SEED,
+            {
+                "orgs": ORGANIZATIONS,
+                "programs": PROGRAMS,
+                "sessions": SESSIONS_PER_PROGRAM,
+                "start": start,
+            },
+        )
         conn.commit()
         org_id, therapist_id, program_id, session_id = conn.execute(
             "SELECT p.organization_id, p.therapist_id, p.id, s.id FROM programs p "

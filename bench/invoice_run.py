@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.sql import run_script
 from bench.table import Row, ms
 from service.billing import runs
 from service.core import migrate
@@ -110,12 +111,10 @@ async def timed_run(url: str, start: date, end: date) -> tuple[float, int]:
 def timed_baseline(url: str) -> float:
     with psycopg.connect(url) as conn:
         began = time.perf_counter()
-        for statement in filter(str.strip, BASELINE.split(";\n")):
-            conn.execute(statement)
+        run_script(conn, BASELINE)
         conn.commit()
         elapsed = time.perf_counter() - began
-        for statement in filter(str.strip, RESET.split(";\n")):
-            conn.execute(statement)
+        run_script(conn, RESET)
         conn.commit()
     return elapsed
 
@@ -126,8 +125,7 @@ def seed(url: str, orgs: int, per_org: int) -> date:
     start = date.today() - timedelta(days=per_org + 5)
     with psycopg.connect(url) as conn:
         params = {"orgs": orgs, "per_org": per_org, "start": start}
-        for statement in filter(str.strip, SEED.split(";\n")):
-            conn.execute(statement, params)
+        run_script(conn, SEED, params)
     return start
 
 
@@ -141,8 +139,7 @@ def compare(url: str, start: date, repeat: int) -> tuple[float, float, int]:
         runs_s.append(elapsed)
         peaks.append(peak)
         with psycopg.connect(url) as conn:
-            for statement in filter(str.strip, RESET.split(";\n")):
-                conn.execute(statement)
+            run_script(conn, RESET)
     return statistics.median(runs_s), statistics.median(baselines_s), max(peaks)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.sql import run_script
 from bench.table import Row, ms, render
 from service import bootstrap
 from service.app import create_app
@@ -114,8 +115,7 @@ async def measure(url: str, *, quick: bool = False) -> list[Row]:
                 "start": today,
                 "booked": BOOKED_EACH,
             }
-            for statement in filter(str.strip, SEED.split(";\n")):
-                conn.execute(statement, params)
+            run_script(conn, SEED, params)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         program = await http.post(
