@@ -95,7 +95,7 @@ class Limiter:
 
         async def ask() -> Verdict:
             count = await self._storage.incr(key, item.get_expiry())
-            return self._verdict(item, key, count, await self._window_end(item, key, count))
+            return self._verdict(item, count, await self._window_end(item, key, count))
 
         return await self._asking(ask)
 
@@ -107,7 +107,7 @@ class Limiter:
             count = await self._storage.get(key)
             if count < item.amount:
                 return Verdict(True, item.amount, item.amount - count, 0)
-            return self._verdict(item, key, count + 1, await self._storage.get_expiry(key))
+            return self._verdict(item, count + 1, await self._storage.get_expiry(key))
 
         return await self._asking(ask)
 
@@ -128,7 +128,7 @@ class Limiter:
         return end
 
     @staticmethod
-    def _verdict(item: RateLimitItem, key: str, count: int, window_end: float) -> Verdict:
+    def _verdict(item: RateLimitItem, count: int, window_end: float) -> Verdict:
         reset = max(math.ceil(window_end - time.time()), 0)
         return Verdict(count <= item.amount, item.amount, max(item.amount - count, 0), reset)
 
