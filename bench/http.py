@@ -38,6 +38,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -58,6 +59,7 @@ from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANIZATIONS, PROGRAMS, SESSIONS_PER_PROGRAM = 25, 100, 50
+WRK_TIMEOUT_S = 30
 
 SEED = """
 INSERT INTO organizations (id, name, kind, timezone, currency, tax_rate_bps, payment_terms_days,
@@ -139,6 +141,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    detail: str = ""  # what the errors were, when there were some
 
 
 def free_port() -> int:
@@ -257,7 +260,10 @@ def wrk(
     seconds: float,
     post_body: str | None = None,
 ) -> Load:
+    # wrk's own timeout (2 s) would count a slow answer as a socket error; a slow answer is
+    # latency, measured like any other (an answer that never comes is still an error).
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    argv += ["--timeout", f"{WRK_TIMEOUT_S}s"]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
@@ -277,7 +283,8 @@ def wrk(
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors)
+    detail = "; ".join(m.group(0) for m in (non_2xx, socket_errors) if m)
+    return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, detail)
 
 
 async def python_client(
@@ -289,6 +296,7 @@ async def python_client(
 ) -> Load:
     latencies: list[float] = []
     errors = 0
+    statuses: Counter[int] = Counter()
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         stop = time.perf_counter() + seconds
@@ -307,12 +315,14 @@ async def python_client(
                     answer = await client.post(url, headers=headers | extra, content=post_body)
                 latencies.append(time.perf_counter() - began)
                 errors += answer.status_code >= 300
+                statuses[answer.status_code] += answer.status_code >= 300
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - began
     cuts = statistics.quantiles(latencies, n=100)
-    return Load(len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, errors)
+    detail = ", ".join(f"{n} answered {status}" for status, n in sorted(statuses.items()) if n)
+    return Load(len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, errors, detail)
 
 
 async def drive(
@@ -327,7 +337,7 @@ async def drive(
     else:
         load = await python_client(url, headers, connections, seconds, post_body)
     if load.errors:
-        raise RuntimeError(f"{url}: {load.errors} answers were not 2xx")
+        raise RuntimeError(f"{url}: {load.errors} answers were not 2xx ({load.detail})")
     return load
 
 
