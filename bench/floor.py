@@ -50,7 +50,7 @@ from service import bootstrap
 from service.app import create_app
 from service.core import migrate
 from service.core.auth import _KEY_LOOKUP, hash_secret
-from service.core.db import make_async_engine, make_read_session_factory
+from service.core.db import make_async_engine, make_session_factory
 from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
@@ -154,8 +154,8 @@ async def run(url: str, calls: int) -> None:
         bare_healthz = await cpu_ms(caller(bare, "/healthz"), calls)
 
     app = create_app(settings)
-    engine = make_async_engine(url, pool_size=2)
-    reads = make_read_session_factory(engine)
+    engine = make_async_engine(url, pool_size=2, reads_only=True)  # as the app's readers
+    reads = make_session_factory(engine)
     limiter = Limiter(settings)
     log = access_logger()
     try:

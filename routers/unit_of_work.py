@@ -9,9 +9,11 @@ the database never takes a connection) and is:
 - rolled back on any 4xx/5xx answer and on any exception.
 
 A request that only reads (GET, HEAD, OPTIONS) gets an autocommit session instead: its
-statements go out alone, with no BEGIN/COMMIT around them (service.core.db's
-`make_read_session_factory`). What such a request adds to its session (an audit row of a
-read) is still written only when its answer is below 400, when the session is committed.
+statements go out alone, with no BEGIN/COMMIT around them (from a pool of its own whose
+connections stay in autocommit: service.core.db's `make_async_engine(reads_only=True)`).
+What such a request adds to its session (an audit row of a read) is still written only when
+its answer is below 400, when the session is committed; a read that added nothing is not
+committed at all (there is nothing to send).
 
 It is also the one place where Idempotency-Key is honoured (POST only, in the same transaction
 as the change: a committed change always has its replay; a failed request leaves the key free)
@@ -51,8 +53,11 @@ FollowUp = Callable[[], Awaitable[BaseModel | Response]]
 class Work:
     """One request's transaction, and the follow-up to run after it commits."""
 
-    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, factory: async_sessionmaker[AsyncSession], *, reads_only: bool = False
+    ) -> None:
         self._factory = factory
+        self.reads_only = reads_only  # an autocommit session: each statement commits alone
         self._session: AsyncSession | None = None
         self.follow_up: FollowUp | None = None
         # The caller, once authenticated in this transaction (the idempotency claim does it
@@ -77,8 +82,14 @@ class Work:
         self.follow_up = follow_up
 
     async def commit(self) -> None:
-        if self._session is not None:
-            await self._session.commit()
+        session = self._session
+        if session is None:
+            return
+        if self.reads_only and not (session.new or session.dirty or session.deleted):
+            # Autocommit: every statement is committed already, and with nothing to flush a
+            # commit would only walk the session's bookkeeping (a twentieth of a /v1/me).
+            return
+        await session.commit()
 
     async def rollback(self) -> None:
         """Roll back; a connection that broke meanwhile is discarded, never a second error."""
@@ -114,7 +125,10 @@ class UnitOfWork:
             return
         app_state = scope["app"].state
         reads_only = scope["method"] in READ_METHODS
-        work = Work(app_state.read_session_factory if reads_only else app_state.session_factory)
+        work = Work(
+            app_state.read_session_factory if reads_only else app_state.session_factory,
+            reads_only=reads_only,
+        )
         scope.setdefault("state", {})["work"] = work
         request = _Request(self.app, scope, receive, send, work)
         # The route runs in a task of its own, so that the deadline's answer never waits for
