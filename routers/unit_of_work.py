@@ -43,6 +43,7 @@ from routers.body_limit import replay_body
 from routers.problems import database_error_response, problem_response
 from service.core import encryption, idempotency
 from service.core.auth import Principal, authenticate, caller_fingerprint
+from service.core.db import AUTOCOMMIT
 from service.core.errors import DomainError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,8 @@ FollowUp = Callable[[], Awaitable[BaseModel | Response]]
 class Work:
     """One request's transaction, and the follow-up to run after it commits."""
 
-    def __init__(
-        self, factory: async_sessionmaker[AsyncSession], *, reads_only: bool = False
-    ) -> None:
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
         self._factory = factory
-        self.reads_only = reads_only  # an autocommit session: each statement commits alone
         self._session: AsyncSession | None = None
         self.follow_up: FollowUp | None = None
         # The caller, once authenticated in this transaction (the idempotency claim does it
@@ -85,7 +83,7 @@ class Work:
         session = self._session
         if session is None:
             return
-        if self.reads_only and not (session.new or session.dirty or session.deleted):
+        if session.info.get(AUTOCOMMIT) and not (session.new or session.dirty or session.deleted):
             # Autocommit: every statement is committed already, and with nothing to flush a
             # commit would only walk the session's bookkeeping (a twentieth of a /v1/me).
             return
@@ -125,10 +123,7 @@ class UnitOfWork:
             return
         app_state = scope["app"].state
         reads_only = scope["method"] in READ_METHODS
-        work = Work(
-            app_state.read_session_factory if reads_only else app_state.session_factory,
-            reads_only=reads_only,
-        )
+        work = Work(app_state.read_session_factory if reads_only else app_state.session_factory)
         scope.setdefault("state", {})["work"] = work
         request = _Request(self.app, scope, receive, send, work)
         # The route runs in a task of its own, so that the deadline's answer never waits for

@@ -116,7 +116,7 @@ def create_app(
         app.state.engine = own_engine
         app.state.read_engine = read_engine
         app.state.session_factory = make_session_factory(own_engine)
-        app.state.read_session_factory = make_session_factory(read_engine)
+        app.state.read_session_factory = make_session_factory(read_engine, autocommit=True)
         # Jobs wait longer than requests may: the scheduler has its own small pool.
         job_engine = make_async_engine(
             settings.database_url, pool_size=2, deadlines=Deadlines.for_jobs(settings)

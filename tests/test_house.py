@@ -13,7 +13,7 @@ import pytest_asyncio
 from fastapi import APIRouter, FastAPI, status
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from models.organizations import OrganizationCreate, OrganizationRead
+from models.organizations import Organization, OrganizationCreate, OrganizationRead
 from models.types import OrganizationKind
 from routers.deps import CurrentPrincipal, DbSession
 from service.app import ROUTERS, create_app
@@ -39,6 +39,15 @@ async def create_then_answer(
 async def create_then_refuse(name: str, db: DbSession, principal: CurrentPrincipal) -> None:
     await organizations.create(db, principal, _org(name))
     raise InvalidState("refused after writing")
+
+
+@plain.get("/organizations-on-read")
+async def add_on_read(name: str, db: DbSession, fail: bool = False) -> dict[str, str]:
+    # What a read adds to its session, as a read's audit row is: never flushed by the route.
+    db.add(Organization(name=name, kind=OrganizationKind.school, timezone="America/Edmonton"))
+    if fail:
+        raise InvalidState("refused after adding")
+    return {"added": name}
 
 
 def _org(name: str) -> OrganizationCreate:
@@ -93,6 +102,20 @@ async def test_a_new_router_that_refuses_after_writing_leaves_nothing_behind(
     assert response.status_code == 409
     assert response.json()["detail"] == "refused after writing"
     assert _committed_names(database_url, prefix) == []
+
+
+async def test_what_a_read_adds_to_its_session_is_written_only_when_it_answers_below_400(
+    committing_app: tuple[httpx.AsyncClient, str], database_url: str
+):
+    # Reads run in autocommit sessions, and a read that added nothing skips the commit: one
+    # that added something must still have it committed, and only when it succeeds.
+    client, prefix = committing_app
+    kept = await client.get("/v1/house-test/organizations-on-read", params={"name": prefix + "C"})
+    refused = await client.get(
+        "/v1/house-test/organizations-on-read", params={"name": prefix + "D", "fail": "true"}
+    )
+    assert (kept.status_code, refused.status_code) == (200, 409)
+    assert _committed_names(database_url, prefix) == [prefix + "C"]
 
 
 def _app_with(

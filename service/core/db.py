@@ -146,8 +146,17 @@ def make_sync_engine(libpq_url: str) -> Engine:
     return create_engine(sqlalchemy_url(libpq_url), pool_pre_ping=True)
 
 
-def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def make_session_factory(
+    engine: AsyncEngine, *, autocommit: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """`autocommit`: the engine's connections are in autocommit (said in each session's
+    `info`, so that the unit of work knows a session with nothing to flush needs no commit)."""
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, info={AUTOCOMMIT: autocommit}
+    )
+
+
+AUTOCOMMIT = "autocommit"  # the key of Session.info set by make_session_factory
 
 
 def make_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -157,7 +166,9 @@ def make_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSe
     nothing it would not have seen in a transaction. Each checkout switches the connection to
     autocommit and back: the app serves its reads from an engine of their own, made
     `reads_only`, whose plain sessions need neither (tests share one engine and use this)."""
-    return make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    return make_session_factory(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), autocommit=True
+    )
 
 
 @asynccontextmanager
