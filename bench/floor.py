@@ -11,7 +11,7 @@ the process's CPU time:
   `bench/ceiling.py` (an autocommit connection of its own);
 - Ensemble's middlewares: its `/healthz` (every middleware, no database, not rate limited)
   against the same bare FastAPI route answering `/healthz`;
-- the unit of work's read session: session, connection checkout and return, commit, close;
+- the unit of work's read session: session, connection checked out and back, closed;
 - the key lookup as Ensemble runs it (one statement on the session's connection, through
   SQLAlchemy) and the same statement on the psycopg connection underneath;
 - the rate limiter of a keyed request: the address's failures, then the key's count (Redis on
@@ -50,7 +50,7 @@ from service import bootstrap
 from service.app import create_app
 from service.core import migrate
 from service.core.auth import _KEY_LOOKUP, hash_secret
-from service.core.db import make_async_engine, make_session_factory
+from service.core.db import make_async_engine, make_read_session_factory
 from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
@@ -154,8 +154,8 @@ async def run(url: str, calls: int) -> None:
         bare_healthz = await cpu_ms(caller(bare, "/healthz"), calls)
 
     app = create_app(settings)
-    engine = make_async_engine(url, pool_size=2, reads_only=True)  # as the app's readers
-    reads = make_session_factory(engine)
+    engine = make_async_engine(url, pool_size=2)
+    reads = make_read_session_factory(engine)
     limiter = Limiter(settings)
     log = access_logger()
     try:
@@ -163,19 +163,18 @@ async def run(url: str, calls: int) -> None:
             ours = await cpu_ms(caller(app, "/healthz"), calls)
             parts["Ensemble's middlewares (its /healthz minus the bare one)"] = ours - bare_healthz
 
+            # As the unit of work runs a read: no commit when nothing was added to the session.
             async def session_only() -> None:
                 async with reads() as db:
                     await db.connection()
-                    await db.commit()
 
             async def through_sqlalchemy() -> None:
                 async with reads() as db:
                     connection = await db.connection()
                     (await connection.exec_driver_sql(_KEY_LOOKUP, (digest,))).first()
-                    await db.commit()
 
             session = await cpu_ms(session_only, calls)
-            parts["read session: checkout, commit, close"] = session
+            parts["read session: connection checked out and back"] = session
             parts["key lookup through SQLAlchemy (beyond the session)"] = (
                 await cpu_ms(through_sqlalchemy, calls) - session
             )

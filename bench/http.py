@@ -18,7 +18,10 @@ The load generator is wrk (2 threads) when it is installed, else an asyncio clie
 process (slower: it shares the cores with the servers; the table says which). Each endpoint
 is driven at 32 connections for --seconds, then at 8 connections for its p99. Every answer
 must be a 2xx (wrk's non-2xx count, or the client's own check); a run with errors fails. The
-idempotent POST creates a location with a new Idempotency-Key on every request.
+idempotent POST creates a location with a new Idempotency-Key on every request. Over the
+8-connection run each row also gives the server's CPU time per request (its own user + system
+time from /proc, divided by the requests answered): steadier than req/s when other work shares
+the machine.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class Load:
     p99_ms: float
     errors: int
     detail: str = ""  # what the errors were, when there were some
+    requests: int = 0  # answered in the run
 
 
 def free_port() -> int:
@@ -195,12 +199,13 @@ async def seed(url: str) -> Seeded:
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> Iterator[None]:
+def serving(argv: list[str], env: dict[str, str], port: int, cwd: Path) -> Iterator[int]:
+    """The server running until the block ends; yields its process id."""
     with tempfile.TemporaryFile() as log:
         yield from _served(argv, env, port, cwd, log)
 
 
-def _served(argv: list[str], env: dict[str, str], port: int, cwd: Path, log: Any) -> Iterator[None]:
+def _served(argv: list[str], env: dict[str, str], port: int, cwd: Path, log: Any) -> Iterator[int]:
     proc = subprocess.Popen(
         argv, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
     )
@@ -218,7 +223,7 @@ def _served(argv: list[str], env: dict[str, str], port: int, cwd: Path, log: Any
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{argv} did not start within 60 s")
             time.sleep(0.2)
-        yield
+        yield proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -228,7 +233,7 @@ def _served(argv: list[str], env: dict[str, str], port: int, cwd: Path, log: Any
             proc.wait()
 
 
-def ensemble_server(url: str, port: int, workers: int) -> contextlib.AbstractContextManager[None]:
+def ensemble_server(url: str, port: int, workers: int) -> contextlib.AbstractContextManager[int]:
     env = {
         "DATABASE_URL": url,
         "ENSEMBLE_RATE_LIMIT": "100000000/minute",
@@ -239,7 +244,7 @@ def ensemble_server(url: str, port: int, workers: int) -> contextlib.AbstractCon
     return serving(argv, env, port, ROOT)
 
 
-def ceiling_server(url: str, port: int) -> contextlib.AbstractContextManager[None]:
+def ceiling_server(url: str, port: int) -> contextlib.AbstractContextManager[int]:
     argv = [sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--port", str(port)]
     argv += ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
     return serving(argv, {"CEILING_DATABASE_URL": url}, port, ROOT)
@@ -278,13 +283,14 @@ def wrk(
     if set(percentiles) != {"50", "99"}:
         raise RuntimeError(f"wrk printed no latency distribution for {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    answered = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
     detail = "; ".join(m.group(0) for m in (non_2xx, socket_errors) if m)
-    return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, detail)
+    return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, detail, answered)
 
 
 async def python_client(
@@ -322,7 +328,8 @@ async def python_client(
         elapsed = time.perf_counter() - began
     cuts = statistics.quantiles(latencies, n=100)
     detail = ", ".join(f"{n} answered {status}" for status, n in sorted(statuses.items()) if n)
-    return Load(len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, errors, detail)
+    rps = len(latencies) / elapsed
+    return Load(rps, cuts[49] * 1000, cuts[98] * 1000, errors, detail, len(latencies))
 
 
 async def drive(
@@ -339,6 +346,39 @@ async def drive(
     if load.errors:
         raise RuntimeError(f"{url}: {load.errors} answers were not 2xx ({load.detail})")
     return load
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux's /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive_counting_cpu(
+    pid: int,
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    post_body: str | None = None,
+) -> tuple[Load, float | None]:
+    """`drive`, and the server's CPU milliseconds per answered request over the run: steadier
+    than req/s on a shared machine (it does not depend on how much of the cores the server was
+    given)."""
+    before = cpu_seconds(pid)
+    load = await drive(url, headers, connections, seconds, post_body)
+    after = cpu_seconds(pid)
+    if before is None or after is None or not load.requests:
+        return load, None
+    return load, (after - before) * 1000 / load.requests
+
+
+def _cpu_text(cpu_ms: float | None) -> str:
+    return "" if cpu_ms is None else f"; CPU {cpu_ms:.2f} ms a request"
 
 
 def targets(seeded: Seeded) -> list[Target]:
@@ -382,16 +422,20 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
     print(f"# load generator: {generator}; {seconds:g} s per run", flush=True)
     ceiling_port, server_port = free_port(), free_port()
     rows: list[Row] = []
-    with ceiling_server(url, ceiling_port), ensemble_server(url, server_port, workers=1):
+    with (
+        ceiling_server(url, ceiling_port) as ceiling_pid,
+        ensemble_server(url, server_port, workers=1) as server_pid,
+    ):
         ceiling_url = f"http://127.0.0.1:{ceiling_port}/sessions/{seeded.session_id}"
         await drive(ceiling_url, {}, 8, 1)  # warm: first requests build what later ones reuse
         ceiling = await drive(ceiling_url, {}, 32, seconds)
-        ceiling_8 = await drive(ceiling_url, {}, 8, seconds)
+        ceiling_8, ceiling_cpu = await drive_counting_cpu(ceiling_pid, ceiling_url, {}, 8, seconds)
         rows.append(
             Row(
                 claim="ceiling: bare FastAPI + one psycopg row",
                 measured=f"{ceiling.requests_per_second:,.0f} req/s, p50 {ceiling.p50_ms:.1f} ms, "
-                f"p99 {ceiling.p99_ms:.1f} ms (8 conn: p99 {ceiling_8.p99_ms:.1f} ms)",
+                f"p99 {ceiling.p99_ms:.1f} ms (8 conn: p99 {ceiling_8.p99_ms:.1f} ms"
+                f"{_cpu_text(ceiling_cpu)})",
                 baseline="—",
                 ratio=1.0,
                 goal="—",
@@ -406,7 +450,7 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
                 headers["Content-Type"] = "application/json"
             await drive(url_of, headers, 8, 1, body)  # warm, as for the ceiling
             at_32 = await drive(url_of, headers, 32, seconds, body)
-            at_8 = await drive(url_of, headers, 8, seconds, body)
+            at_8, cpu = await drive_counting_cpu(server_pid, url_of, headers, 8, seconds, body)
             ratio = at_32.requests_per_second / ceiling.requests_per_second
             goal = goal_for(target)
             p99_ok = target.post or at_8.p99_ms < P99_GOAL_MS
@@ -414,7 +458,7 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
                 Row(
                     claim=target.label,
                     measured=f"{at_32.requests_per_second:,.0f} req/s, p50 {at_32.p50_ms:.1f} ms, "
-                    f"p99 {at_32.p99_ms:.1f} ms (8 conn: p99 {at_8.p99_ms:.1f} ms)",
+                    f"p99 {at_32.p99_ms:.1f} ms (8 conn: p99 {at_8.p99_ms:.1f} ms{_cpu_text(cpu)})",
                     baseline=f"{ceiling.requests_per_second:,.0f} req/s (ceiling)",
                     ratio=ratio,
                     goal=f"≥ {goal:.2f}"

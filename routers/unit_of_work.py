@@ -9,8 +9,8 @@ the database never takes a connection) and is:
 - rolled back on any 4xx/5xx answer and on any exception.
 
 A request that only reads (GET, HEAD, OPTIONS) gets an autocommit session instead: its
-statements go out alone, with no BEGIN/COMMIT around them (from a pool of its own whose
-connections stay in autocommit: service.core.db's `make_async_engine(reads_only=True)`).
+statements go out alone, with no BEGIN/COMMIT around them (service.core.db's
+`make_read_session_factory`).
 What such a request adds to its session (an audit row of a read) is still written only when
 its answer is below 400, when the session is committed; a read that added nothing is not
 committed at all (there is nothing to send).

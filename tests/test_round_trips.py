@@ -63,8 +63,7 @@ async def served(settings: Settings, database_url: str) -> AsyncIterator[Served]
             seen.statements.append((statement.split()[0].upper(), state))
             seen.backends.append(info.backend_pid)
 
-        for engine in (app.state.engine, app.state.read_engine):  # changes, reads
-            event.listen(engine.sync_engine, "after_cursor_execute", after)
+        event.listen(app.state.engine.sync_engine, "after_cursor_execute", after)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ensemble.test") as http:
             yield Served(http, {"Authorization": f"Bearer {key}"}, seen, tag)

@@ -88,25 +88,15 @@ PING_WHEN_IDLE_FOR = 1.0  # seconds a pooled connection may rest before it is ch
 
 
 def make_async_engine(
-    libpq_url: str,
-    *,
-    pool_size: int = 10,
-    deadlines: Deadlines | None = None,
-    overflow: bool = True,
-    reads_only: bool = False,
+    libpq_url: str, *, pool_size: int = 10, deadlines: Deadlines | None = None
 ) -> AsyncEngine:
-    """An engine whose pool keeps `pool_size` connections (and as many again in overflow,
-    unless `overflow` is False). `reads_only`: every connection is in autocommit from the
-    moment it connects (an engine for requests that only read: see make_read_session_factory),
-    so that a checkout costs no change of isolation level and no change back."""
     deadlines = deadlines or Deadlines()
     engine = create_async_engine(
         sqlalchemy_url(libpq_url),
         pool_size=pool_size,
-        max_overflow=pool_size if overflow else 0,
+        max_overflow=pool_size,
         pool_timeout=deadlines.pool,
         connect_args=deadlines.connect_args(),
-        **({"isolation_level": "AUTOCOMMIT"} if reads_only else {}),
     )
     _ping_when_idle(engine)
     return engine
@@ -163,9 +153,7 @@ def make_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSe
     """Sessions for requests that only read: autocommit, so each statement is sent alone,
     without a BEGIN before it and a COMMIT after (two round trips of three for a one-query
     read). Under READ COMMITTED each statement saw its own snapshot anyway, so a read sees
-    nothing it would not have seen in a transaction. Each checkout switches the connection to
-    autocommit and back: the app serves its reads from an engine of their own, made
-    `reads_only`, whose plain sessions need neither (tests share one engine and use this)."""
+    nothing it would not have seen in a transaction."""
     return make_session_factory(
         engine.execution_options(isolation_level="AUTOCOMMIT"), autocommit=True
     )
