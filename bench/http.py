@@ -119,6 +119,10 @@ request = function()
   wrk.headers["Idempotency-Key"] = "bench-" .. RUN .. "-" .. thread_id .. "-" .. counter
   return wrk.format("POST", PATH, nil, BODY)
 end
+-- An answer that is not a 2xx is said on stderr, so that a failed run says what it was.
+response = function(status, headers, body)
+  if status >= 300 then io.stderr:write(status .. " " .. body .. "\\n") end
+end
 """
 
 
@@ -278,7 +282,8 @@ def wrk(
             script.write(textwrap.dedent(POST_SCRIPT))
             script.flush()
             argv += ["-s", script.name]
-        out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+        done = subprocess.run([*argv, url], capture_output=True, text=True, check=True)
+        out = done.stdout
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if set(percentiles) != {"50", "99"}:
         raise RuntimeError(f"wrk printed no latency distribution for {url}:\n{out}")
@@ -290,6 +295,8 @@ def wrk(
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
     detail = "; ".join(m.group(0) for m in (non_2xx, socket_errors) if m)
+    if errors and done.stderr.strip():
+        detail += "; first: " + done.stderr.strip().splitlines()[0][:300]
     return Load(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors, detail, answered)
 
 
