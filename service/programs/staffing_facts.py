@@ -206,12 +206,17 @@ async def load(
             ignored_session_ids=ignored_session_ids,
         )
     )
-    for window in (
-        await db.execute(select(AvailabilityRow).where(col(AvailabilityRow.therapist_id).in_(ids)))
-    ).scalars():
-        facts.windows.setdefault(window.therapist_id, defaultdict(list))[window.weekday].append(
-            window
-        )
+    windows: dict[uuid.UUID, list[tuple[str, int, int]]] = defaultdict(list)
+    for therapist_id, weekday, start_minute, end_minute in await db.execute(
+        select(
+            col(AvailabilityRow.therapist_id),
+            col(AvailabilityRow.weekday),
+            col(AvailabilityRow.start_minute),
+            col(AvailabilityRow.end_minute),
+        ).where(col(AvailabilityRow.therapist_id).in_(ids))
+    ):
+        windows[therapist_id].append((weekday, start_minute, end_minute))
+    facts.windows = {therapist_id: tuple(sorted(found)) for therapist_id, found in windows.items()}
     for off in (
         await db.execute(
             select(TimeOff).where(

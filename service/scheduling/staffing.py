@@ -82,7 +82,8 @@ class Facts:
     """What the therapists already hold around the proposed slots."""
 
     clashes: list[Clash] = field(default_factory=list)
-    windows: dict[uuid.UUID, Windows] = field(default_factory=dict)
+    # Each therapist's weekly windows as a value (window_key); a therapist missing has none.
+    windows: dict[uuid.UUID, WindowKey] = field(default_factory=dict)
     time_off: dict[uuid.UUID, list[TimeOff]] = field(default_factory=dict)
     # Minutes of live sessions per therapist and local week (its Monday), the ignored excluded.
     booked_minutes: dict[tuple[uuid.UUID, date], int] = field(default_factory=dict)
@@ -133,7 +134,7 @@ def evaluate(
         booked[therapist_id][week] = minutes
     for therapist in therapists:
         zone = ZoneInfo(therapist.timezone)
-        windows = window_key(facts.windows.get(therapist.id, {}))
+        windows = facts.windows.get(therapist.id, ())
         outside = verdicts.get((windows, zone.key))
         if outside is None:
             outside = [availability_problem(p, zone, windows) for p in proposals]
