@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,7 +51,7 @@ _CLASHES = text(
     f"""
     WITH proposed AS MATERIALIZED (
         SELECT * FROM unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
-            AS c(starts, ends)
+            WITH ORDINALITY AS c(starts, ends, slot)
     ),
     held AS MATERIALIZED (
         SELECT s.id, s.program_id, s.therapist_id, s.starts_at, s.ends_at, s.original_starts_at
@@ -63,7 +63,7 @@ _CLASHES = text(
              && (SELECT range_agg(tstzrange(starts, ends)) FROM proposed)
          AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
     )
-    SELECT h.*, c.starts AS proposed_starts_at, c.ends AS proposed_ends_at
+    SELECT h.*, c.slot
     FROM held h
     JOIN proposed c ON h.starts_at < c.ends AND c.starts < h.ends_at AND c.starts < c.ends
     ORDER BY h.starts_at, c.starts
@@ -144,7 +144,7 @@ async def overlapping_bookings(
             "ignored": list(ignored_session_ids),
         },
     )
-    return _clashes(rows)
+    return _clashes(rows, lambda row: Slot(row.proposed_starts_at, row.proposed_ends_at))
 
 
 async def clashes(
@@ -167,10 +167,12 @@ async def clashes(
             "ignored": list(ignored_session_ids),
         },
     )
-    return _clashes(rows)
+    # Each hit names the slot it overlaps by its position (1-based), not by its bounds: the
+    # caller's own slot, not a copy of it rebuilt from two more timestamps per row.
+    return _clashes(rows, lambda row: slots[row.slot - 1])
 
 
-def _clashes(rows: Any) -> list[Clash]:
+def _clashes(rows: Any, proposed: Callable[[Any], Slot]) -> list[Clash]:
     return [
         Clash(
             session_id=row.id,
@@ -179,7 +181,7 @@ def _clashes(rows: Any) -> list[Clash]:
             starts_at=row.starts_at,
             ends_at=row.ends_at,
             original_starts_at=row.original_starts_at,
-            proposed=Slot(row.proposed_starts_at, row.proposed_ends_at),
+            proposed=proposed(row),
         )
         for row in rows
     ]

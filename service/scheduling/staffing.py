@@ -127,7 +127,8 @@ def evaluate(
     # verdicts, and those in one zone the local weeks and their proposed minutes: 200
     # therapists and a 52-session program are judged in a few milliseconds
     # (bench/suggestions.py).
-    verdicts: dict[tuple[WindowKey, str], list[Problem | None]] = {}
+    # Per (windows, zone): the verdict on each proposal, and the problems alone.
+    verdicts: dict[tuple[WindowKey, str], tuple[list[Problem | None], list[Problem]]] = {}
     weeks: dict[str, list[Week]] = {}
     booked: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
     for (therapist_id, week), minutes in facts.booked_minutes.items():
@@ -135,10 +136,10 @@ def evaluate(
     for therapist in therapists:
         zone = ZoneInfo(therapist.timezone)
         windows = facts.windows.get(therapist.id, ())
-        outside = verdicts.get((windows, zone.key))
-        if outside is None:
-            outside = [availability_problem(p, zone, windows) for p in proposals]
-            verdicts[windows, zone.key] = outside
+        if (windows, zone.key) not in verdicts:
+            each = [availability_problem(p, zone, windows) for p in proposals]
+            verdicts[windows, zone.key] = each, [p for p in each if p is not None]
+        outside, outside_only = verdicts[windows, zone.key]
         if zone.key not in weeks:
             weeks[zone.key] = proposed_weeks(proposals, zone)
         time_off = facts.time_off.get(therapist.id, [])
@@ -149,7 +150,7 @@ def evaluate(
                     found.append(outside_availability)
                 found += time_off_problems(proposal, time_off)
         else:
-            found += [p for p in outside if p is not None]
+            found += outside_only
         found += weekly_load_problems(therapist, weeks[zone.key], booked.get(therapist.id, {}))
     return problems
 
