@@ -21,7 +21,14 @@ from models.sessions import LIVE_STATUSES
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from service.core import zones
 from service.scheduling.conflicts import Clash, Slot
-from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, by_week, span
+from service.scheduling.staffing import (
+    WEEK_MARGIN,
+    Facts,
+    Proposal,
+    by_week,
+    span,
+    windows_value,
+)
 from service.scheduling.suggestions import LOAD_WEEKS, Standing
 
 LIVE = sql_values(LIVE_STATUSES)
@@ -218,7 +225,7 @@ async def load(
         ).where(col(AvailabilityRow.therapist_id).in_(ids))
     ):
         windows[therapist_id].append((weekday, start_minute, end_minute))
-    facts.windows = {therapist_id: tuple(sorted(found)) for therapist_id, found in windows.items()}
+    facts.windows = {therapist_id: windows_value(found) for therapist_id, found in windows.items()}
     for off in (
         await db.execute(
             select(TimeOff).where(

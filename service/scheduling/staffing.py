@@ -124,10 +124,9 @@ def evaluate(
             )
         )
     # Therapists with the same windows in the same zone (most of them) share the availability
-    # verdicts, and those in one zone the local weeks and their proposed minutes: 200
-    # therapists and a 52-session program are judged in a few milliseconds
-    # (bench/suggestions.py).
-    # Per (windows, zone): the verdict on each proposal, and the problems alone.
+    # verdicts (on each proposal, and the problems alone), and those in one zone the local
+    # weeks and their proposed minutes: 200 therapists and a 52-session program are judged in
+    # a few milliseconds (bench/suggestions.py).
     verdicts: dict[tuple[WindowKey, str], tuple[list[Problem | None], list[Problem]]] = {}
     weeks: dict[str, list[Week]] = {}
     booked: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
@@ -213,9 +212,14 @@ def available_spans(
 
 
 def window_key(windows: Windows) -> WindowKey:
-    return tuple(
-        sorted((day, w.start_minute, w.end_minute) for day, rows in windows.items() for w in rows)
+    return windows_value(
+        (day, w.start_minute, w.end_minute) for day, rows in windows.items() for w in rows
     )
+
+
+def windows_value(windows: Iterable[tuple[str, int, int]]) -> WindowKey:
+    """Weekly windows, as (weekday, start minute, end minute), as a value: sorted."""
+    return tuple(sorted(windows))
 
 
 def _spans(
