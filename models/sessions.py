@@ -75,6 +75,16 @@ class Session(SQLModel, table=True):
             unique=True,
             postgresql_where=text(LIVE_SQL),
         ),
+        # Each therapist's live sessions in time order, with the columns the staffing facts
+        # read (weekly minutes, upcoming load, continuity with an organization), so that those
+        # are read from the index alone (service.programs.staffing_facts).
+        Index(
+            "ix_sessions_therapist_live_starts",
+            "therapist_id",
+            "starts_at",
+            postgresql_include=["ends_at", "id", "organization_id", "program_id"],
+            postgresql_where=text(LIVE_SQL),
+        ),
         CheckConstraint("occurrence >= 1", name="occurrence"),
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint(

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tests.programs_support import confirmed_program, make_program
+from datetime import timedelta
+
+from tests.programs_support import (
+    FIRST_TUESDAY,
+    confirmed_program,
+    make_program,
+    sessions_of,
+    utc_text,
+)
 from tests.support import Api, ok
 
 
@@ -107,3 +115,56 @@ async def test_suggestions_cost_the_same_queries_for_many_therapists_and_session
     # The same statements whatever the size (auth, the program, the candidates, their facts,
     # the response's reads): a change to this count is a change to the plan, made on purpose.
     assert (small, large) == (12, 12)
+
+
+async def test_suggestions_count_each_refusal_against_what_the_therapists_hold(api: Api):
+    org, elsewhere = await api.make_org(), await api.make_org()
+    offering = await api.make_offering(duration_minutes=60)
+    # Four Tuesdays at 10:00 from FIRST_TUESDAY, 60 minutes each.
+    program = await make_program(api, org, offering, focus_areas=["stress_anxiety"])
+    loaded = await api.make_therapist(name="Loaded", max_weekly_minutes=150)
+    wednesday = FIRST_TUESDAY + timedelta(days=1)
+    # Wednesdays and Thursdays of the same four weeks with another organization: 120 minutes a
+    # week, so each Tuesday would make 180 of 150...
+    booked = await confirmed_program(
+        api,
+        elsewhere,
+        offering,
+        loaded,
+        schedule={"start_date": str(wednesday), "rrule": "FREQ=WEEKLY;BYDAY=WE,TH;COUNT=8"},
+    )
+    # ...except the second week, where a cancelled Wednesday frees its hour (120 of 150).
+    second_wednesday = utc_text(wednesday + timedelta(weeks=1), "10:00")
+    cancelled = next(
+        s for s in await sessions_of(api, booked["id"]) if s["starts_at"] == second_wednesday
+    )
+    ok(await api.client.post(f"/v1/sessions/{cancelled['id']}/cancel", headers=api.admin, json={}))
+    away = await api.make_therapist(name="Away")
+    ok(
+        await api.client.post(
+            f"/v1/therapists/{away['id']}/time-off",
+            headers=api.admin,
+            json={
+                "starts_at": utc_text(FIRST_TUESDAY + timedelta(weeks=2), "00:00"),
+                "ends_at": utc_text(FIRST_TUESDAY + timedelta(weeks=2, days=1), "00:00"),
+                "reason": "Conference",
+            },
+        ),
+        201,
+    )
+    free = await api.make_therapist(name="Free")
+
+    data = ok(
+        await api.client.get(
+            f"/v1/programs/{program['id']}/therapist-suggestions", headers=api.admin
+        )
+    )["data"]
+    by_id = {s["therapist_id"]: s for s in data}
+    match = "specialties match the program's focus: stress_anxiety"
+    idle = "booked 0% of their maximum over the next 4 weeks"
+    assert (by_id[free["id"]]["eligible"], by_id[free["id"]]["score"]) == (True, 80.0)
+    assert by_id[free["id"]]["reasons"] == [match, idle]
+    assert (by_id[away["id"]]["eligible"], by_id[away["id"]]["score"]) == (False, 80.0)
+    assert by_id[away["id"]]["reasons"] == ["time_off: 1 session(s)", match, idle]
+    assert (by_id[loaded["id"]]["eligible"], by_id[loaded["id"]]["score"]) == (False, 80.0)
+    assert by_id[loaded["id"]]["reasons"] == ["weekly_load: 3 session(s)", match, idle]

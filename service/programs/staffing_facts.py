@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +21,14 @@ from models.sessions import LIVE_STATUSES
 from models.therapists import AvailabilityRow, Therapist, TimeOff
 from service.core import zones
 from service.scheduling.conflicts import Clash, Slot
-from service.scheduling.staffing import WEEK_MARGIN, Facts, Proposal, by_week, span
+from service.scheduling.staffing import (
+    WEEK_MARGIN,
+    Facts,
+    Proposal,
+    by_week,
+    span,
+    windows_value,
+)
 from service.scheduling.suggestions import LOAD_WEEKS, Standing
 
 LIVE = sql_values(LIVE_STATUSES)
@@ -44,12 +51,14 @@ _OVERLAPS = text(
 # Every therapist against every slot (what assign, confirm and the suggestions ask): one index
 # probe per therapist for their live sessions overlapping any of the slots (a multirange), then
 # each hit paired with the slots it overlaps. One probe per (therapist, slot) pair instead costs
-# 10,400 probes for 200 therapists and a 52-session program (bench/suggestions.py).
+# 10,400 probes for 200 therapists and a 52-session program (bench/suggestions.py). The pairing
+# compares the bounds (what `&&` of two non-empty half-open ranges means) rather than building
+# two ranges for each (hit, slot) pair: 50,000 pairs for the same program.
 _CLASHES = text(
     f"""
     WITH proposed AS MATERIALIZED (
         SELECT * FROM unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
-            AS c(starts, ends)
+            WITH ORDINALITY AS c(starts, ends, slot)
     ),
     held AS MATERIALIZED (
         SELECT s.id, s.program_id, s.therapist_id, s.starts_at, s.ends_at, s.original_starts_at
@@ -61,9 +70,9 @@ _CLASHES = text(
              && (SELECT range_agg(tstzrange(starts, ends)) FROM proposed)
          AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
     )
-    SELECT h.*, c.starts AS proposed_starts_at, c.ends AS proposed_ends_at
+    SELECT h.*, c.slot
     FROM held h
-    JOIN proposed c ON tstzrange(h.starts_at, h.ends_at) && tstzrange(c.starts, c.ends)
+    JOIN proposed c ON h.starts_at < c.ends AND c.starts < h.ends_at AND c.starts < c.ends
     ORDER BY h.starts_at, c.starts
     """
 )
@@ -71,37 +80,54 @@ _CLASHES = text(
 # Only the weeks that could pass a therapist's maximum with the proposals added (at most
 # :most_proposed minutes in any one week) come back: the others cannot raise a problem, and
 # 200 therapists over a year are 10,000 weeks to send and read (bench/suggestions.py).
+# Each therapist's weeks are summed on their own, from the index of their live sessions alone
+# (ix_sessions_therapist_live_starts), and by session length first: a week's minutes are
+# the sum over its lengths of count x minutes, the same exact numeric sum as one term per
+# session, with the numeric work done once per length instead of once per session. Summing
+# all therapists' sessions at once, by (therapist, week) in one hash table, took twice as long.
 _WEEKLY_MINUTES = text(
     f"""
-    SELECT t.id AS therapist_id,
-           date_trunc('week', {zones.local_time("s.starts_at")})::date AS week,
-           sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int AS minutes
-    FROM sessions s JOIN therapists t ON t.id = s.therapist_id
-    {zones.offsets_join("t.timezone", "s.starts_at")}
-    WHERE s.therapist_id = ANY(CAST(:therapists AS uuid[]))
-      AND s.status IN ({LIVE})
-      AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
-      AND s.starts_at >= :low AND s.starts_at < :high
-    GROUP BY 1, 2
-    HAVING sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)::int
-           > t.max_weekly_minutes - :most_proposed
+    SELECT t.id AS therapist_id, w.week, w.minutes
+    FROM therapists t
+    CROSS JOIN LATERAL (
+        SELECT week, sum(sessions * (extract(epoch FROM length) / 60))::int AS minutes
+        FROM (
+            SELECT date_trunc('week', {zones.local_time("s.starts_at")})::date AS week,
+                   s.ends_at - s.starts_at AS length,
+                   count(*) AS sessions
+            FROM sessions s
+            {zones.offsets_join("t.timezone", "s.starts_at")}
+            WHERE s.therapist_id = t.id
+              AND s.status IN ({LIVE})
+              AND NOT (s.id = ANY(CAST(:ignored AS uuid[])))
+              AND s.starts_at >= :low AND s.starts_at < :high
+            GROUP BY 1, 2
+        ) by_length
+        GROUP BY week
+        HAVING sum(sessions * (extract(epoch FROM length) / 60))::int
+               > t.max_weekly_minutes - :most_proposed
+    ) w
+    WHERE t.id = ANY(CAST(:therapists AS uuid[]))
     """
 )
 
+# Per therapist, from the index of their live sessions alone: the whole table's sessions of
+# every therapist, joined and filtered, cost three times as much (bench/suggestions.py).
 _STANDING = text(
     f"""
     SELECT t.id AS therapist_id,
-           coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60)
-                    FILTER (WHERE s.starts_at >= :now AND s.starts_at < :until
-                            AND s.status IN ({LIVE})), 0)::int
+           (SELECT coalesce(sum(extract(epoch FROM s.ends_at - s.starts_at) / 60), 0)::int
+            FROM sessions s
+            WHERE s.therapist_id = t.id AND s.status IN ({LIVE})
+              AND s.starts_at >= :now AND s.starts_at < :until)
                AS upcoming_minutes,
-           count(s.id) FILTER (WHERE s.organization_id = :organization_id
-                               AND s.program_id <> :program_id
-                               AND s.status IN ({LIVE}))
+           (SELECT count(*)
+            FROM sessions s
+            WHERE s.therapist_id = t.id AND s.status IN ({LIVE})
+              AND s.organization_id = :organization_id AND s.program_id <> :program_id)
                AS sessions_with_organization
-    FROM therapists t LEFT JOIN sessions s ON s.therapist_id = t.id
+    FROM therapists t
     WHERE t.id = ANY(CAST(:therapists AS uuid[]))
-    GROUP BY t.id
     """
 )
 
@@ -125,7 +151,7 @@ async def overlapping_bookings(
             "ignored": list(ignored_session_ids),
         },
     )
-    return _clashes(rows)
+    return _clashes(rows, lambda row: Slot(row.proposed_starts_at, row.proposed_ends_at))
 
 
 async def clashes(
@@ -148,10 +174,12 @@ async def clashes(
             "ignored": list(ignored_session_ids),
         },
     )
-    return _clashes(rows)
+    # Each hit names the slot it overlaps by its position (1-based), not by its bounds: the
+    # caller's own slot, not a copy of it rebuilt from two more timestamps per row.
+    return _clashes(rows, lambda row: slots[row.slot - 1])
 
 
-def _clashes(rows: Any) -> list[Clash]:
+def _clashes(rows: Any, proposed: Callable[[Any], Slot]) -> list[Clash]:
     return [
         Clash(
             session_id=row.id,
@@ -160,7 +188,7 @@ def _clashes(rows: Any) -> list[Clash]:
             starts_at=row.starts_at,
             ends_at=row.ends_at,
             original_starts_at=row.original_starts_at,
-            proposed=Slot(row.proposed_starts_at, row.proposed_ends_at),
+            proposed=proposed(row),
         )
         for row in rows
     ]
@@ -187,12 +215,17 @@ async def load(
             ignored_session_ids=ignored_session_ids,
         )
     )
-    for window in (
-        await db.execute(select(AvailabilityRow).where(col(AvailabilityRow.therapist_id).in_(ids)))
-    ).scalars():
-        facts.windows.setdefault(window.therapist_id, defaultdict(list))[window.weekday].append(
-            window
-        )
+    windows: dict[uuid.UUID, list[tuple[str, int, int]]] = defaultdict(list)
+    for therapist_id, weekday, start_minute, end_minute in await db.execute(
+        select(
+            col(AvailabilityRow.therapist_id),
+            col(AvailabilityRow.weekday),
+            col(AvailabilityRow.start_minute),
+            col(AvailabilityRow.end_minute),
+        ).where(col(AvailabilityRow.therapist_id).in_(ids))
+    ):
+        windows[therapist_id].append((weekday, start_minute, end_minute))
+    facts.windows = {therapist_id: windows_value(found) for therapist_id, found in windows.items()}
     for off in (
         await db.execute(
             select(TimeOff).where(

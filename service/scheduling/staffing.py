@@ -52,6 +52,9 @@ class Problem:
     detail: str
     proposal: Proposal | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # An overlap's session, rendered into the problem only when it is shown (as_problem): the
+    # suggestions count hundreds of overlaps and show none of them.
+    clash: Clash | None = None
 
     @property
     def overridable(self) -> bool:
@@ -64,6 +67,8 @@ class Problem:
                 body["session_id"] = str(self.proposal.session_id)
             body["proposed_starts_at"] = rfc3339(self.proposal.slot.starts_at)
             body["proposed_ends_at"] = rfc3339(self.proposal.slot.ends_at)
+        if self.clash is not None:
+            body |= self.clash.as_problem()
         return body | self.extra
 
 
@@ -77,7 +82,8 @@ class Facts:
     """What the therapists already hold around the proposed slots."""
 
     clashes: list[Clash] = field(default_factory=list)
-    windows: dict[uuid.UUID, Windows] = field(default_factory=dict)
+    # Each therapist's weekly windows as a value (window_key); a therapist missing has none.
+    windows: dict[uuid.UUID, WindowKey] = field(default_factory=dict)
     time_off: dict[uuid.UUID, list[TimeOff]] = field(default_factory=dict)
     # Minutes of live sessions per therapist and local week (its Monday), the ignored excluded.
     booked_minutes: dict[tuple[uuid.UUID, date], int] = field(default_factory=dict)
@@ -114,31 +120,37 @@ def evaluate(
                 "overlap",
                 "the therapist already has a session at this time",
                 by_slot.get(clash.proposed),
-                extra=clash.as_problem(),
+                clash=clash,
             )
         )
     # Therapists with the same windows in the same zone (most of them) share the availability
-    # verdicts, and those in one zone the local weeks: 200 therapists and a 52-session program
-    # are judged in a few milliseconds (bench/suggestions.py).
-    outside: dict[tuple[WindowKey, str], list[Problem | None]] = {}
-    weeks: dict[str, dict[date, list[Proposal]]] = {}
+    # verdicts (on each proposal, and the problems alone), and those in one zone the local
+    # weeks and their proposed minutes: 200 therapists and a 52-session program are judged in
+    # a few milliseconds (bench/suggestions.py).
+    verdicts: dict[tuple[WindowKey, str], tuple[list[Problem | None], list[Problem]]] = {}
+    weeks: dict[str, list[Week]] = {}
+    booked: dict[uuid.UUID, dict[date, int]] = defaultdict(dict)
+    for (therapist_id, week), minutes in facts.booked_minutes.items():
+        booked[therapist_id][week] = minutes
     for therapist in therapists:
         zone = ZoneInfo(therapist.timezone)
-        windows = window_key(facts.windows.get(therapist.id, {}))
-        if (windows, zone.key) not in outside:
-            outside[windows, zone.key] = [availability_problem(p, zone, windows) for p in proposals]
+        windows = facts.windows.get(therapist.id, ())
+        if (windows, zone.key) not in verdicts:
+            each = [availability_problem(p, zone, windows) for p in proposals]
+            verdicts[windows, zone.key] = each, [p for p in each if p is not None]
+        outside, outside_only = verdicts[windows, zone.key]
         if zone.key not in weeks:
-            weeks[zone.key] = by_week(proposals, zone)
+            weeks[zone.key] = proposed_weeks(proposals, zone)
         time_off = facts.time_off.get(therapist.id, [])
         found = problems[therapist.id]
-        for proposal, outside_availability in zip(
-            proposals, outside[windows, zone.key], strict=True
-        ):
-            if outside_availability is not None:
-                found.append(outside_availability)
-            if time_off:
+        if time_off:
+            for proposal, outside_availability in zip(proposals, outside, strict=True):
+                if outside_availability is not None:
+                    found.append(outside_availability)
                 found += time_off_problems(proposal, time_off)
-        found += weekly_load_problems(therapist, weeks[zone.key], facts.booked_minutes)
+        else:
+            found += outside_only
+        found += weekly_load_problems(therapist, weeks[zone.key], booked.get(therapist.id, {}))
     return problems
 
 
@@ -200,9 +212,14 @@ def available_spans(
 
 
 def window_key(windows: Windows) -> WindowKey:
-    return tuple(
-        sorted((day, w.start_minute, w.end_minute) for day, rows in windows.items() for w in rows)
+    return windows_value(
+        (day, w.start_minute, w.end_minute) for day, rows in windows.items() for w in rows
     )
+
+
+def windows_value(windows: Iterable[tuple[str, int, int]]) -> WindowKey:
+    """Weekly windows, as (weekday, start minute, end minute), as a value: sorted."""
+    return tuple(sorted(windows))
 
 
 def _spans(
@@ -242,31 +259,47 @@ def by_week(proposals: Sequence[Proposal], zone: ZoneInfo) -> dict[date, list[Pr
     return dict(sorted(found.items()))
 
 
+@dataclass(frozen=True)
+class Week:
+    """A local week (its Monday), the proposals starting in it and their minutes."""
+
+    monday: date
+    proposals: list[Proposal]
+    minutes: int
+
+
+def proposed_weeks(proposals: Sequence[Proposal], zone: ZoneInfo) -> list[Week]:
+    """The local weeks (in `zone`) the proposals start in, in order."""
+    return [
+        Week(monday, in_week, sum(p.slot.minutes for p in in_week))
+        for monday, in_week in by_week(proposals, zone).items()
+    ]
+
+
 def weekly_load_problems(
-    therapist: Therapist,
-    weeks: dict[date, list[Proposal]],
-    booked_minutes: dict[tuple[uuid.UUID, date], int],
+    therapist: Therapist, weeks: Sequence[Week], booked_minutes: dict[date, int]
 ) -> list[Problem]:
-    """Every proposal in a local week (`weeks`: the proposals by week in the therapist's zone)
-    whose total would pass the therapist's maximum."""
+    """Every proposal in a local week (`weeks`: the proposed weeks in the therapist's zone)
+    whose total would pass the therapist's maximum (`booked_minutes`: the therapist's live
+    minutes by week; a week missing has none)."""
     found = []
-    therapist_id, most = therapist.id, therapist.max_weekly_minutes
-    for week, in_week in weeks.items():
-        total = booked_minutes.get((therapist_id, week), 0) + sum(p.slot.minutes for p in in_week)
+    most = therapist.max_weekly_minutes
+    for week in weeks:
+        total = booked_minutes.get(week.monday, 0) + week.minutes
         if total > most:
             found += [
                 Problem(
                     "weekly_load",
-                    f"the week of {week} would have {total} minutes, more than the "
+                    f"the week of {week.monday} would have {total} minutes, more than the "
                     f"therapist's {therapist.max_weekly_minutes}",
                     p,
                     extra={
-                        "week_start": week.isoformat(),
+                        "week_start": week.monday.isoformat(),
                         "week_minutes": total,
                         "max_weekly_minutes": therapist.max_weekly_minutes,
                     },
                 )
-                for p in in_week
+                for p in week.proposals
             ]
     return found
 
