@@ -34,6 +34,8 @@ from service.core.settings import Settings
 from service.programs import materialize
 from service.scheduling import plan
 
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
 # 200 therapists, each staffed on one requested program of PER_PROGRAM daily sessions.
 SEED = """
 INSERT INTO organizations (id, name, kind, timezone, currency, tax_rate_bps, payment_terms_days,
@@ -108,6 +110,8 @@ async def run(url: str, repeat: int) -> None:
                 },
             )
         ).json()
+        today = date.today()
+        first_monday = today + timedelta(days=7 - today.weekday())  # next week's Monday
         baseline = None
         for count in (1, 50, 500):
             samples = []
@@ -123,6 +127,13 @@ async def run(url: str, repeat: int) -> None:
                         },
                     )
                 ).json()
+                # Available every day, so that the daily program can be staffed.
+                available = await http.put(
+                    f"/v1/therapists/{therapist['id']}/availability",
+                    headers=auth,
+                    json=[{"weekday": d, "start": "00:00", "end": "23:59"} for d in WEEKDAYS],
+                )
+                assert available.status_code == 200, available.text
                 started = time.perf_counter()
                 program = (
                     await http.post(
@@ -137,18 +148,19 @@ async def run(url: str, repeat: int) -> None:
                             "participants": 1,
                             "schedule": {
                                 "timezone": "America/Edmonton",
-                                "start_date": "2027-01-04",
+                                "start_date": first_monday.isoformat(),
                                 "start_time": "09:00",
                                 "rrule": f"FREQ=DAILY;COUNT={count}",
                             },
                         },
                     )
                 ).json()
-                await http.post(
+                assigned = await http.post(
                     f"/v1/programs/{program['id']}/assign",
                     headers=auth,
                     json={"therapist_id": therapist["id"]},
                 )
+                assert assigned.status_code == 200, assigned.text
                 confirmed = await http.post(f"/v1/programs/{program['id']}/confirm", headers=auth)
                 assert confirmed.status_code == 200, confirmed.text
                 samples.append(time.perf_counter() - started)
