@@ -367,8 +367,12 @@ async def test_observations_due_are_completed_unobserved_sessions_inside_the_win
     from datetime import datetime, timedelta
 
     org = await api.make_org()
-    # Daily from 16 days ago: the first two ended more than 14 days ago.
-    work = await delivered(api, org=org, sessions=5, days_ago=16)
+    # Every other day from 17 days ago (17, 15, 13, 11 and 9 days ago): the first two ended
+    # more than 14 days ago and the others less, whatever the time of day (a session exactly
+    # 14 days ago would leave its window at its own end time, later today).
+    work = await delivered(
+        api, org=org, sessions=5, days_ago=17, rrule="FREQ=DAILY;INTERVAL=2;COUNT=5"
+    )
     recent = await delivered(api, org=org, sessions=3, days_ago=3, complete=False)
     # The same therapist also delivers `recent`: hand its sessions over, then record two of
     # them (one completed, one a no-show); the third stays scheduled.
