@@ -35,7 +35,7 @@ from routers.header_guard import HeaderGuard
 from routers.problems import HANDLERS
 from routers.rate_limit import RateLimit
 from routers.unit_of_work import UnitOfWork
-from service.core import log_redaction
+from service.core import log_redaction, process
 from service.core.db import (
     Deadlines,
     make_async_engine,
@@ -114,6 +114,7 @@ def create_app(
                 job_context(settings, make_session_factory(job_engine), app.state.stripe)
             )
             await background.start()
+        process.settle_after_startup()
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from models.jobs import JobOutcome
+from service.core import process
 from service.core.db import Deadlines, make_async_engine, make_session_factory
 from service.core.settings import Settings
 from service.integrations import stripe_api
@@ -39,6 +40,7 @@ async def run_until_stopped(settings: Settings) -> None:
     async with _context(settings) as ctx:
         scheduler = Scheduler(ctx)
         await scheduler.start()
+        process.settle_after_startup()
         try:
             await stopped.wait()
         finally:
