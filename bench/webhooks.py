@@ -47,7 +47,7 @@ from standardwebhooks import Webhook
 
 from bench.table import Row, ms
 from models.webhooks import EventType, WebhookEndpointCreate
-from service.core import encryption, migrate, outbox
+from service.core import encryption, migrate, outbox, process
 from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
 from service.core.embedded import EmbeddedPostgres
@@ -351,6 +351,7 @@ async def outbox_run(url: str, receiver: Receiver, args: argparse.Namespace) -> 
         )
     scheduler = Scheduler(job_context(settings, factory, None))
     await scheduler.start()
+    process.settle_after_startup()  # as `ensemble worker` and `ensemble serve` do
     ctx = multiprocessing.get_context("spawn")
     control, child = ctx.Pipe()
     publisher = ctx.Process(
