@@ -24,15 +24,14 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.scratch import scratch_database
 from service import bootstrap
 from service.core import migrate
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,14 +186,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--drippers", type=int, default=50)
     args = parser.parse_args()
-    pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-abuse-")) / "pgdata", delete_on_stop=True
-    )
-    pg.start()
-    try:
-        asyncio.run(run(args, pg.ensure_database("abuse")))
-    finally:
-        pg.stop()
+    with scratch_database(name="abuse") as url:
+        asyncio.run(run(args, url))
 
 
 if __name__ == "__main__":

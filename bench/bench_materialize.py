@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import httpx
 import psycopg
 from sqlalchemy import select
 
+from bench.scratch import scratch_database
 from bench.sql import run_script
 from bench.table import Row, secs
 from models.programs import Program
@@ -29,7 +28,6 @@ from service import bootstrap
 from service.app import create_app
 from service.core import migrate
 from service.core.db import make_async_engine, make_session_factory, transaction
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 from service.programs import materialize
 from service.scheduling import plan
@@ -253,14 +251,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        asyncio.run(run(server.ensure_database("bench"), args.repeat))
-    finally:
-        server.stop()
+    with scratch_database() as url:
+        asyncio.run(run(url, args.repeat))
 
 
 if __name__ == "__main__":

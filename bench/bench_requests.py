@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 
+from bench.scratch import scratch_database
 from service import bootstrap
 from service.app import create_app
 from service.core import migrate
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 
@@ -74,14 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        asyncio.run(run(args.requests, server.ensure_database("bench")))
-    finally:
-        server.stop()
+    with scratch_database() as url:
+        asyncio.run(run(args.requests, url))
 
 
 if __name__ == "__main__":

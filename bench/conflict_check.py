@@ -16,23 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.scratch import scratch_database
 from bench.sql import run_script
 from bench.table import Row, ms, render
 from service.core import migrate
 from service.core.db import make_async_engine, make_session_factory
-from service.core.embedded import EmbeddedPostgres
 from service.programs import materialize, staffing_facts
 from service.scheduling.conflicts import Slot
 
@@ -259,14 +257,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 sessions")
     args = parser.parse_args()
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        print(render(asyncio.run(measure(server.ensure_database("bench"), quick=args.quick))))
-    finally:
-        server.stop()
+    with scratch_database() as url:
+        print(render(asyncio.run(measure(url, quick=args.quick))))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,9 @@ import logging
 import logging.config
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -45,13 +43,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message
 from uvicorn.config import LOGGING_CONFIG
 
+from bench.scratch import scratch_database
 from routers.rate_limit import Limiter
 from service import bootstrap
 from service.app import create_app
 from service.core import migrate
 from service.core.auth import _KEY_LOOKUP, hash_secret
 from service.core.db import make_async_engine, make_read_session_factory
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 ROUNDS = 7
@@ -224,16 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
-    if os.environ.get("DATABASE_URL"):
-        uvloop.run(run(os.environ["DATABASE_URL"], args.calls))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pgdata")
-        server.start()
-        try:
-            uvloop.run(run(server.ensure_database("bench"), args.calls))
-        finally:
-            server.stop()
+    with scratch_database(os.environ.get("DATABASE_URL")) as url:
+        uvloop.run(run(url, args.calls))
 
 
 if __name__ == "__main__":

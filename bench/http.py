@@ -53,13 +53,13 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.scratch import scratch_database
 from bench.sql import run_script
 from bench.table import Row, machine, print_table
 from service import bootstrap
 from service.billing import runs
 from service.core import migrate
 from service.core.db import make_async_engine, make_session_factory, transaction
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -545,16 +545,8 @@ def main() -> None:
         rows = await measure(url, quick=args.quick, seconds=args.seconds)
         print_table(rows, machine())
 
-    if os.environ.get("DATABASE_URL"):
-        asyncio.run(run(os.environ["DATABASE_URL"]))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pgdata")
-        server.start()
-        try:
-            asyncio.run(run(server.ensure_database("bench")))
-        finally:
-            server.stop()
+    with scratch_database(os.environ.get("DATABASE_URL")) as url:
+        asyncio.run(run(url))
 
 
 if __name__ == "__main__":

@@ -12,20 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import tracemalloc
 from datetime import date, timedelta
-from pathlib import Path
 
 import psycopg
 
+from bench.scratch import scratch_database
 from bench.sql import run_script
 from bench.table import Row, ms
 from service.billing import runs
 from service.core import migrate
 from service.core.db import make_async_engine, make_session_factory, transaction
-from service.core.embedded import EmbeddedPostgres
 
 SEED = """
 INSERT INTO organizations (id, name, kind, timezone, currency, tax_rate_bps, payment_terms_days,
@@ -169,12 +167,7 @@ def main() -> None:
     parser.add_argument("--sessions-per-org", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        url = server.ensure_database("bench")
+    with scratch_database() as url:
         start = seed(url, args.orgs, args.sessions_per_org)
         with psycopg.connect(url) as conn:
             count = conn.execute("SELECT count(*) FROM sessions").fetchone()
@@ -183,8 +176,6 @@ def main() -> None:
         print(f"hand-written INSERT ... SELECT  {base_s * 1000:8.1f} ms")
         print(f"invoice run (service)           {run_s * 1000:8.1f} ms   x{run_s / base_s:.2f}")
         print(f"peak Python memory during a run {peak / 1024:8.0f} KiB")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+from bench.scratch import scratch_database
 from service import bootstrap
 from service.app import create_app
 from service.core import migrate
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 ALL_WEEK = [
@@ -177,17 +175,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--database-url")
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(run(args.database_url, args.programs, args.sessions, args.repeat))
-        return
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        asyncio.run(run(server.ensure_database("bench"), args.programs, args.sessions, args.repeat))
-    finally:
-        server.stop()
+    with scratch_database(args.database_url) as url:
+        asyncio.run(run(url, args.programs, args.sessions, args.repeat))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ import asyncio
 import importlib
 import importlib.util
 import logging
-import tempfile
 import time
 import traceback
 
 import psycopg
 from psycopg import sql
 
+from bench.scratch import embedded_server
 from bench.table import Row, load_average, machine, render
 from service.core.embedded import EmbeddedPostgres
 
@@ -98,18 +98,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
+    with embedded_server() as server:
         with psycopg.connect(server.url("postgres")) as conn:
             found = conn.execute("SHOW server_version").fetchone()
         version = f"PostgreSQL {found[0] if found else '?'} (embedded)"
         started = machine(version)
         rows = asyncio.run(run(server, names, quick=args.quick))
-    finally:
-        server.stop()
     print()
     print(f"Started {started}; load average {load_average():.2f} at the end.")
     if args.quick:

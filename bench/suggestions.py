@@ -15,20 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 import httpx
 import psycopg
 
+from bench.scratch import scratch_database
 from bench.sql import run_script
 from bench.table import Row, ms, render
 from service import bootstrap
 from service.app import create_app
 from service.core import migrate
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 
 GOAL_S = 0.300
@@ -174,14 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
-    server = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-    )
-    server.start()
-    try:
-        print(render(asyncio.run(measure(server.ensure_database("bench"), quick=args.quick))))
-    finally:
-        server.stop()
+    with scratch_database() as url:
+        print(render(asyncio.run(measure(url, quick=args.quick))))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import logging
 import multiprocessing
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -38,19 +37,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
 from standardwebhooks import Webhook
 
+from bench.scratch import scratch_database
 from bench.table import Row, ms
 from models.webhooks import EventType, WebhookEndpointCreate
 from service.core import encryption, migrate, outbox, process
 from service.core.auth import SYSTEM
 from service.core.db import make_async_engine, make_session_factory, transaction
-from service.core.embedded import EmbeddedPostgres
 from service.core.settings import Settings
 from service.integrations import address_guard, webhook_endpoints
 from service.integrations.webhook_delivery import PER_ENDPOINT, TIMEOUT, body_of, signed_headers
@@ -561,17 +559,8 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if url := os.environ.get("DATABASE_URL"):
+    with scratch_database(os.environ.get("DATABASE_URL")) as url:
         ok = asyncio.run(run(url, args)).ok
-    else:
-        server = EmbeddedPostgres(
-            Path(tempfile.mkdtemp(prefix="ensemble-bench-")) / "pgdata", delete_on_stop=True
-        )
-        server.start()
-        try:
-            ok = asyncio.run(run(server.ensure_database("bench"), args)).ok
-        finally:
-            server.stop()
     raise SystemExit(0 if ok else 1)
 
 
