@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, and_, false, inspect, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, false, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -18,7 +18,7 @@ from models.programs import Program
 from models.sessions import Session, SessionRead, SessionStatus
 from models.types import Role
 from service.core import audit, zones
-from service.core.auth import Principal, scope_to_tenant
+from service.core.auth import Principal, ScopedStatement
 from service.core.clock import local_midnight
 from service.core.errors import InvalidState, NotFound
 
@@ -103,14 +103,35 @@ async def local_date_filter(db: AsyncSession, stmt: S, filters: SessionFilters) 
     return stmt.where(or_(*in_zone) if in_zone else false())
 
 
-def visible(stmt: S, principal: Principal, session_id: uuid.UUID) -> S:
-    """`stmt` (on Session) narrowed to one session, if the caller may see it."""
-    return scope_to_tenant(
-        stmt.where(col(Session.id) == session_id),
-        principal,
+SESSION_ID = "session_id"
+
+
+def visible(stmt: S) -> ScopedStatement[S]:
+    """`stmt` (on Session) narrowed to the session `:session_id`, if the caller may see it;
+    built once (see `ScopedStatement`)."""
+    return ScopedStatement(
+        stmt.where(col(Session.id) == bindparam(SESSION_ID)),
         organization_column=Session.organization_id,
         therapist_column=Session.therapist_id,
     )
+
+
+async def one_visible(
+    db: AsyncSession, scoped: ScopedStatement[Any], principal: Principal, session_id: uuid.UUID
+) -> Row[Any]:
+    """The row of `scoped` for the session, or NotFound when the caller may not see it."""
+    stmt, parameters = scoped.for_principal(principal)
+    row = (await db.execute(stmt, {**parameters, SESSION_ID: session_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"Session {session_id} not found")
+    return row
+
+
+_WITH_PROGRAM = select(Session, Program).join(Program, col(Program.id) == Session.program_id)
+_SESSION_AND_PROGRAM = {
+    False: visible(_WITH_PROGRAM),
+    True: visible(_WITH_PROGRAM.with_for_update(of=Session)),
+}
 
 
 async def get_visible(
@@ -118,17 +139,9 @@ async def get_visible(
 ) -> tuple[Session, Program]:
     """The session and its program, or NotFound when the caller may not see it (before any
     role check, so a refusal never confirms that another organization's session exists)."""
-    stmt = visible(
-        select(Session, Program).join(Program, col(Program.id) == Session.program_id),
-        principal,
-        session_id,
-    )
-    if for_update:
-        stmt = stmt.with_for_update(of=Session)
-    row = (await db.execute(stmt)).one_or_none()
-    if row is None:
-        raise NotFound(f"Session {session_id} not found")
-    return row[0], row[1]
+    row = await one_visible(db, _SESSION_AND_PROGRAM[for_update], principal, session_id)
+    session, program = cast("Row[Session, Program]", row)
+    return session, program
 
 
 def require_scheduled(session: Session, move: str) -> None:

@@ -42,7 +42,7 @@ from models.therapists import Therapist
 from models.types import Role
 from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
-from service.core.errors import FieldError, InvalidState, NotFound, ValidationFailed
+from service.core.errors import FieldError, InvalidState, ValidationFailed
 from service.core.pagination import PageRequest, paginate
 from service.programs import records, series
 from service.programs.session_records import (
@@ -50,6 +50,7 @@ from service.programs.session_records import (
     SessionFilters,
     get_visible,
     local_date_filter,
+    one_visible,
     read_from_row,
     record_change,
     require_scheduled,
@@ -71,6 +72,8 @@ _SESSION_ROWS = with_invoice(
         col(Invoice.status).label("invoice_status"),
     ).join(Program, col(Program.id) == Session.program_id)
 )
+
+_SESSION_BY_ID = visible(_SESSION_ROWS)
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
@@ -136,9 +139,7 @@ async def next_scheduled(
 
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
     """One session as the caller may see it, with its invoice where they may see that."""
-    row = (await db.execute(visible(_SESSION_ROWS, principal, session_id))).one_or_none()
-    if row is None:
-        raise NotFound(f"Session {session_id} not found")
+    row = await one_visible(db, _SESSION_BY_ID, principal, session_id)
     return read_from_row(row, principal)
 
 

@@ -208,3 +208,40 @@ async def test_therapists_own_view_lists_their_programs_and_sessions_without_mon
     for page in (programs, sessions):
         assert not [k for k in keys_of(page) if k.endswith("_cents")]
         assert world.program_b["title"] not in json.dumps(page)
+
+
+async def test_each_caller_reads_one_by_one_exactly_the_sessions_of_its_reach(
+    world: World,
+) -> None:
+    """A session read's statement is built once per kind of caller and serves every caller of
+    that kind with its own organization or therapist: two coordinators and two therapists,
+    interleaved, each read every session of the world."""
+    api = world.api
+    org_a = [*world.sessions_a, *world.billing_a.sessions, world.observed_session]
+    org_b = [*world.sessions_b, *world.billing_b.sessions]
+    everything = {s["id"] for s in [*org_a, *org_b]}
+    worked_by = {
+        therapist["id"]: {s["id"] for s in [*org_a, *org_b] if s["therapist_id"] == therapist["id"]}
+        for therapist in (world.therapist_1, world.therapist_2)
+    }
+    assert worked_by[world.therapist_1["id"]] and worked_by[world.therapist_2["id"]]
+    callers = [
+        (world.coordinator_a, {s["id"] for s in org_a}),
+        (await api.coordinator(world.org_b["id"]), {s["id"] for s in org_b}),
+        (world.therapist_1_key, worked_by[world.therapist_1["id"]]),
+        (
+            await api.key("therapist", therapist_id=world.therapist_2["id"]),
+            worked_by[world.therapist_2["id"]],
+        ),
+        (world.finance, everything),
+        (api.admin, everything),
+    ]
+    read: list[set[str]] = [set() for _ in callers]
+    for session_id in sorted(everything):
+        for (headers, _), seen in zip(callers, read, strict=True):
+            response = await api.client.get(f"/v1/sessions/{session_id}", headers=headers)
+            assert response.status_code in (200, 404), response.text
+            if response.status_code == 200:
+                assert response.json()["id"] == session_id
+                seen.add(session_id)
+    assert read == [reach for _, reach in callers]
