@@ -111,11 +111,8 @@ def is_the_therapist(principal: Principal, therapist_id: uuid.UUID) -> bool:
 
 def scope_to_organizations(stmt: S, principal: Principal, column: ColumnElement[Any] | Any) -> S:
     """Restrict a query on tenant-owned rows to the organizations the caller may reach."""
-    if principal.sees_all_organizations:
-        return stmt
-    if principal.role == Role.coordinator and principal.organization_id is not None:
-        return stmt.where(column == principal.organization_id)
-    return stmt.where(false())
+    reach, tenant = _tenant_reach(principal)
+    return _narrowed(stmt, reach, tenant, column, None)
 
 
 def scope_to_therapist(stmt: S, principal: Principal, column: ColumnElement[Any] | Any) -> S:
@@ -144,8 +141,9 @@ TENANT_PARAMETER = "scope_tenant_id"
 
 
 class ScopedStatement(Generic[S]):
-    """A statement on tenant-owned rows narrowed exactly as `scope_to_tenant` narrows it, built
-    once per kind of caller with the tenant's id as a bound parameter (`TENANT_PARAMETER`).
+    """A statement on tenant-owned rows narrowed exactly as `scope_to_tenant` narrows it (or,
+    without a therapist column, as `scope_to_organizations`), built once per kind of caller
+    with the tenant's id as a bound parameter (`TENANT_PARAMETER`).
 
     SQLAlchemy finds a statement's compiled form by a cache key it computes by walking the
     statement, once per statement object: a statement narrowed anew on each request is walked
@@ -157,7 +155,7 @@ class ScopedStatement(Generic[S]):
         stmt: S,
         *,
         organization_column: ColumnElement[Any] | Any,
-        therapist_column: ColumnElement[Any] | Any,
+        therapist_column: ColumnElement[Any] | Any = None,
     ) -> None:
         self._stmt = stmt
         self._columns = (organization_column, therapist_column)
@@ -191,10 +189,11 @@ def _narrowed(
     organization_column: ColumnElement[Any] | Any,
     therapist_column: ColumnElement[Any] | Any,
 ) -> S:
+    """`stmt` narrowed to the reach; without a therapist column, therapists reach nothing."""
     if reach == "all":
         return stmt
     if reach == "organization":
         return stmt.where(organization_column == tenant)
-    if reach == "therapist":
+    if reach == "therapist" and therapist_column is not None:
         return stmt.where(therapist_column == tenant)
     return stmt.where(false())

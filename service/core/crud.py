@@ -66,10 +66,12 @@ async def update(
     return after
 
 
-async def one_or_404(db: AsyncSession, stmt: Select[Any], missing: str) -> Any:
+async def one_or_404(
+    db: AsyncSession, stmt: Select[Any], missing: str, parameters: dict[str, Any] | None = None
+) -> Any:
     """The one row `stmt` (already scoped to the caller) finds, or NotFound(`missing`): a row
     the caller may not see is as absent as one that does not exist."""
-    found = (await db.execute(stmt)).scalar_one_or_none()
+    found = (await db.execute(stmt, parameters)).scalar_one_or_none()
     if found is None:
         raise NotFound(missing)
     return found

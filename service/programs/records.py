@@ -8,7 +8,7 @@ import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -21,7 +21,7 @@ from models.sessions import Session, SessionStatus
 from models.therapists import Therapist
 from models.types import Role
 from service.core import audit, crud
-from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.auth import Principal, ScopedStatement, require_role, scope_to_organizations
 from service.core.clock import local_midnight
 from service.core.pagination import PageRequest, paginate
 
@@ -38,19 +38,26 @@ def to_read(program: Program) -> ProgramRead:
     return ProgramRead.model_validate(data)
 
 
+# Built once per kind of caller (see ScopedStatement); a request brings the program's id.
+_BY_ID = select(Program).where(col(Program.id) == bindparam("program_id"))
+_PROGRAM_BY_ID = {
+    locked: ScopedStatement(
+        _BY_ID.with_for_update() if locked else _BY_ID,
+        organization_column=Program.organization_id,
+    )
+    for locked in (False, True)
+}
+
+
 async def get_visible(
     db: AsyncSession, principal: Principal, program_id: uuid.UUID, *, for_update: bool = False
 ) -> Program:
     """Programs carry money (rates), so therapists read theirs through /v1/me/programs."""
     require_role(principal, READERS, "read programs")
-    stmt = scope_to_organizations(
-        select(Program).where(col(Program.id) == program_id),
-        principal,
-        Program.organization_id,
+    stmt, parameters = _PROGRAM_BY_ID[for_update].for_principal(principal)
+    program: Program = await crud.one_or_404(
+        db, stmt, f"Program {program_id} not found", {**parameters, "program_id": program_id}
     )
-    if for_update:
-        stmt = stmt.with_for_update()
-    program: Program = await crud.one_or_404(db, stmt, f"Program {program_id} not found")
     return program
 
 

@@ -245,3 +245,29 @@ async def test_each_caller_reads_one_by_one_exactly_the_sessions_of_its_reach(
                 assert response.json()["id"] == session_id
                 seen.add(session_id)
     assert read == [reach for _, reach in callers]
+
+
+async def test_each_caller_reads_one_by_one_exactly_the_programs_of_its_reach(
+    world: World,
+) -> None:
+    """The same for programs (built once per kind of caller): two coordinators interleaved with
+    staff; a therapist reads none (programs carry rates), not even the one they deliver."""
+    api = world.api
+    org_a = {p["id"] for p in [world.program_a, *world.billing_a.programs, world.observed_program]}
+    org_b = {p["id"] for p in [world.program_b, *world.billing_b.programs]}
+    callers = [
+        (world.coordinator_a, org_a, 404),
+        (await api.coordinator(world.org_b["id"]), org_b, 404),
+        (world.finance, org_a | org_b, 404),
+        (api.admin, org_a | org_b, 404),
+        (world.therapist_1_key, set(), 403),
+    ]
+    read: list[set[str]] = [set() for _ in callers]
+    for program_id in sorted(org_a | org_b):
+        for (headers, _, refused), seen in zip(callers, read, strict=True):
+            response = await api.client.get(f"/v1/programs/{program_id}", headers=headers)
+            assert response.status_code in (200, refused), response.text
+            if response.status_code == 200:
+                assert response.json()["id"] == program_id
+                seen.add(program_id)
+    assert read == [reach for _, reach, _ in callers]
