@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -50,12 +51,22 @@ READ_COLUMNS = tuple(
 )
 
 
-def read_from_row(row: Any, principal: Principal) -> SessionRead:
-    values = row._asdict()
+def read_from_row(values: dict[str, Any], principal: Principal) -> SessionRead:
+    """A session's read model from a row's values by name (`row_values`)."""
     values["invoice_id"] = invoice_seen_by(
         principal, values.pop("invoice_id"), values.pop("invoice_status")
     )
-    return SessionRead.model_validate(values)
+    # Pydantic's validator itself: SQLModel's `model_validate` first builds a throwaway
+    # instance, which a read model (no table) does not need; the result is the same, field
+    # for field (a fifth of a page of 50 sessions went there).
+    read: SessionRead = SessionRead.__pydantic_validator__.validate_python(values)
+    return read
+
+
+def row_values(keys: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+    """A row's values by name, `keys` being its statement's column names taken once:
+    `Row._asdict()` asks the result for them on every row."""
+    return dict(zip(keys, row, strict=True))
 
 
 def with_invoice(stmt: S) -> S:

@@ -54,6 +54,7 @@ from service.programs.session_records import (
     read_from_row,
     record_change,
     require_scheduled,
+    row_values,
     to_read,
     visible,
     with_invoice,
@@ -74,6 +75,7 @@ _SESSION_ROWS = with_invoice(
 )
 
 _SESSION_BY_ID = visible(_SESSION_ROWS)
+_ROW_KEYS = tuple(_SESSION_ROWS.selected_columns.keys())
 
 CANCELLERS = (Role.admin, Role.coordinator)
 RECORDERS = (Role.admin, Role.therapist)
@@ -103,7 +105,7 @@ async def list_sessions(
         db,
         stmt,
         page,
-        lambda row: read_from_row(row, principal),
+        lambda row: read_from_row(row_values(_ROW_KEYS, row), principal),
         order_by=Session.starts_at,
         rows="records",
         entity=Session,
@@ -140,7 +142,7 @@ async def next_scheduled(
 async def read(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> SessionRead:
     """One session as the caller may see it, with its invoice where they may see that."""
     row = await one_visible(db, _SESSION_BY_ID, principal, session_id)
-    return read_from_row(row, principal)
+    return read_from_row(row_values(_ROW_KEYS, row), principal)
 
 
 async def reschedule(
