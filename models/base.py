@@ -54,6 +54,16 @@ def timestamp_field(*, nullable: bool = False) -> Any:
 
 
 T = TypeVar("T")
+M = TypeVar("M", bound=SQLModel)
+
+
+def read_model(model: type[M], values: dict[str, Any]) -> M:
+    """`model.model_validate(values)` for a read model (an SQLModel without a table), by
+    pydantic's own validator: SQLModel's `model_validate` first builds a throwaway instance,
+    which only a table model needs. The same model, field for field; for hot lists (a fifth
+    of a page of 50 sessions went to that throwaway work)."""
+    made: M = model.__pydantic_validator__.validate_python(values)
+    return made
 
 
 class Page(BaseModel, Generic[T]):

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from models.base import Page, utcnow
+from models.base import Page, read_model, utcnow
 from models.billing import (
     CreditNote,
     CreditNoteCreate,
@@ -53,7 +53,7 @@ READERS = (Role.admin, Role.finance, Role.coordinator)
 
 def to_read(invoice: Invoice) -> InvoiceRead:
     due = invoice.total_cents - invoice.amount_paid_cents - invoice.amount_credited_cents
-    return InvoiceRead.model_validate(invoice.model_dump() | {"amount_due_cents": due})
+    return read_model(InvoiceRead, invoice.model_dump() | {"amount_due_cents": due})
 
 
 async def detail(db: AsyncSession, invoice: Invoice) -> InvoiceDetail:
