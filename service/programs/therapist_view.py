@@ -21,7 +21,7 @@ from models.types import Role
 from service.core.auth import Principal, require_role, scope_to_therapist
 from service.core.pagination import PageRequest, paginate
 from service.programs import records
-from service.programs.session_records import SessionFilters, local_date_filter
+from service.programs.session_records import SessionFilters, local_date_filter, row_values
 
 
 def _place(location: Location | None) -> PlaceRead | None:
@@ -53,7 +53,7 @@ def _program(row: Any) -> MyProgramRead:
 
 
 def _session(row: Any) -> MySessionRead:
-    values = dict(zip(_SEEN_KEYS, row, strict=True))  # by index: a Row's names cost per row
+    values = row_values(_SEEN_KEYS, row)
     place = {
         "location_id": values.pop("location_id"),
         "name": values.pop("location_name"),
