@@ -52,7 +52,8 @@ def _program(row: Any) -> MyProgramRead:
     )
 
 
-def _session(row: Any) -> MySessionRead:
+def _session_values(row: Any) -> dict[str, Any]:
+    """A row of `_SESSIONS_SEEN` as the values of a `MySessionRead`."""
     values = row_values(_SEEN_KEYS, row)
     place = {
         "location_id": values.pop("location_id"),
@@ -61,7 +62,11 @@ def _session(row: Any) -> MySessionRead:
     }
     values["location"] = None if place["location_id"] is None else place
     values["observation_recorded"] = values.pop("observed")
-    return read_model(MySessionRead, values)
+    return values
+
+
+def _session(row: Any) -> MySessionRead:
+    return read_model(MySessionRead, _session_values(row))
 
 
 # Sessions with what a therapist needs to show up, and whether each is observed (one
@@ -143,9 +148,9 @@ async def observations_due(
     )
 
     def due(row: Any) -> ObservationDueRead:
-        return ObservationDueRead(
-            **_session(row).model_dump(), observation_due_by=row.ends_at + window
-        )
+        values = _session_values(row)
+        values["observation_due_by"] = row.ends_at + window
+        return read_model(ObservationDueRead, values)
 
     return await paginate(
         db, stmt, page, due, order_by=Session.starts_at, rows="records", entity=Session
