@@ -370,25 +370,6 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive_counting_cpu(
-    pid: int,
-    url: str,
-    headers: dict[str, str],
-    connections: int,
-    seconds: float,
-    post_body: str | None = None,
-) -> tuple[Load, float | None]:
-    """`drive`, and the server's CPU milliseconds per answered request over the run: steadier
-    than req/s on a shared machine (it does not depend on how much of the cores the server was
-    given)."""
-    before = cpu_seconds(pid)
-    load = await drive(url, headers, connections, seconds, post_body)
-    after = cpu_seconds(pid)
-    if before is None or after is None or not load.requests:
-        return load, None
-    return load, (after - before) * 1000 / load.requests
-
-
 def machine_ticks() -> tuple[int, int] | None:
     """The whole machine's busy and total CPU ticks so far, all cores (Linux's /proc/stat)."""
     try:
@@ -400,17 +381,35 @@ def machine_ticks() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-async def drive_counting_busy(
-    url: str, headers: dict[str, str], connections: int, seconds: float
-) -> tuple[Load, float | None]:
-    """`drive`, and how busy the whole machine was over the run (0-1 of all its cores): when
-    it is near 1, more workers have no core to run on."""
-    before = machine_ticks()
-    load = await drive(url, headers, connections, seconds)
-    after = machine_ticks()
-    if before is None or after is None or after[1] == before[1]:
-        return load, None
-    return load, (after[0] - before[0]) / (after[1] - before[1])
+@dataclass(frozen=True)
+class Watched:
+    """A run of `drive`, and what the machine did meanwhile (None where Linux's /proc is not)."""
+
+    load: Load
+    cpu_ms: float | None  # the server's CPU milliseconds per answered request
+    busy: float | None  # how busy the whole machine was, 0-1 of all its cores
+
+
+async def drive_watched(
+    pid: int,
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    post_body: str | None = None,
+) -> Watched:
+    """`drive`, with the server's CPU per request (steadier than req/s on a shared machine:
+    it does not depend on how much of the cores the server was given) and how busy the
+    machine was (near 1, more workers have no core to run on)."""
+    cpu_before, ticks_before = cpu_seconds(pid), machine_ticks()
+    load = await drive(url, headers, connections, seconds, post_body)
+    cpu_after, ticks_after = cpu_seconds(pid), machine_ticks()
+    cpu_ms = busy = None
+    if cpu_before is not None and cpu_after is not None and load.requests:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / load.requests
+    if ticks_before and ticks_after and ticks_after[1] > ticks_before[1]:
+        busy = (ticks_after[0] - ticks_before[0]) / (ticks_after[1] - ticks_before[1])
+    return Watched(load, cpu_ms, busy)
 
 
 def _busy_text(busy: float | None) -> str:
@@ -469,13 +468,13 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
         ceiling_url = f"http://127.0.0.1:{ceiling_port}/sessions/{seeded.session_id}"
         await drive(ceiling_url, {}, 8, 1)  # warm: first requests build what later ones reuse
         ceiling = await drive(ceiling_url, {}, 32, seconds)
-        ceiling_8, ceiling_cpu = await drive_counting_cpu(ceiling_pid, ceiling_url, {}, 8, seconds)
+        ceiling_8 = await drive_watched(ceiling_pid, ceiling_url, {}, 8, seconds)
         rows.append(
             Row(
                 claim="ceiling: bare FastAPI + one psycopg row",
                 measured=f"{ceiling.requests_per_second:,.0f} req/s, p50 {ceiling.p50_ms:.1f} ms, "
-                f"p99 {ceiling.p99_ms:.1f} ms (8 conn: p99 {ceiling_8.p99_ms:.1f} ms"
-                f"{_cpu_text(ceiling_cpu)})",
+                f"p99 {ceiling.p99_ms:.1f} ms (8 conn: p99 {ceiling_8.load.p99_ms:.1f} ms"
+                f"{_cpu_text(ceiling_8.cpu_ms)})",
                 baseline="—",
                 ratio=1.0,
                 goal="—",
@@ -490,15 +489,16 @@ async def measure(url: str, *, quick: bool = False, seconds: float | None = None
                 headers["Content-Type"] = "application/json"
             await drive(url_of, headers, 8, 1, body)  # warm, as for the ceiling
             at_32 = await drive(url_of, headers, 32, seconds, body)
-            at_8, cpu = await drive_counting_cpu(server_pid, url_of, headers, 8, seconds, body)
+            at_8 = await drive_watched(server_pid, url_of, headers, 8, seconds, body)
             ratio = at_32.requests_per_second / ceiling.requests_per_second
             goal = goal_for(target)
-            p99_ok = target.post or at_8.p99_ms < P99_GOAL_MS
+            p99_ok = target.post or at_8.load.p99_ms < P99_GOAL_MS
             rows.append(
                 Row(
                     claim=target.label,
                     measured=f"{at_32.requests_per_second:,.0f} req/s, p50 {at_32.p50_ms:.1f} ms, "
-                    f"p99 {at_32.p99_ms:.1f} ms (8 conn: p99 {at_8.p99_ms:.1f} ms{_cpu_text(cpu)})",
+                    f"p99 {at_32.p99_ms:.1f} ms (8 conn: p99 {at_8.load.p99_ms:.1f} ms"
+                    f"{_cpu_text(at_8.cpu_ms)})",
                     baseline=f"{ceiling.requests_per_second:,.0f} req/s (ceiling)",
                     ratio=ratio,
                     goal=f"≥ {goal:.2f}"
@@ -518,11 +518,12 @@ async def scaling(url: str, seeded: Seeded, seconds: float) -> Row:
     results = []
     for workers in (1, 2):
         port = free_port()
-        with ensemble_server(url, port, workers=workers):
+        with ensemble_server(url, port, workers=workers) as pid:
             target = f"http://127.0.0.1:{port}/v1/sessions/{seeded.session_id}"
             await drive(target, headers, 8, 1)  # every worker warm
-            results.append(await drive_counting_busy(target, headers, 32, seconds))
-    (one, one_busy), (two, two_busy) = results
+            results.append(await drive_watched(pid, target, headers, 32, seconds))
+    one, two = (watched.load for watched in results)
+    one_busy, two_busy = (watched.busy for watched in results)
     cores = os.cpu_count() or 1
     ratio = two.requests_per_second / one.requests_per_second
     return Row(
