@@ -57,6 +57,15 @@ T = TypeVar("T")
 M = TypeVar("M", bound=SQLModel)
 
 
+class ReadModel(SQLModel):
+    """A response model of a hot list (no table, never the base of one), built by pydantic's
+    own `__init__`. SQLModel's `__init__`, which only table models need, makes pydantic's
+    validator call back into Python for every instance: half of the cost of building one
+    (a page of 50 sessions: 0.28 -> 0.14 ms)."""
+
+    __init__ = BaseModel.__init__
+
+
 def read_model(model: type[M], values: dict[str, Any]) -> M:
     """`model.model_validate(values)` for a read model (an SQLModel without a table), by
     pydantic's own validator: SQLModel's `model_validate` first builds a throwaway instance,

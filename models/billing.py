@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
+from models.base import FORBID_EXTRA, ReadModel, id_field, sql_values, timestamp_field
 from models.types import Cents, Day, Instant, LongText, ShortText
 
 
@@ -281,7 +281,7 @@ class VoidInvoice(SQLModel):
     reason: LongText | None = None
 
 
-class InvoiceRead(SQLModel):
+class InvoiceRead(ReadModel):
     id: uuid.UUID
     number: str | None
     organization_id: uuid.UUID

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
-from models.base import FORBID_EXTRA, id_field, sql_values, timestamp_field
+from models.base import FORBID_EXTRA, ReadModel, id_field, sql_values, timestamp_field
 from models.types import Instant, LongText
 
 
@@ -130,7 +130,7 @@ class Session(SQLModel, table=True):
     updated_at: datetime = timestamp_field()
 
 
-class SessionRead(SQLModel):
+class SessionRead(ReadModel):
     id: uuid.UUID
     program_id: uuid.UUID
     organization_id: uuid.UUID

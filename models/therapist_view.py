@@ -7,12 +7,13 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from models.base import ReadModel
 from models.programs import Modality, ProgramStatus, ScheduleRead
 from models.sessions import SessionStatus
 from models.types import FocusArea
 
 
-class PlaceRead(SQLModel):
+class PlaceRead(ReadModel):
     location_id: uuid.UUID
     name: str
     address: str | None
@@ -33,7 +34,7 @@ class MyProgramRead(SQLModel):
     schedule: ScheduleRead
 
 
-class MySessionRead(SQLModel):
+class MySessionRead(ReadModel):
     id: uuid.UUID
     program_id: uuid.UUID
     program_title: str
