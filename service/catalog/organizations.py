@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -23,7 +23,7 @@ from models.types import Role
 from service.catalog import credentials
 from service.catalog.credentials import RevocationReason
 from service.core import crud
-from service.core.auth import Principal, require_role, scope_to_organizations
+from service.core.auth import Principal, ScopedStatement, require_role, scope_to_organizations
 from service.core.errors import Forbidden
 from service.core.pagination import PageRequest, paginate
 
@@ -38,11 +38,19 @@ def to_read(org: Organization) -> OrganizationRead:
 async def get_visible(db: AsyncSession, principal: Principal, org_id: uuid.UUID) -> Organization:
     """The organization if the caller may see it; otherwise NotFound (never a hint it exists)."""
     require_role(principal, READERS, "read organizations")
-    stmt = scope_to_organizations(
-        select(Organization).where(col(Organization.id) == org_id), principal, Organization.id
+    stmt, parameters = _BY_ID.for_principal(principal)
+    org: Organization = await crud.one_or_404(
+        db, stmt, f"Organization {org_id} not found", {**parameters, "org_id": org_id}
     )
-    org: Organization = await crud.one_or_404(db, stmt, f"Organization {org_id} not found")
     return org
+
+
+# Every route under /v1/organizations/{id} looks its organization up first: built once per
+# kind of caller (see ScopedStatement); a request brings the organization's id.
+_BY_ID = ScopedStatement(
+    select(Organization).where(col(Organization.id) == bindparam("org_id")),
+    organization_column=Organization.id,
+)
 
 
 async def create(

@@ -26,6 +26,34 @@ async def test_coordinator_cannot_read_another_organization(world: World) -> Non
     assert world.org_b["billing_email"] not in response.text
 
 
+async def test_each_caller_reads_one_by_one_exactly_the_organizations_of_its_reach(
+    world: World,
+) -> None:
+    """An organization's lookup (every route under /v1/organizations/{id} starts with it) is
+    built once per kind of caller: two coordinators interleaved with staff each read both
+    organizations and their locations; a therapist reads none."""
+    api = world.api
+    a, b = world.org_a["id"], world.org_b["id"]
+    callers = [
+        (world.coordinator_a, {a}, 404),
+        (await api.coordinator(b), {b}, 404),
+        (world.finance, {a, b}, 404),
+        (api.admin, {a, b}, 404),
+        (world.therapist_1_key, set(), 403),
+    ]
+    for suffix in ("", "/locations"):
+        read: list[set[str]] = [set() for _ in callers]
+        for org_id in (a, b, a, b):
+            for (headers, _, refused), seen in zip(callers, read, strict=True):
+                response = await api.client.get(
+                    f"/v1/organizations/{org_id}{suffix}", headers=headers
+                )
+                assert response.status_code in (200, refused), response.text
+                if response.status_code == 200:
+                    seen.add(org_id)
+        assert read == [reach for _, reach, _ in callers], suffix
+
+
 async def test_coordinator_cannot_change_another_organization(world: World) -> None:
     client = world.api.client
     response = await client.patch(
