@@ -51,6 +51,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from exc
 
 
+def row_values(keys: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+    """A row's values by name (a page of `rows="records"`), `keys` being its statement's
+    column names taken once: `Row._asdict()` asks the result for them on every row."""
+    return dict(zip(keys, row, strict=True))
+
+
 async def paginate(
     db: AsyncSession,
     stmt: Select,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -57,12 +56,6 @@ def read_from_row(values: dict[str, Any], principal: Principal) -> SessionRead:
         principal, values.pop("invoice_id"), values.pop("invoice_status")
     )
     return read_model(SessionRead, values)
-
-
-def row_values(keys: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
-    """A row's values by name, `keys` being its statement's column names taken once:
-    `Row._asdict()` asks the result for them on every row."""
-    return dict(zip(keys, row, strict=True))
 
 
 def with_invoice(stmt: S) -> S:

@@ -43,7 +43,7 @@ from models.types import Role
 from service.core import audit
 from service.core.auth import Principal, require_role, scope_to_tenant
 from service.core.errors import FieldError, InvalidState, ValidationFailed
-from service.core.pagination import PageRequest, paginate
+from service.core.pagination import PageRequest, paginate, row_values
 from service.programs import records, series
 from service.programs.session_records import (
     READ_COLUMNS,
@@ -54,7 +54,6 @@ from service.programs.session_records import (
     read_from_row,
     record_change,
     require_scheduled,
-    row_values,
     to_read,
     visible,
     with_invoice,

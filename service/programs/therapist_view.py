@@ -19,9 +19,9 @@ from models.sessions import Session, SessionStatus
 from models.therapist_view import MyProgramRead, MySessionRead, ObservationDueRead, PlaceRead
 from models.types import Role
 from service.core.auth import Principal, require_role, scope_to_therapist
-from service.core.pagination import PageRequest, paginate
+from service.core.pagination import PageRequest, paginate, row_values
 from service.programs import records
-from service.programs.session_records import SessionFilters, local_date_filter, row_values
+from service.programs.session_records import SessionFilters, local_date_filter
 
 
 def _place(location: Location | None) -> PlaceRead | None:
