@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -51,20 +51,21 @@ from service.core.settings import Settings
 FINANCE = (Role.admin, Role.finance)
 READERS = (Role.admin, Role.finance, Role.coordinator)
 
-
-def to_read(invoice: Invoice) -> InvoiceRead:
-    return _read(invoice.model_dump())
-
-
+Read = TypeVar("Read", bound=InvoiceRead)
 _DERIVED = "amount_due_cents"
 
 
-def _read(values: dict[str, Any]) -> InvoiceRead:
-    """An invoice's read model from its columns' values (what is left to pay is derived)."""
+def to_read(invoice: Invoice) -> InvoiceRead:
+    return _read(invoice.model_dump(), InvoiceRead)
+
+
+def _read(values: dict[str, Any], model: type[Read]) -> Read:
+    """An invoice's read model (`model`: the invoice alone, or its detail) from its columns'
+    values; what is left to pay is derived."""
     values[_DERIVED] = (
         values["total_cents"] - values["amount_paid_cents"] - values["amount_credited_cents"]
     )
-    return read_model(InvoiceRead, values)
+    return read_model(model, values)
 
 
 # A page of invoices selects the read model's columns, not the entity: loading 50 ORM entities
@@ -90,12 +91,12 @@ async def detail(db: AsyncSession, invoice: Invoice) -> InvoiceDetail:
         .where(col(CreditNote.invoice_id) == invoice.id)
         .order_by(col(CreditNote.created_at))
     )
-    return InvoiceDetail(
-        **to_read(invoice).model_dump(),
-        lines=[InvoiceLineRead.model_validate(x, from_attributes=True) for x in lines],
-        payments=[PaymentRead.model_validate(x, from_attributes=True) for x in payments],
-        credit_notes=[CreditNoteRead.model_validate(x, from_attributes=True) for x in notes],
-    )
+    values = invoice.model_dump() | {
+        "lines": [InvoiceLineRead.model_validate(x, from_attributes=True) for x in lines],
+        "payments": [PaymentRead.model_validate(x, from_attributes=True) for x in payments],
+        "credit_notes": [CreditNoteRead.model_validate(x, from_attributes=True) for x in notes],
+    }
+    return _read(values, InvoiceDetail)
 
 
 def _visible(principal: Principal, stmt: sa.Select | None = None) -> sa.Select:
@@ -137,7 +138,7 @@ async def list_invoices(
         db,
         stmt,
         page,
-        lambda row: _read(row_values(_LISTED_KEYS, row)),
+        lambda row: _read(row_values(_LISTED_KEYS, row), InvoiceRead),
         rows="records",
         entity=Invoice,
     )
