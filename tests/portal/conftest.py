@@ -233,9 +233,18 @@ async def page(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[An
     await context.close()
 
 
+async def follow(page: Any, control: Any) -> None:
+    """Click a link or a submit button and return once the page it leads to has loaded.
+
+    A click returns as soon as the browser has dispatched it; what is asked of the page next
+    would otherwise be asked of the page being left (a heading not there yet, a message from
+    before the submit). The portal has no script: every link and button here navigates."""
+    async with page.expect_navigation():
+        await control.click()
+
+
 async def sign_in(page: Any, world: PortalWorld, role: str) -> None:
     await page.goto(f"{world.url}/app/login")
     await page.get_by_label("API key").fill(world.key_for(role))
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_load_state()
+    await follow(page, page.get_by_role("button", name="Sign in"))
     assert "/app/login" not in page.url, await page.content()

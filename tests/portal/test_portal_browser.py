@@ -16,7 +16,7 @@ import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe
 
-from tests.portal.conftest import PortalWorld, sign_in
+from tests.portal.conftest import PortalWorld, follow, sign_in
 
 AXE = Axe()
 BLOCKING = {"serious", "critical"}
@@ -39,7 +39,7 @@ async def test_a_coordinator_previews_then_books_a_program_and_sees_its_dates(
     page: Any, portal: PortalWorld
 ) -> None:
     await sign_in(page, portal, "coordinator")
-    await page.get_by_role("link", name="Book a program").first.click()
+    await follow(page, page.get_by_role("link", name="Book a program").first)
     assert await page.get_by_role("heading", name="Book a program").is_visible()
     start = portal.today + timedelta(days=7)
     start = start + timedelta(days=(7 - start.weekday()) % 7)  # a Monday, a week or more away
@@ -57,7 +57,7 @@ async def test_a_coordinator_previews_then_books_a_program_and_sees_its_dates(
     await page.get_by_label("Monday").check()
     await page.get_by_label("Number of sessions").fill("4")
     await page.get_by_label("Dates to skip (term breaks)").fill(skipped.isoformat())
-    await page.get_by_role("button", name="Preview").click()
+    await follow(page, page.get_by_role("button", name="Preview"))
 
     dates = await page.locator("ol.preview-dates li").all_inner_texts()
     expected = [start, start + timedelta(days=14), start + timedelta(days=21)]
@@ -68,11 +68,11 @@ async def test_a_coordinator_previews_then_books_a_program_and_sees_its_dates(
     ]
     # The form kept what was typed; Book sends it.
     assert await page.get_by_label("Title").input_value() == "Rhythm and focus"
-    await page.get_by_role("button", name="Book", exact=True).click()
+    await follow(page, page.get_by_role("button", name="Book", exact=True))
     assert await page.get_by_role("heading", name="Rhythm and focus").is_visible()
     assert "requested" in await page.locator("dl.facts").inner_text()
 
-    await page.get_by_role("link", name="Programs").first.click()
+    await follow(page, page.get_by_role("link", name="Programs").first)
     row = page.get_by_role("row", name=re.compile("Rhythm and focus"))
     assert await row.get_by_role("cell").all_inner_texts() == [
         "Rhythm and focus",
@@ -94,7 +94,7 @@ async def test_a_booking_error_is_shown_next_to_its_field_and_the_form_keeps_its
     await page.get_by_label("Start date").fill((portal.today + timedelta(days=3)).isoformat())
     await page.get_by_label("Tuesday").check()
     await page.get_by_label("Number of sessions").fill("3")
-    await page.get_by_role("button", name="Preview").click()
+    await follow(page, page.get_by_role("button", name="Preview"))
     field = page.get_by_label("Participants")
     assert await field.get_attribute("aria-invalid") == "true"
     assert await page.locator("#e-f-participants").inner_text() == (
@@ -111,10 +111,12 @@ async def test_a_coordinator_sees_the_late_cancellation_fee_before_cancelling(
     tomorrow = portal.today + timedelta(days=1)
     month = tomorrow.strftime("%Y-%m")
     await page.goto(f"{portal.url}/app/programs/{portal.ids['running']}?month={month}")
-    await page.get_by_role("link", name=f"Cancel the session of {day(tomorrow)}, 09:00").click()
+    await follow(
+        page, page.get_by_role("link", name=f"Cancel the session of {day(tomorrow)}, 09:00")
+    )
     # Tomorrow's session is inside the 48-hour notice: billed in full (100% of CAD 180.00).
     assert (await page.locator("#fee").inner_text()).startswith("CAD 180.00")
-    await page.get_by_role("button", name="Cancel this session").click()
+    await follow(page, page.get_by_role("button", name="Cancel this session"))
     cell = page.get_by_role("cell", name=re.compile(f"^{tomorrow.day} 09:00"))
     assert "late cancelled" in await cell.inner_text()
 
@@ -125,15 +127,17 @@ async def test_a_therapist_completes_a_session_from_my_week(page: Any, portal: P
     await page.goto(f"{portal.url}/app/week?start={portal.ids['to_complete_day']}")
     assert await page.get_by_role("link", name="video link for Morning rhythm").first.is_visible()
     week_ago = portal.today - timedelta(days=7)
-    await page.get_by_role("link", name=f"Complete the session of {day(week_ago)}, 09:00").click()
+    await follow(
+        page, page.get_by_role("link", name=f"Complete the session of {day(week_ago)}, 09:00")
+    )
     await page.get_by_label("Attendance").fill("9")
-    await page.get_by_role("button", name="Complete").click()
+    await follow(page, page.get_by_role("button", name="Complete"))
     assert await page.locator("#e-f-attendance").inner_text() == (
         "must be at most the program's 5 participants"
     )
     assert await page.get_by_label("Attendance").input_value() == "9"
     await page.get_by_label("Attendance").fill("4")
-    await page.get_by_role("button", name="Complete").click()
+    await follow(page, page.get_by_role("button", name="Complete"))
     done = page.get_by_role("region", name=day(week_ago))
     assert "completed" in await done.inner_text()
     assert "Attendance: 4" in await done.inner_text()
@@ -150,7 +154,7 @@ async def test_a_therapist_completes_a_session_with_its_observation_then_records
     await page.get_by_label("Attendance").fill("9")
     await ratings.get_by_label("4", exact=True).check()
     await page.get_by_label("Note", exact=True).fill("Kept a steady pulse for ten minutes.")
-    await page.get_by_role("button", name="Complete").click()
+    await follow(page, page.get_by_role("button", name="Complete"))
     # Attendance refused: the session stays scheduled, and the observation typed is kept.
     assert await page.locator("#e-f-attendance").inner_text() == (
         "must be at most the program's 5 participants"
@@ -160,7 +164,7 @@ async def test_a_therapist_completes_a_session_with_its_observation_then_records
         "Kept a steady pulse for ten minutes."
     )
     await page.get_by_label("Attendance").fill("5")
-    await page.get_by_role("button", name="Complete").click()
+    await follow(page, page.get_by_role("button", name="Complete"))
     await page.wait_for_url(re.compile(r"/app/week\?start="))
     got = await asyncio.to_thread(
         httpx.get, f"{portal.url}/v1/sessions/{completed}/observation", headers=therapist
@@ -173,16 +177,19 @@ async def test_a_therapist_completes_a_session_with_its_observation_then_records
 
     # A delivered session waiting for its observation: listed on My week, recorded from there.
     due = page.get_by_role("region", name="Observations due")
-    await due.get_by_role(
-        "link", name=f"Record the observation of Morning rhythm, {portal.ids['to_observe_at']}"
-    ).click()
+    await follow(
+        page,
+        due.get_by_role(
+            "link", name=f"Record the observation of Morning rhythm, {portal.ids['to_observe_at']}"
+        ),
+    )
     assert await page.get_by_role("heading", name="Record the observation").is_visible()
     await (
         page.get_by_role("group", name="Focus attention", exact=True)
         .get_by_label("2", exact=True)
         .check()
     )
-    await page.get_by_role("button", name="Save the observation").click()
+    await follow(page, page.get_by_role("button", name="Save the observation"))
     assert await page.get_by_role("status").inner_text() == "Observation recorded."
     got = await asyncio.to_thread(
         httpx.get,
@@ -268,15 +275,15 @@ async def test_a_therapist_adds_time_off_and_gets_a_calendar_feed_link(
     page: Any, portal: PortalWorld
 ) -> None:
     await sign_in(page, portal, "therapist")
-    await page.get_by_role("link", name="Time off").click()
+    await follow(page, page.get_by_role("link", name="Time off"))
     first = portal.today + timedelta(days=60)
     await page.get_by_label("First day").fill(first.isoformat())
     await page.get_by_label("Last day").fill((first + timedelta(days=2)).isoformat())
     await page.get_by_label("Reason (optional)").fill("Conference")
-    await page.get_by_role("button", name="Add time off").click()
+    await follow(page, page.get_by_role("button", name="Add time off"))
     assert await page.get_by_role("cell", name="Conference").is_visible()
-    await page.get_by_role("link", name="My week").click()
-    await page.get_by_role("button", name="Get a calendar feed link").click()
+    await follow(page, page.get_by_role("link", name="My week"))
+    await follow(page, page.get_by_role("button", name="Get a calendar feed link"))
     link = await page.get_by_label(re.compile("^Calendar feed link")).input_value()
     assert re.fullmatch(r"http://127\.0\.0\.1:8000/v1/calendar/cal_[\w-]+\.ics", link)
 
@@ -285,45 +292,45 @@ async def test_finance_runs_invoicing_issues_an_invoice_and_exports_csv(
     page: Any, portal: PortalWorld
 ) -> None:
     await sign_in(page, portal, "finance")
-    await page.get_by_role("link", name="Run invoicing").first.click()
+    await follow(page, page.get_by_role("link", name="Run invoicing").first)
     # The two sessions delivered ten and nine days ago (the world's), nothing else.
     await page.get_by_label("Period start").fill((portal.today - timedelta(days=10)).isoformat())
     await page.get_by_label("Period end").fill((portal.today - timedelta(days=9)).isoformat())
     await page.get_by_label("Organization").select_option(label="Maple School")
-    await page.get_by_role("button", name="Run invoicing").click()
+    await follow(page, page.get_by_role("button", name="Run invoicing"))
     assert (await page.get_by_role("status").inner_text()).startswith("Invoicing run: 1 draft")
-    await page.get_by_role("link", name="Draft").click()
+    await follow(page, page.get_by_role("link", name="Draft"))
     # Two sessions delivered at CAD 180.00, 5% GST.
     assert (await page.get_by_role("definition").all_inner_texts())[3:6] == [
         "CAD 360.00",
         "CAD 18.00",
         "CAD 378.00",
     ]
-    await page.get_by_role("button", name="Issue").click()
+    await follow(page, page.get_by_role("button", name="Issue"))
     assert await page.locator("#invoice-status").inner_text() == "open"
     number = (await page.get_by_role("heading", level=1).inner_text()).removeprefix("Invoice ")
     assert re.fullmatch(r"INV-\d{4}-\d{6}", number)
 
     await page.get_by_label("Amount", exact=True).fill("100.00")
-    await page.get_by_role("button", name="Record payment").click()
+    await follow(page, page.get_by_role("button", name="Record payment"))
     assert (await page.get_by_role("definition").all_inner_texts())[8].startswith("CAD 278.00")
 
     await page.get_by_label("Amount to credit").fill("abc")
-    await page.get_by_role("button", name="Add credit note").click()
+    await follow(page, page.get_by_role("button", name="Add credit note"))
     assert (
         await page.locator("#e-f-credit_amount").inner_text() == "Enter an amount such as 120.00."
     )
     assert await page.get_by_label("Amount to credit").input_value() == "abc"
     await page.get_by_label("Amount to credit").fill("50.00")
     await page.get_by_label("Reason for the credit (optional)").fill("Goodwill")
-    await page.get_by_role("button", name="Add credit note").click()
+    await follow(page, page.get_by_role("button", name="Add credit note"))
     assert (await page.get_by_role("definition").all_inner_texts())[8].startswith("CAD 228.00")
     assert await page.get_by_role("cell", name="Goodwill").is_visible()
 
-    await page.get_by_role("link", name="Invoices").first.click()
+    await follow(page, page.get_by_role("link", name="Invoices").first)
     await page.get_by_label("Status").select_option("open")
     await page.get_by_label("Organization").select_option(label="Maple School")
-    await page.get_by_role("button", name="Filter").click()
+    await follow(page, page.get_by_role("button", name="Filter"))
     assert await page.get_by_role("link", name=number).is_visible()
     await page.get_by_label("From").fill((portal.today - timedelta(days=1)).isoformat())
     await page.get_by_label("To").fill((portal.today + timedelta(days=1)).isoformat())
@@ -340,7 +347,9 @@ async def test_an_admin_assigns_a_suggested_therapist(page: Any, portal: PortalW
     assert await page.get_by_role("heading", name="Needs a therapist").is_visible()
     section = page.get_by_role("region", name="Afternoon songwriting")
     assert "Noor Haddad" in await section.get_by_role("row").nth(1).inner_text()
-    await section.get_by_role("button", name="Assign Noor Haddad to Afternoon songwriting").click()
+    await follow(
+        page, section.get_by_role("button", name="Assign Noor Haddad to Afternoon songwriting")
+    )
     assert await page.get_by_role("heading", name="Afternoon songwriting").is_visible()
     assert "Noor Haddad" in await page.locator("dl.facts").inner_text()
 
@@ -373,7 +382,7 @@ async def test_a_revoked_key_is_signed_out_on_the_next_page_load(
 
 async def test_signing_out_ends_the_session(page: Any, portal: PortalWorld) -> None:
     await sign_in(page, portal, "finance")
-    await page.get_by_role("button", name="Sign out").click()
+    await follow(page, page.get_by_role("button", name="Sign out"))
     assert page.url == f"{portal.url}/app/login"
     await page.goto(f"{portal.url}/app/invoices")
     assert page.url == f"{portal.url}/app/login"
@@ -407,7 +416,7 @@ async def test_every_page_passes_axe_with_no_serious_or_critical_violation(
         found += await blocking_violations(page)
     if role == "coordinator":  # a form with errors, and a cancellation page
         await page.goto(f"{portal.url}/app/programs/new")
-        await page.get_by_role("button", name="Preview").click()
+        await follow(page, page.get_by_role("button", name="Preview"))
         found += await blocking_violations(page)
         await page.goto(f"{portal.url}/app/programs/{portal.ids['foreign']}")
         found += await blocking_violations(page)
@@ -415,7 +424,7 @@ async def test_every_page_passes_axe_with_no_serious_or_critical_violation(
         await page.goto(f"{portal.url}/app/invoices")
         links = page.locator("table a")
         if await links.count():
-            await links.first.click()
+            await follow(page, links.first)
             found += await blocking_violations(page)
     assert found == []
 
