@@ -38,9 +38,9 @@ def to_read(org: Organization) -> OrganizationRead:
 async def get_visible(db: AsyncSession, principal: Principal, org_id: uuid.UUID) -> Organization:
     """The organization if the caller may see it; otherwise NotFound (never a hint it exists)."""
     require_role(principal, READERS, "read organizations")
-    stmt, parameters = _BY_ID.for_principal(principal)
+    stmt, parameters = _BY_ID.for_principal(principal, org_id=org_id)
     org: Organization = await crud.one_or_404(
-        db, stmt, f"Organization {org_id} not found", {**parameters, "org_id": org_id}
+        db, stmt, f"Organization {org_id} not found", parameters
     )
     return org
 

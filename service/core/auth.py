@@ -161,14 +161,15 @@ class ScopedStatement(Generic[S]):
         self._columns = (organization_column, therapist_column)
         self._built: dict[str, S] = {}
 
-    def for_principal(self, principal: Principal) -> tuple[S, dict[str, Any]]:
-        """The statement for this caller, and the parameters its scope needs."""
+    def for_principal(self, principal: Principal, **bound: Any) -> tuple[S, dict[str, Any]]:
+        """The statement for this caller, and its parameters: the request's own (`bound`, by
+        the names the statement gave them) with the ones its scope needs."""
         reach, tenant = _tenant_reach(principal)
         built = self._built.get(reach)
         if built is None:
             built = _narrowed(self._stmt, reach, bindparam(TENANT_PARAMETER), *self._columns)
             self._built[reach] = built
-        return built, ({} if tenant is None else {TENANT_PARAMETER: tenant})
+        return built, (bound if tenant is None else {**bound, TENANT_PARAMETER: tenant})
 
 
 def _tenant_reach(principal: Principal) -> tuple[str, uuid.UUID | None]:

@@ -54,9 +54,9 @@ async def get_visible(
 ) -> Program:
     """Programs carry money (rates), so therapists read theirs through /v1/me/programs."""
     require_role(principal, READERS, "read programs")
-    stmt, parameters = _PROGRAM_BY_ID[for_update].for_principal(principal)
+    stmt, parameters = _PROGRAM_BY_ID[for_update].for_principal(principal, program_id=program_id)
     program: Program = await crud.one_or_404(
-        db, stmt, f"Program {program_id} not found", {**parameters, "program_id": program_id}
+        db, stmt, f"Program {program_id} not found", parameters
     )
     return program
 

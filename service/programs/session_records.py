@@ -120,8 +120,8 @@ async def one_visible(
     db: AsyncSession, scoped: ScopedStatement[Any], principal: Principal, session_id: uuid.UUID
 ) -> Row[Any]:
     """The row of `scoped` for the session, or NotFound when the caller may not see it."""
-    stmt, parameters = scoped.for_principal(principal)
-    row = (await db.execute(stmt, {**parameters, SESSION_ID: session_id})).one_or_none()
+    stmt, parameters = scoped.for_principal(principal, **{SESSION_ID: session_id})
+    row = (await db.execute(stmt, parameters)).one_or_none()
     if row is None:
         raise NotFound(f"Session {session_id} not found")
     return row
